@@ -1,0 +1,1 @@
+"""Private helpers shared by Tether's packages. Not part of the public API."""

@@ -1,0 +1,166 @@
+"""The composition root: wires ports to adapters and offers the system operations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from tether.audit import AuditLog, Verification, verify_chain
+from tether.auth import Authenticator, Principal
+from tether.barrier import Barrier, BarrierError, BarrierStatus, encode_share
+from tether.barrier._service import write_private_file
+from tether.config import Settings
+from tether.estate import EstateService
+from tether.model import AuditEvent
+from tether.store import Store, open_store
+
+log = logging.getLogger("tether")
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    shares: list[str]
+    root_token: str
+
+
+class Tether:
+    """One Tether node: its store, barrier, audit log and services."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.database_url)
+        self.store.migrate()
+        self.barrier = Barrier(self.store)
+        self.audit = AuditLog(self.barrier.audit_key)
+        self.auth = Authenticator(self.store, self.barrier.token_key)
+        self.estate = EstateService(self.store, self.audit)
+        self._rewrap_wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._rewrapper: threading.Thread | None = None
+
+    # -- lifecycle --
+    def start(self) -> None:
+        """Start background work; in dev mode, initialize and unseal from the key file."""
+        if self.settings.dev:
+            self._dev_bootstrap()
+        self._rewrapper = threading.Thread(target=self._rewrap_loop, name="rewrap", daemon=True)
+        self._rewrapper.start()
+        self._rewrap_wakeup.set()  # finish any rewrap a previous process left behind
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._rewrap_wakeup.set()
+        if self._rewrapper is not None:
+            self._rewrapper.join(timeout=5)
+        self.store.close()
+
+    def _dev_bootstrap(self) -> None:
+        key_file = self.settings.dev_key_file
+        if not self.barrier.status().initialized:
+            with self.store.transaction() as tx:
+                self.barrier.initialize_dev(tx, key_file)
+                token, _ = self.auth.issue(tx, "dev-root", ["admin"], created_by="dev-mode")
+                self.audit.append(
+                    tx,
+                    [
+                        AuditEvent(
+                            action="sys.init",
+                            actor="dev-mode",
+                            details={"shares": 1, "threshold": 1, "dev": True},
+                        )
+                    ],
+                )
+            write_private_file(self.settings.dev_token_file, token.encode())
+            log.info(
+                "dev mode: initialized; root token written",
+                extra={"path": str(self.settings.dev_token_file)},
+            )
+        elif self.barrier.sealed:
+            self.barrier.unseal_from_file(key_file)
+            self._audit_system("sys.unseal", "dev-mode", {"method": "dev key file"})
+
+    # -- system operations --
+    def _audit_system(
+        self,
+        action: str,
+        actor: str,
+        details: dict[str, object],
+        result: str = "ok",
+        reason: str | None = None,
+    ) -> None:
+        with self.store.transaction() as tx:
+            self.audit.append(
+                tx,
+                [
+                    AuditEvent(
+                        action=action, actor=actor, result=result, reason=reason, details=details
+                    )
+                ],
+            )
+
+    def initialize(self, shares: int, threshold: int) -> InitResult:
+        with self.store.transaction() as tx:
+            parts = self.barrier.initialize(tx, shares, threshold)
+            token, record = self.auth.issue(tx, "root", ["admin"], created_by="init")
+            self.audit.append(
+                tx,
+                [
+                    AuditEvent(
+                        action="sys.init",
+                        actor="init",
+                        details={
+                            "shares": shares,
+                            "threshold": threshold,
+                            "root_token_id": record.id,
+                        },
+                    )
+                ],
+            )
+        return InitResult(shares=[encode_share(p) for p in parts], root_token=token)
+
+    def unseal(self, share: str, source: str) -> BarrierStatus:
+        was_sealed = self.barrier.sealed
+        try:
+            status = self.barrier.submit_share(share)
+        except BarrierError as exc:
+            if self.barrier.status().initialized:
+                self._audit_system("sys.unseal", f"remote:{source}", {}, "error", str(exc))
+            raise
+        if was_sealed and not status.sealed:
+            self._audit_system("sys.unseal", f"remote:{source}", {"term": status.term})
+            self._rewrap_wakeup.set()
+        return status
+
+    def seal(self, principal: Principal) -> BarrierStatus:
+        principal.require_admin()
+        # The entry is written while the keys are still there; if it fails, nothing seals.
+        self._audit_system("sys.seal", principal.actor, {})
+        self.barrier.seal()
+        return self.barrier.status()
+
+    def rotate(self, principal: Principal) -> int:
+        principal.require_admin()
+        with self.store.transaction() as tx:
+            term = self.barrier.rotate(tx)
+            self.audit.append(
+                tx, [AuditEvent(action="sys.rotate", actor=principal.actor, details={"term": term})]
+            )
+        self._rewrap_wakeup.set()
+        return term
+
+    def verify_audit(self) -> Verification:
+        with self.store.read() as tx:
+            head = tx.audit_head()
+        return verify_chain(self.store.iter_audit(), expected_head=head)
+
+    def _rewrap_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._rewrap_wakeup.wait(timeout=60)
+            self._rewrap_wakeup.clear()
+            try:
+                while not self._stopping.is_set() and not self.barrier.sealed:
+                    if self.barrier.rewrap() == 0:
+                        break
+            except Exception:  # keep the worker alive; the next wake-up retries
+                log.exception("rewrap failed; will retry")

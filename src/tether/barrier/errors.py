@@ -1,0 +1,39 @@
+from tether.errors import TetherError
+
+
+class BarrierError(TetherError):
+    code = "barrier_error"
+
+
+class Sealed(BarrierError):
+    """The barrier is sealed: no secret can be read or written until it is unsealed."""
+
+    status_code = 503
+    code = "sealed"
+
+
+class NotInitialized(BarrierError):
+    status_code = 503
+    code = "not_initialized"
+
+
+class AlreadyInitialized(BarrierError):
+    status_code = 409
+    code = "already_initialized"
+
+
+class InvalidShare(BarrierError):
+    status_code = 400
+    code = "invalid_share"
+
+
+class UnsealFailed(BarrierError):
+    status_code = 400
+    code = "unseal_failed"
+
+
+class DecryptionFailed(BarrierError):
+    """A ciphertext did not authenticate: wrong record, wrong key, or tampered."""
+
+    status_code = 500
+    code = "decryption_failed"

@@ -1,0 +1,9 @@
+"""Python client of the Tether API.
+
+`TetherClient` speaks to a Tether server at `TETHER_ADDR` with `TETHER_TOKEN`. The CLI
+is built on it; workloads use it to exchange attestation for credentials.
+"""
+
+from tether.client._http import ClientError, TetherClient
+
+__all__ = ["ClientError", "TetherClient"]

@@ -1,0 +1,36 @@
+"""Settings from the environment, read once by the composition root."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:8737"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path
+    database_url: str
+    listen: str = DEFAULT_LISTEN
+    dev: bool = False
+
+    @property
+    def dev_key_file(self) -> Path:
+        return self.home / "dev-unseal.key"
+
+    @property
+    def dev_token_file(self) -> Path:
+        return self.home / "dev-root-token"
+
+    @classmethod
+    def from_env(cls, listen: str | None = None, dev: bool = False) -> Settings:
+        home = Path(os.environ.get("TETHER_HOME", ".tether")).resolve()
+        url = os.environ.get("TETHER_DATABASE_URL") or f"sqlite:///{home / 'tether.db'}"
+        return cls(
+            home=home,
+            database_url=url,
+            listen=listen or os.environ.get("TETHER_LISTEN", DEFAULT_LISTEN),
+            dev=dev,
+        )

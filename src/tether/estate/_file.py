@@ -1,0 +1,77 @@
+"""Reading an estate file from disk: YAML to a JSON-able document, policy files inlined."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tether._internal.timeutil import format_time
+from tether.estate.errors import EstateInvalid, Problem
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: an alias bomb cannot expand into gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "anchors and aliases are not allowed in an estate file",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dt.datetime):
+        # A timestamp without offset is left for validation to refuse, with its path.
+        return format_time(value) if value.tzinfo else value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def load_estate_text(text: str, source: str = "<estate>") -> Any:
+    try:
+        return _to_json(yaml.load(text, Loader=_NoAliasLoader))  # noqa: S506 - safe loader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise EstateInvalid([Problem(where, str(problem))]) from None
+
+
+def load_estate_file(path: Path) -> Any:
+    """The document to send to the server, with each listed Cedar file's text inlined."""
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise EstateInvalid([Problem(str(path), f"larger than {MAX_FILE_BYTES} bytes")])
+    document = load_estate_text(path.read_text(encoding="utf-8"), str(path))
+    if isinstance(document, dict) and isinstance(document.get("policies"), list):
+        problems = []
+        inlined: list[Any] = []
+        for index, entry in enumerate(document["policies"]):
+            if not isinstance(entry, str):
+                inlined.append(entry)
+                continue
+            policy_path = (path.parent / entry).resolve()
+            try:
+                inlined.append({"id": entry, "source": policy_path.read_text(encoding="utf-8")})
+            except OSError as exc:
+                problems.append(
+                    Problem(f"policies[{index}]", f"cannot read {entry}: {exc.strerror}")
+                )
+        if problems:
+            raise EstateInvalid(problems)
+        document["policies"] = inlined
+    return document

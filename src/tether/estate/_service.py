@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether._internal.canonical import canonical_json
+from tether.audit import AuditLog
+from tether.errors import NotFoundError
+from tether.model import (
+    KIND_CONTROL_DEFAULTS,
+    AuditEvent,
+    ControlProfile,
+    Estate,
+    Identity,
+    IdentityStatus,
+    Kind,
+)
+from tether.store import IdentityFilter, Store, Tx
+
+Spec = dict[str, Any]
+
+#: Order in which object types are created (referenced things first).
+_TYPES = ("owner", "vendor", "issuer", "profile", "kind", "policy")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    action: str  # create | update | retire | delete
+    type: str
+    id: str
+    fields: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "type": self.type,
+            "id": self.id,
+            "fields": list(self.fields),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    changes: tuple[Change, ...]
+    #: For the writes: the specs to store, keyed like the changes.
+    _specs: Mapping[tuple[str, str], Spec] = field(default_factory=dict, repr=False)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "retire": 0, "delete": 0}
+        for change in self.changes:
+            out[change.action] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.counts(), "changes": [c.to_dict() for c in self.changes]}
+
+
+def _desired(estate: Estate) -> dict[str, dict[str, Spec]]:
+    return {
+        "owner": {o.id: o.to_spec() for o in estate.owners},
+        "vendor": {v.id: v.to_spec() for v in estate.vendors},
+        "issuer": {i.id: i.to_spec() for i in estate.issuers},
+        "profile": {p.id: p.to_spec() for p in estate.profiles},
+        "kind": {k.value: dict(v) for k, v in estate.kind_overrides.items()},
+        "policy": {p.id: p.to_spec() for p in estate.policies},
+    }
+
+
+def _changed_fields(old: Spec, new: Spec) -> tuple[str, ...]:
+    return tuple(sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
+
+
+def compute_plan(tx: Tx, estate: Estate) -> Plan:
+    changes: list[Change] = []
+    specs: dict[tuple[str, str], Spec] = {}
+    removals: list[Change] = []
+    for type_, desired in _desired(estate).items():
+        current = tx.estate_objects(type_)
+        for object_id, spec in desired.items():
+            old = current.get(object_id)
+            if old is None:
+                changes.append(Change("create", type_, object_id))
+            elif old != spec:
+                changes.append(Change("update", type_, object_id, _changed_fields(old, spec)))
+            else:
+                continue
+            specs[(type_, object_id)] = spec
+        removals.extend(Change("delete", type_, i) for i in sorted(current.keys() - desired.keys()))
+
+    current_identities = tx.identity_specs()
+    desired_ids = set()
+    for identity in estate.identities:
+        desired_ids.add(identity.id)
+        spec = identity.to_spec()
+        old = current_identities.get(identity.id)
+        if old is None:
+            changes.append(Change("create", "identity", identity.id))
+        elif old != spec:
+            changes.append(Change("update", "identity", identity.id, _changed_fields(old, spec)))
+        else:
+            continue
+        specs[("identity", identity.id)] = spec
+    for identity_id in sorted(current_identities.keys() - desired_ids):
+        old = current_identities[identity_id]
+        if old.get("status") != IdentityStatus.RETIRED.value:
+            removals.append(Change("retire", "identity", identity_id, ("status",)))
+            specs[("identity", identity_id)] = {**old, "status": IdentityStatus.RETIRED.value}
+    # Retire identities before deleting what they referred to.
+    removals.sort(
+        key=lambda c: (c.action != "retire", _TYPES.index(c.type) if c.type in _TYPES else -1)
+    )
+    return Plan(changes=tuple(changes + removals), _specs=specs)
+
+
+class EstateService:
+    def __init__(self, store: Store, audit: AuditLog) -> None:
+        self._store = store
+        self._audit = audit
+
+    def plan(self, estate: Estate) -> Plan:
+        with self._store.read() as tx:
+            return compute_plan(tx, estate)
+
+    def apply(self, estate: Estate, actor: str, document: Any = None) -> Plan:
+        """Apply `estate` in one transaction, with one audit entry per change."""
+        with self._store.transaction() as tx:
+            plan = compute_plan(tx, estate)
+            events: list[AuditEvent] = []
+            for change in plan.changes:
+                spec = plan._specs.get((change.type, change.id))
+                if change.type == "identity":
+                    assert spec is not None
+                    tx.put_identity(spec)
+                elif change.action == "delete":
+                    tx.delete_estate_object(change.type, change.id)
+                else:
+                    assert spec is not None
+                    tx.put_estate_object(change.type, change.id, spec)
+                events.append(_change_event(change, spec, actor))
+            digest = hashlib.sha256(canonical_json(document).encode()).hexdigest()
+            events.append(
+                AuditEvent(
+                    action="estate.apply",
+                    actor=actor,
+                    result="ok",
+                    reason="no change" if plan.empty else None,
+                    details={"summary": plan.counts(), "document_sha256": digest},
+                )
+            )
+            self._audit.append(tx, events)
+            return plan
+
+    # -- inventory --
+    def control_profile(self, tx: Tx, kind: Kind) -> ControlProfile:
+        overrides = tx.estate_objects("kind").get(kind.value, {})
+        return KIND_CONTROL_DEFAULTS[kind].with_overrides(overrides)
+
+    def list_identities(self, where: IdentityFilter) -> list[Identity]:
+        with self._store.read() as tx:
+            return [Identity.from_spec(s) for s in tx.list_identities(where)]
+
+    def get_identity(self, identity_id: str, owner_scope: tuple[str, ...] | None) -> Spec:
+        """An identity with its effective control profile, as an owner scope may see it."""
+        with self._store.read() as tx:
+            spec = tx.get_identity(identity_id)
+            if spec is None or (owner_scope is not None and spec["owner"] not in owner_scope):
+                raise NotFoundError(f"no identity {identity_id!r}")
+            identity = Identity.from_spec(spec)
+            control = self.control_profile(tx, identity.kind)
+        return {**spec, "control_profile": control.to_spec()}
+
+
+def _change_event(change: Change, spec: Spec | None, actor: str) -> AuditEvent:
+    identity_fields: dict[str, Any] = {}
+    if change.type == "identity" and spec is not None:
+        identity_fields = {
+            "identity_id": change.id,
+            "owner_id": spec.get("owner"),
+            "justification": spec.get("justification"),
+        }
+    elif change.type == "owner":
+        identity_fields = {"owner_id": change.id}
+    return AuditEvent(
+        action=f"estate.{change.action}",
+        actor=actor,
+        details={"type": change.type, "id": change.id, "fields": list(change.fields)},
+        **identity_fields,
+    )

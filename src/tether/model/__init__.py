@@ -1,0 +1,43 @@
+"""Tether's vocabulary (design.md §1) as frozen, slotted dataclasses. No I/O here.
+
+Every estate object converts to a *spec*: a plain JSON-able dict in canonical form
+(durations as `15m`, times as RFC 3339 UTC). Specs are what the store keeps and what a
+plan compares, so applying the same file twice is a no-op by construction.
+"""
+
+from tether.model._audit import AuditEvent, AuditRecord
+from tether.model._estate import (
+    KIND_CONTROL_DEFAULTS,
+    Approval,
+    ControlProfile,
+    Criticality,
+    Entitlement,
+    Estate,
+    Identity,
+    IdentityStatus,
+    Issuer,
+    Kind,
+    Owner,
+    Policy,
+    Profile,
+    Vendor,
+)
+
+__all__ = [
+    "KIND_CONTROL_DEFAULTS",
+    "Approval",
+    "AuditEvent",
+    "AuditRecord",
+    "ControlProfile",
+    "Criticality",
+    "Entitlement",
+    "Estate",
+    "Identity",
+    "IdentityStatus",
+    "Issuer",
+    "Kind",
+    "Owner",
+    "Policy",
+    "Profile",
+    "Vendor",
+]

@@ -1,0 +1,371 @@
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tether._internal.timeutil import format_duration, format_time, parse_duration, parse_time
+
+Spec = dict[str, Any]
+
+
+class Kind(enum.StrEnum):
+    SERVICE_ACCOUNT = "service_account"
+    API_KEY = "api_key"
+    WORKLOAD = "workload"
+    CERTIFICATE = "certificate"
+    TOKEN = "token"  # noqa: S105 - a kind of identity, not a secret
+    AGENT = "agent"
+    ENCRYPTION_KEY = "encryption_key"
+    LEGACY_STATIC = "legacy_static"
+
+
+class IdentityStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    RETIRED = "retired"
+
+
+class Criticality(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+def _opt_time(value: dt.datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def _opt_duration(value: dt.timedelta | None) -> str | None:
+    return None if value is None else format_duration(value)
+
+
+def _drop_none(spec: Spec) -> Spec:
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ControlProfile:
+    """The lifecycle controls a kind imposes on every identity of that kind."""
+
+    kind: Kind
+    max_ttl: dt.timedelta
+    rotate_every: dt.timedelta | None
+    attestation_required: bool
+    review_every: dt.timedelta
+    #: None means any environment.
+    allowed_environments: tuple[str, ...] | None = None
+    telemetry: bool = True
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ControlProfile:
+        changes: dict[str, Any] = {}
+        for name in ("max_ttl", "rotate_every", "review_every"):
+            if name in overrides:
+                changes[name] = parse_duration(overrides[name])
+        if "attestation_required" in overrides:
+            changes["attestation_required"] = bool(overrides["attestation_required"])
+        if "allowed_environments" in overrides:
+            changes["allowed_environments"] = tuple(overrides["allowed_environments"])
+        if "telemetry" in overrides:
+            changes["telemetry"] = bool(overrides["telemetry"])
+        return replace(self, **changes)
+
+    def to_spec(self) -> Spec:
+        return _drop_none(
+            {
+                "kind": self.kind.value,
+                "max_ttl": format_duration(self.max_ttl),
+                "rotate_every": _opt_duration(self.rotate_every),
+                "attestation_required": self.attestation_required,
+                "review_every": format_duration(self.review_every),
+                "allowed_environments": (
+                    None if self.allowed_environments is None else list(self.allowed_environments)
+                ),
+                "telemetry": self.telemetry,
+            }
+        )
+
+
+def _cp(kind: Kind, max_ttl: str, rotate: str | None, attest: bool, review: str) -> ControlProfile:
+    return ControlProfile(
+        kind=kind,
+        max_ttl=parse_duration(max_ttl),
+        rotate_every=None if rotate is None else parse_duration(rotate),
+        attestation_required=attest,
+        review_every=parse_duration(review),
+    )
+
+
+#: Built-in control profiles. Short-lived kinds (workloads, agents, tokens) are never
+#: rotated: they are re-issued. Long-lived kinds carry a rotation interval and a tighter
+#: review cadence, because their blast radius when leaked is larger.
+KIND_CONTROL_DEFAULTS: Mapping[Kind, ControlProfile] = {
+    Kind.SERVICE_ACCOUNT: _cp(Kind.SERVICE_ACCOUNT, "1h", None, False, "90d"),
+    Kind.API_KEY: _cp(Kind.API_KEY, "90d", "30d", False, "90d"),
+    Kind.WORKLOAD: _cp(Kind.WORKLOAD, "1h", None, True, "180d"),
+    Kind.CERTIFICATE: _cp(Kind.CERTIFICATE, "90d", "60d", False, "180d"),
+    Kind.TOKEN: _cp(Kind.TOKEN, "1h", None, False, "90d"),
+    Kind.AGENT: _cp(Kind.AGENT, "15m", None, True, "30d"),
+    Kind.ENCRYPTION_KEY: _cp(Kind.ENCRYPTION_KEY, "365d", "90d", False, "365d"),
+    Kind.LEGACY_STATIC: _cp(Kind.LEGACY_STATIC, "365d", "90d", False, "30d"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    id: str
+    name: str
+    contact: str
+
+    def to_spec(self) -> Spec:
+        return {"id": self.id, "name": self.name, "contact": self.contact}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Owner:
+        return cls(id=spec["id"], name=spec.get("name", spec["id"]), contact=spec["contact"])
+
+
+@dataclass(frozen=True, slots=True)
+class Vendor:
+    id: str
+    name: str
+    contract_ends: dt.datetime
+
+    def to_spec(self) -> Spec:
+        return {"id": self.id, "name": self.name, "contract_ends": format_time(self.contract_ends)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Vendor:
+        return cls(
+            id=spec["id"],
+            name=spec.get("name", spec["id"]),
+            contract_ends=parse_time(spec["contract_ends"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """A trusted issuer of attestation evidence (OIDC/JWT)."""
+
+    id: str
+    preset: str
+    issuer: str
+    audiences: tuple[str, ...]
+    jwks_uri: str | None = None
+    jwks: Mapping[str, Any] | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    single_use: bool = False
+
+    def to_spec(self) -> Spec:
+        return _drop_none(
+            {
+                "id": self.id,
+                "preset": self.preset,
+                "issuer": self.issuer,
+                "audiences": list(self.audiences),
+                "jwks_uri": self.jwks_uri,
+                "jwks": None if self.jwks is None else dict(self.jwks),
+                "algorithms": list(self.algorithms),
+                "single_use": self.single_use,
+            }
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Issuer:
+        preset = spec.get("preset", "oidc")
+        return cls(
+            id=spec["id"],
+            preset=preset,
+            issuer=spec["issuer"],
+            audiences=tuple(spec["audiences"]),
+            jwks_uri=spec.get("jwks_uri"),
+            jwks=spec.get("jwks"),
+            algorithms=tuple(spec.get("algorithms", ("RS256", "ES256"))),
+            # GitHub Actions tokens are bearer evidence for one job: replay is refused.
+            single_use=bool(spec.get("single_use", preset == "github-actions")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Something Tether can issue, with the grants it carries and its longest life."""
+
+    id: str
+    provider: str
+    max_ttl: dt.timedelta
+    scopes: tuple[str, ...] = ()
+    audience: str | None = None
+    target: str | None = None
+    grants: Mapping[str, Any] | None = None
+
+    def to_spec(self) -> Spec:
+        return _drop_none(
+            {
+                "id": self.id,
+                "provider": self.provider,
+                "max_ttl": format_duration(self.max_ttl),
+                "scopes": list(self.scopes),
+                "audience": self.audience,
+                "target": self.target,
+                "grants": None if self.grants is None else dict(self.grants),
+            }
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Profile:
+        return cls(
+            id=spec["id"],
+            provider=spec["provider"],
+            max_ttl=parse_duration(spec["max_ttl"]),
+            scopes=tuple(spec.get("scopes", ())),
+            audience=spec.get("audience"),
+            target=spec.get("target"),
+            grants=spec.get("grants"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    by: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    """identity → profile, optionally narrowed to fewer scopes."""
+
+    profile_id: str
+    scopes: tuple[str, ...] | None = None
+    conditions: Mapping[str, Any] | None = None
+
+    def to_spec(self) -> Spec:
+        return _drop_none(
+            {
+                "profile": self.profile_id,
+                "scopes": None if self.scopes is None else list(self.scopes),
+                "conditions": None if self.conditions is None else dict(self.conditions),
+            }
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Entitlement:
+        scopes = spec.get("scopes")
+        return cls(
+            profile_id=spec["profile"],
+            scopes=None if scopes is None else tuple(scopes),
+            conditions=spec.get("conditions"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A non-human identity (NHI) and everything that justifies its access."""
+
+    id: str
+    kind: Kind
+    owner_id: str
+    purpose: str
+    justification: str
+    environment: str
+    system: str | None = None
+    region: str | None = None
+    vendor_id: str | None = None
+    approval: Approval | None = None
+    criticality: Criticality = Criticality.MEDIUM
+    #: The identity's own expiry condition: past it, nothing is issued to it.
+    expires_at: dt.datetime | None = None
+    status: IdentityStatus = IdentityStatus.ACTIVE
+    labels: Mapping[str, str] = field(default_factory=dict)
+    attest: Mapping[str, Any] | None = None
+    entitlements: tuple[Entitlement, ...] = ()
+
+    def to_spec(self) -> Spec:
+        return _drop_none(
+            {
+                "id": self.id,
+                "kind": self.kind.value,
+                "owner": self.owner_id,
+                "purpose": self.purpose,
+                "justification": self.justification,
+                "environment": self.environment,
+                "system": self.system,
+                "region": self.region,
+                "vendor": self.vendor_id,
+                "approval": (
+                    None
+                    if self.approval is None
+                    else {"by": self.approval.by, "expires": format_time(self.approval.expires_at)}
+                ),
+                "criticality": self.criticality.value,
+                "expires": _opt_time(self.expires_at),
+                "status": self.status.value,
+                "labels": dict(self.labels),
+                "attest": None if self.attest is None else dict(self.attest),
+                "entitlements": [e.to_spec() for e in self.entitlements],
+            }
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Identity:
+        approval = spec.get("approval")
+        expires = spec.get("expires")
+        return cls(
+            id=spec["id"],
+            kind=Kind(spec["kind"]),
+            owner_id=spec["owner"],
+            purpose=spec["purpose"],
+            justification=spec["justification"],
+            environment=spec["environment"],
+            system=spec.get("system"),
+            region=spec.get("region"),
+            vendor_id=spec.get("vendor"),
+            approval=(
+                None
+                if approval is None
+                else Approval(by=approval["by"], expires_at=parse_time(approval["expires"]))
+            ),
+            criticality=Criticality(spec.get("criticality", "medium")),
+            expires_at=None if expires is None else parse_time(expires),
+            status=IdentityStatus(spec.get("status", "active")),
+            labels=dict(spec.get("labels", {})),
+            attest=spec.get("attest"),
+            entitlements=tuple(
+                Entitlement.from_spec({"profile": e} if isinstance(e, str) else e)
+                for e in spec.get("entitlements", ())
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A Cedar policy file from the estate, kept by its path as the id."""
+
+    id: str
+    source: str
+
+    def to_spec(self) -> Spec:
+        return {"id": self.id, "source": self.source}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Policy:
+        return cls(id=spec["id"], source=spec["source"])
+
+
+@dataclass(frozen=True, slots=True)
+class Estate:
+    """A whole declared estate, validated and resolved."""
+
+    owners: tuple[Owner, ...] = ()
+    vendors: tuple[Vendor, ...] = ()
+    issuers: tuple[Issuer, ...] = ()
+    profiles: tuple[Profile, ...] = ()
+    identities: tuple[Identity, ...] = ()
+    #: Per-kind overrides of the built-in control profiles, as written in the file.
+    kind_overrides: Mapping[Kind, Mapping[str, Any]] = field(default_factory=dict)
+    policies: tuple[Policy, ...] = ()
+
+    def control_profile(self, kind: Kind) -> ControlProfile:
+        return KIND_CONTROL_DEFAULTS[kind].with_overrides(self.kind_overrides.get(kind, {}))

@@ -1,0 +1,38 @@
+"""The storage port and its adapters.
+
+`Store` is the port: services open a transaction, read and write through `Tx`, and
+either everything in it lands or nothing does. `MemoryStore` serves tests; the SQL
+adapter serves SQLite (embedded) and PostgreSQL (scale-out). `open_store(url)` is the
+one way the composition root gets one.
+"""
+
+from tether.store._port import (
+    ApiTokenRecord,
+    IdentityFilter,
+    SealedRecord,
+    Store,
+    Tx,
+)
+from tether.store.errors import StoreError, StoreUnavailable
+
+__all__ = [
+    "ApiTokenRecord",
+    "IdentityFilter",
+    "SealedRecord",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "Tx",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open the store at `url`: `memory://`, `sqlite:///path` or `postgresql://...`."""
+    if url.startswith("memory:"):
+        from tether.store._memory import MemoryStore
+
+        return MemoryStore()
+    from tether.store._sql import SqlStore
+
+    return SqlStore(url)

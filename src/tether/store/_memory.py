@@ -1,0 +1,190 @@
+"""In-memory store for tests: same contract as the SQL adapter, verified by the same tests."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+
+from tether.model import AuditRecord
+from tether.store._port import ApiTokenRecord, IdentityFilter, SealedRecord, Spec
+from tether.store.errors import StoreError
+
+_GENESIS = (0, "0" * 64)
+
+
+class _State:
+    def __init__(self) -> None:
+        self.meta: dict[str, bytes] = {}
+        self.sealed: dict[str, SealedRecord] = {}
+        self.objects: dict[tuple[str, str], Spec] = {}
+        self.identities: dict[str, Spec] = {}
+        self.audit: list[AuditRecord] = []
+        self.tokens: dict[str, ApiTokenRecord] = {}
+
+
+class _MemoryTx:
+    """Writes go straight to the shared state and are undone on rollback."""
+
+    def __init__(self, state: _State, writable: bool) -> None:
+        self._s = state
+        self._writable = writable
+        self.undo: list[Callable[[], object]] = []
+
+    def _set(self, table: dict[object, object], key: object, value: object) -> None:
+        if not self._writable:
+            raise StoreError("write in a read-only transaction")
+        missing = object()
+        old = table.get(key, missing)
+        table[key] = value
+        if old is missing:
+            self.undo.append(lambda: table.pop(key, None))
+        else:
+            self.undo.append(lambda: table.__setitem__(key, old))
+
+    def _delete(self, table: dict[object, object], key: object) -> None:
+        if key in table:
+            old = table.pop(key)
+            self.undo.append(lambda: table.__setitem__(key, old))
+
+    def get_meta(self, key: str) -> bytes | None:
+        return self._s.meta.get(key)
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        self._set(self._s.meta, key, value)  # type: ignore[arg-type]
+
+    def get_sealed(self, record_id: str) -> SealedRecord | None:
+        return self._s.sealed.get(record_id)
+
+    def put_sealed(self, record: SealedRecord) -> None:
+        self._set(self._s.sealed, record.id, record)  # type: ignore[arg-type]
+
+    def sealed_below_term(self, term: int, limit: int) -> list[SealedRecord]:
+        found = sorted((r for r in self._s.sealed.values() if r.term < term), key=lambda r: r.id)
+        return found[:limit]
+
+    def estate_objects(self, type_: str) -> dict[str, Spec]:
+        return {k[1]: copy.deepcopy(v) for k, v in self._s.objects.items() if k[0] == type_}
+
+    def put_estate_object(self, type_: str, object_id: str, spec: Spec) -> None:
+        self._set(self._s.objects, (type_, object_id), copy.deepcopy(spec))  # type: ignore[arg-type]
+
+    def delete_estate_object(self, type_: str, object_id: str) -> None:
+        self._delete(self._s.objects, (type_, object_id))  # type: ignore[arg-type]
+
+    def identity_specs(self) -> dict[str, Spec]:
+        return copy.deepcopy(self._s.identities)
+
+    def get_identity(self, identity_id: str) -> Spec | None:
+        spec = self._s.identities.get(identity_id)
+        return None if spec is None else copy.deepcopy(spec)
+
+    def put_identity(self, spec: Spec) -> None:
+        self._set(self._s.identities, spec["id"], copy.deepcopy(spec))  # type: ignore[arg-type]
+
+    def list_identities(self, where: IdentityFilter) -> list[Spec]:
+        out = []
+        for identity_id in sorted(self._s.identities):
+            spec = self._s.identities[identity_id]
+            if where.after_id is not None and identity_id <= where.after_id:
+                continue
+            if where.kind is not None and spec["kind"] != where.kind:
+                continue
+            if where.owner_id is not None and spec["owner"] != where.owner_id:
+                continue
+            if where.owner_in is not None and spec["owner"] not in where.owner_in:
+                continue
+            if where.environment is not None and spec["environment"] != where.environment:
+                continue
+            if where.status is not None and spec.get("status", "active") != where.status:
+                continue
+            out.append(copy.deepcopy(spec))
+            if len(out) >= where.limit:
+                break
+        return out
+
+    def audit_head(self) -> tuple[int, str]:
+        if not self._s.audit:
+            return _GENESIS
+        last = self._s.audit[-1]
+        return last.seq, last.hash
+
+    def append_audit(self, records: Sequence[AuditRecord]) -> None:
+        if not self._writable:
+            raise StoreError("write in a read-only transaction")
+        before = len(self._s.audit)
+        self._s.audit.extend(records)
+        self.undo.append(lambda: self._s.audit.__delitem__(slice(before, None)))
+
+    def list_audit(
+        self, after_seq: int, limit: int, identity_id: str | None = None
+    ) -> list[AuditRecord]:
+        rows = [
+            r
+            for r in self._s.audit[after_seq:]
+            if identity_id is None or r.identity_id == identity_id
+        ]
+        return rows[:limit]
+
+    def put_api_token(self, record: ApiTokenRecord) -> None:
+        if any(
+            t.token_hash == record.token_hash and t.id != record.id for t in self._s.tokens.values()
+        ):
+            raise StoreError("duplicate token hash")
+        self._set(self._s.tokens, record.id, record)  # type: ignore[arg-type]
+
+    def api_token_by_hash(self, token_hash: str) -> ApiTokenRecord | None:
+        return next((t for t in self._s.tokens.values() if t.token_hash == token_hash), None)
+
+    def list_api_tokens(self) -> list[ApiTokenRecord]:
+        return sorted(self._s.tokens.values(), key=lambda t: t.created_at)
+
+    def revoke_api_token(self, token_id: str, at: dt.datetime) -> bool:
+        record = self._s.tokens.get(token_id)
+        if record is None or record.revoked_at is not None:
+            return False
+        self._set(self._s.tokens, token_id, replace(record, revoked_at=at))  # type: ignore[arg-type]
+        return True
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._state = _State()
+        self._lock = threading.RLock()
+
+    def migrate(self) -> None:
+        return None
+
+    @contextmanager
+    def transaction(self) -> Iterator[_MemoryTx]:
+        with self._lock:
+            tx = _MemoryTx(self._state, writable=True)
+            try:
+                yield tx
+            except BaseException:
+                for undo in reversed(tx.undo):
+                    undo()
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[_MemoryTx]:
+        with self._lock:
+            yield _MemoryTx(self._state, writable=False)
+
+    def iter_audit(self, batch: int = 20_000) -> Iterator[AuditRecord]:
+        with self._lock:
+            records = list(self._state.audit)
+        yield from records
+
+    def close(self) -> None:
+        return None
+
+    # Test hook: lets tamper tests edit a stored entry the way an attacker with DB access would.
+    def _tamper_audit(self, index: int, record: AuditRecord | None) -> None:
+        if record is None:
+            del self._state.audit[index]
+        else:
+            self._state.audit[index] = record

@@ -1,0 +1,136 @@
+"""The current schema as SQLAlchemy Core tables. Migrations under `migrations/` build it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+        return value.astimezone(dt.UTC)  # type: ignore[no-any-return]
+
+
+metadata = MetaData()
+
+meta = Table(
+    "tether_meta",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+sealed_records = Table(
+    "sealed_records",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("purpose", String(64), nullable=False),
+    Column("term", Integer, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_sealed_records_term", "term"),
+)
+
+estate_objects = Table(
+    "estate_objects",
+    metadata,
+    Column("type", String(32), primary_key=True),
+    Column("id", String(255), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("owner_id", String(255), nullable=False),
+    Column("environment", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("vendor_id", String(255)),
+    Column("approval_expires_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+    Column("spec", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_identities_kind", "kind"),
+    Index("ix_identities_owner", "owner_id"),
+    Index("ix_identities_environment", "environment"),
+    Index("ix_identities_status", "status"),
+    Index("ix_identities_vendor", "vendor_id"),
+    Index("ix_identities_approval_expires", "approval_expires_at"),
+    Index("ix_identities_expires", "expires_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("identity_id", String(255)),
+    Column("owner_id", String(255)),
+    Column("task_id", String(255)),
+    Column("reason", Text),
+    Column("justification", Text),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_identity", "identity_id"),
+    Index("ix_audit_action", "action"),
+)
+
+# One row that holds the chain's head: appenders lock it, so replicas append in order.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+)
