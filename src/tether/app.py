@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tether.audit import AuditLog, Verification, verify_chain
@@ -58,7 +60,7 @@ class Tether:
     def _dev_bootstrap(self) -> None:
         key_file = self.settings.dev_key_file
         if not self.barrier.status().initialized:
-            with self.store.transaction() as tx:
+            with self._sealed_on_failure(), self.store.transaction() as tx:
                 self.barrier.initialize_dev(tx, key_file)
                 token, _ = self.auth.issue(tx, "dev-root", ["admin"], created_by="dev-mode")
                 self.audit.append(
@@ -80,6 +82,19 @@ class Tether:
             self.barrier.unseal_from_file(key_file)
             self._audit_system("sys.unseal", "dev-mode", {"method": "dev key file"})
 
+    @contextmanager
+    def _sealed_on_failure(self) -> Iterator[None]:
+        # Initialization opens the barrier inside its transaction (the root token needs
+        # the token key); if the transaction fails, no keyring was stored: close it again.
+        # An already-open barrier is left alone: a refused second `init` must not seal it.
+        was_sealed = self.barrier.sealed
+        try:
+            yield
+        except BaseException:
+            if was_sealed:
+                self.barrier.seal()
+            raise
+
     # -- system operations --
     def _audit_system(
         self,
@@ -99,8 +114,10 @@ class Tether:
                 ],
             )
 
-    def initialize(self, shares: int, threshold: int) -> InitResult:
-        with self.store.transaction() as tx:
+    def initialize(self, shares: int, threshold: int, seal_after: bool = False) -> InitResult:
+        """Create the root key, keyring and root token. Over the API Tether then seals,
+        so the first unseal is done by the share holders, as every later one is."""
+        with self._sealed_on_failure(), self.store.transaction() as tx:
             parts = self.barrier.initialize(tx, shares, threshold)
             token, record = self.auth.issue(tx, "root", ["admin"], created_by="init")
             self.audit.append(
@@ -117,6 +134,8 @@ class Tether:
                     )
                 ],
             )
+        if seal_after:
+            self.barrier.seal()
         return InitResult(shares=[encode_share(p) for p in parts], root_token=token)
 
     def unseal(self, share: str, source: str) -> BarrierStatus:

@@ -14,12 +14,13 @@ UTC = dt.UTC
 #: The longest duration Tether accepts anywhere: nothing it governs should live longer.
 MAX_DURATION = dt.timedelta(days=3660)
 
-_DURATION_PART = re.compile(r"(\d{1,9})([smhdw])")
-_DURATION_FULL = re.compile(r"(?:\d{1,9}[smhdw])+")
+# [0-9], not \d: other scripts' digits are not a duration or a date.
+_DURATION_PART = re.compile(r"([0-9]{1,9})([smhdw])")
+_DURATION_FULL = re.compile(r"(?:[0-9]{1,9}[smhdw])+")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
 
 
@@ -37,10 +38,10 @@ def parse_duration(text: str) -> dt.timedelta:
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     if seconds <= 0:
         raise InvalidValue("a duration must be longer than zero")
-    value = dt.timedelta(seconds=seconds)
-    if value > MAX_DURATION:
+    # Compared as a number first: `999999999w` is too large even for a timedelta.
+    if seconds > MAX_DURATION.total_seconds():
         raise InvalidValue("a duration may not exceed 3660d")
-    return value
+    return dt.timedelta(seconds=seconds)
 
 
 def format_duration(value: dt.timedelta) -> str:
@@ -69,6 +70,8 @@ def parse_time(value: str | dt.date | dt.datetime) -> dt.datetime:
             return dt.datetime.fromisoformat(value.replace("z", "Z")).astimezone(UTC)
     except ValueError as exc:
         raise InvalidValue(f"not a valid date or time: {exc}") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before the first UTC instant
+        raise InvalidValue("not a valid date or time: out of range in UTC") from None
     raise InvalidValue("expected an RFC 3339 timestamp or a date (YYYY-MM-DD)")
 
 

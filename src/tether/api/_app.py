@@ -17,6 +17,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tether
@@ -64,23 +65,34 @@ class _BodyLimit:
             await _too_large(send, self.limit)
             return
         seen = 0
+        over = responded = False
 
         async def limited() -> Message:
-            nonlocal seen
+            # Past the limit the app sees a disconnect; whatever it answers is dropped
+            # and the 413 below is sent instead.
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _BodyTooLarge
+                over = True
+                return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal responded
+            if not over:
+                responded = True
+                await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
+            await self.app(scope, limited, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not responded:
             await _too_large(send, self.limit)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -116,6 +128,17 @@ def _token_info(record: ApiTokenRecord) -> dict[str, Any]:
     }
 
 
+def _principal(request: Request) -> Principal:
+    node: Tether = request.app.state.node
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    return node.auth.authenticate(token.strip() or None)
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+
+
 def create_app(node: Tether) -> FastAPI:
     app = FastAPI(
         title="Tether",
@@ -124,6 +147,8 @@ def create_app(node: Tether) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.state.node = node
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     registry = CollectorRegistry()
     requests_total = Counter(
         "tether_http_requests_total",
@@ -186,6 +211,16 @@ def create_app(node: Tether) -> FastAPI:
             response.headers.update(headers)
         return response
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unparseable bodies, unknown routes and wrong methods: the same shape as the rest.
+        codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        response = _error(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+        )
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
@@ -203,15 +238,6 @@ def create_app(node: Tether) -> FastAPI:
         log.error("unhandled error", exc_info=exc)
         return _error(500, "internal", "internal error; see the server log")
 
-    def principal(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            token = ""
-        return node.auth.authenticate(token.strip() or None)
-
-    Caller = Annotated[Principal, Depends(principal)]  # noqa: N806
-
     # -- system --
     @app.get("/v1/sys/health", tags=["sys"])
     def health() -> dict[str, Any]:
@@ -223,7 +249,7 @@ def create_app(node: Tether) -> FastAPI:
 
     @app.post("/v1/sys/init", tags=["sys"], response_model=InitResponse)
     def init(body: InitRequest) -> Any:
-        return node.initialize(body.shares, body.threshold)
+        return node.initialize(body.shares, body.threshold, seal_after=True)
 
     @app.post("/v1/sys/unseal", tags=["sys"], response_model=StatusResponse)
     def unseal(body: UnsealRequest, request: Request) -> Any:

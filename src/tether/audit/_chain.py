@@ -12,6 +12,7 @@ from tether._internal.timeutil import format_time, parse_time
 from tether.model import AuditRecord
 
 GENESIS_HASH = "0" * 64
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def entry_hash(
@@ -28,7 +29,7 @@ def entry_hash(
     justification: str | None,
     details: str,
 ) -> str:
-    body = json.dumps(
+    body = _ENCODER.encode(
         [
             prev_hash,
             seq,
@@ -43,17 +44,15 @@ def entry_hash(
             justification,
             details,
         ],
-        ensure_ascii=False,
-        separators=(",", ":"),
     )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def record_hash(r: AuditRecord) -> str:
+def record_hash(r: AuditRecord, ts_text: str | None = None) -> str:
     return entry_hash(
         r.prev_hash,
         r.seq,
-        format_time(r.ts),
+        ts_text or format_time(r.ts),
         r.action,
         r.actor,
         r.result,
@@ -96,26 +95,40 @@ def verify_chain(
     prev_hash = GENESIS_HASH
     expected_seq = 1
     count = 0
+    # Entries appended in one batch share a timestamp: format it once per batch.
+    last_ts, ts_text = None, ""
+    # The hash of the entry the expected head names, to tell entries added past it.
+    head_seq_wanted = -1 if expected_head is None else expected_head[0]
+    hash_at_head = GENESIS_HASH
     for r in records:
+        if r.ts != last_ts:
+            last_ts, ts_text = r.ts, format_time(r.ts)
         if r.seq != expected_seq:
             problem = f"entry {r.seq} is out of sequence: expected entry {expected_seq}"
             return Verification(False, count, prev_hash, expected_seq, problem)
         if r.prev_hash != prev_hash:
             problem = f"entry {r.seq} does not link to entry {r.seq - 1}"
             return Verification(False, count, prev_hash, r.seq, problem)
-        if record_hash(r) != r.hash:
+        if record_hash(r, ts_text) != r.hash:
             problem = f"entry {r.seq} was modified: its contents do not match its hash"
             return Verification(False, count, prev_hash, r.seq, problem)
         prev_hash = r.hash
+        if r.seq == head_seq_wanted:
+            hash_at_head = r.hash
         expected_seq += 1
         count += 1
     if expected_head is not None and expected_head != (count, prev_hash):
-        head_seq = expected_head[0]
+        head_seq, head_hash = expected_head
         if head_seq > count:
             problem = f"entries {count + 1}..{head_seq} are missing: the log was truncated"
+            first_bad = count + 1
+        elif head_seq < count and hash_at_head == head_hash:
+            problem = f"entries {head_seq + 1}..{count} were added past the log head"
+            first_bad = head_seq + 1
         else:
             problem = f"the log head (entry {head_seq}) disagrees with the chain"
-        return Verification(False, count, prev_hash, count + 1, problem)
+            first_bad = max(head_seq, 1)
+        return Verification(False, count, prev_hash, first_bad, problem)
     return Verification(True, count, prev_hash)
 
 

@@ -16,6 +16,7 @@ from tether.barrier.errors import (
     InvalidShare,
     NotInitialized,
     Sealed,
+    UnknownTerm,
     UnsealFailed,
 )
 from tether.barrier.keyring import Keyring
@@ -180,7 +181,12 @@ class Barrier:
         return SealedRecord(id=record_id, purpose=purpose, term=term, ciphertext=blob)
 
     def decrypt(self, record: SealedRecord) -> bytes:
-        return self.keyring().decrypt(record.id, record.ciphertext)
+        try:
+            return self.keyring().decrypt(record.id, record.ciphertext)
+        except UnknownTerm:
+            # Another replica rotated the keyring since this one unsealed: re-read it once.
+            self.reload()
+            return self.keyring().decrypt(record.id, record.ciphertext)
 
     def put_secret(self, tx: Tx, record_id: str, purpose: str, plaintext: bytes) -> None:
         tx.put_sealed(self.encrypt(record_id, purpose, plaintext))
@@ -191,14 +197,29 @@ class Barrier:
 
     # -- keyring rotation --
     def rotate(self, tx: Tx) -> int:
-        """Add a keyring term inside `tx`. New writes use it; `rewrap` moves old records."""
+        """Add a keyring term inside `tx`; new writes use it once `tx` commits.
+
+        The new keyring is derived from the one stored in `tx` and installed only on
+        commit: a rolled-back rotation never leaves this node writing under a term that
+        was not stored.
+        """
         with self._lock:
-            keyring = self.keyring()
-            assert self._root_key is not None
-            rotated = keyring.rotated()
-            tx.put_meta(_KEYRING_KEY, rotated.wrap(self._root_key))
-            self._keyring = rotated
-            return rotated.active_term
+            self.keyring()  # sealed: refuse
+            root_key = self._root_key
+            assert root_key is not None
+        wrapped = tx.get_meta(_KEYRING_KEY)
+        if wrapped is None:
+            raise NotInitialized("Tether is not initialized: run `tether init`")
+        rotated = Keyring.unwrap(root_key, wrapped).rotated()
+        tx.put_meta(_KEYRING_KEY, rotated.wrap(root_key))
+        tx.on_commit(lambda: self._install(rotated))
+        return rotated.active_term
+
+    def _install(self, keyring: Keyring) -> None:
+        with self._lock:
+            current = self._keyring
+            if current is not None and current.active_term < keyring.active_term:
+                self._keyring = keyring
 
     def rewrap(self, batch: int = 500) -> int:
         """Re-encrypt up to `batch` records written under older terms. Returns how many."""

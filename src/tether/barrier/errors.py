@@ -37,3 +37,9 @@ class DecryptionFailed(BarrierError):
 
     status_code = 500
     code = "decryption_failed"
+
+
+class UnknownTerm(DecryptionFailed):
+    """A record was written under a keyring term this node does not hold (yet)."""
+
+    code = "unknown_term"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tether.barrier.errors import DecryptionFailed
+from tether.barrier.errors import DecryptionFailed, UnknownTerm
 
 _FORMAT = 1
 _HEADER = struct.Struct(">BI")  # format version, term
@@ -61,7 +61,7 @@ class Keyring:
         if cipher is None:
             key = self.terms.get(term)
             if key is None:
-                raise DecryptionFailed(f"no key for keyring term {term}")
+                raise UnknownTerm(f"no key for keyring term {term}")
             cipher = self._ciphers[term] = AESGCM(key)
         return cipher
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from tether._internal.timeutil import format_time
+from tether.estate._parse import _path
 from tether.estate.errors import EstateInvalid, Problem
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -28,28 +29,56 @@ class _NoAliasLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # YAML says keys are unique; PyYAML would keep the last of two `owner:` lines.
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
 
-def _to_json(value: Any) -> Any:
+
+def _to_json(value: Any, where: list[Any], problems: list[Problem]) -> Any:
     if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
+        return {str(k): _to_json(v, [*where, str(k)], problems) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_json(v) for v in value]
+        return [_to_json(v, [*where, i], problems) for i, v in enumerate(value)]
     if isinstance(value, dt.datetime):
         # A timestamp without offset is left for validation to refuse, with its path.
         return format_time(value) if value.tzinfo else value.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    # !!binary, !!set, !!omap ...: nothing JSON can carry to the server.
+    problems.append(Problem(_path(where), f"a YAML {type(value).__name__} is not allowed here"))
+    return None
 
 
 def load_estate_text(text: str, source: str = "<estate>") -> Any:
+    problems: list[Problem] = []
     try:
-        return _to_json(yaml.load(text, Loader=_NoAliasLoader))  # noqa: S506 - safe loader subclass
+        document = _to_json(yaml.load(text, Loader=_NoAliasLoader), [], problems)  # noqa: S506 - safe loader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise EstateInvalid([Problem(where, str(problem))]) from None
+    except RecursionError:
+        raise EstateInvalid([Problem(source, "nested too deeply")]) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python will convert
+        raise EstateInvalid([Problem(source, f"not a valid value: {exc}")]) from None
+    if problems:
+        raise EstateInvalid(problems)
+    return document
 
 
 def load_estate_file(path: Path) -> Any:

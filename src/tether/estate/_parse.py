@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -38,8 +39,29 @@ def estate_schema() -> dict[str, Any]:
 
 
 @functools.cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(estate_schema())
+def _compiled(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are ECMA-262, where a final `$` is the end of the text. In
+    # Python it also matches before a trailing newline, so "team-a\n" would pass `^...$`.
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+        yield ValidationError("does not match the pattern")
+
+
+_EstateValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, {"pattern": _pattern}
+)
+
+
+@functools.cache
+def _validator() -> Any:
+    return _EstateValidator(estate_schema())
 
 
 def _path(parts: Iterable[Any]) -> str:
@@ -49,19 +71,28 @@ def _path(parts: Iterable[Any]) -> str:
     return out or "(document)"
 
 
-def _schema_problem(error: ValidationError) -> Problem:
+def _schema_problems(error: ValidationError) -> list[Problem]:
     where = list(error.absolute_path)
     v = error.validator
     arg: Any = error.validator_value
     instance: Any = error.instance
     schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     if v == "required":
-        missing = next((name for name in arg if name not in instance), arg[0])
-        return Problem(_path([*where, missing]), "is required")
+        # One problem per missing field: several missing fields are several problems.
+        missing = [name for name in arg if name not in instance] or [arg[0]]
+        return [Problem(_path([*where, name]), "is required") for name in missing]
     if v == "additionalProperties":
         allowed = set(schema.get("properties", {}))
-        extra = sorted(str(k) for k in instance if k not in allowed)
-        return Problem(_path([*where, extra[0] if extra else "?"]), "is not a known field")
+        extra = sorted(str(k) for k in instance if k not in allowed) or ["?"]
+        return [Problem(_path([*where, name]), "is not a known field") for name in extra]
+    if "propertyNames" in error.schema_path and isinstance(instance, str):
+        return [Problem(_path([*where, instance]), "is not an allowed key")]
+    if v == "oneOf":
+        # The form the value has (say, an object) decides which branch's errors to show,
+        # so a missing or unknown field inside it is named, not just the whole item.
+        inner = [e for e in error.context or () if e.validator != "type"]
+        if inner:
+            return [p for e in inner for p in _schema_problems(e)]
     messages: dict[str, Callable[[], str]] = {
         "type": lambda: f"must be of type {arg}",
         "enum": lambda: "must be one of: " + ", ".join(str(x) for x in arg),
@@ -78,7 +109,7 @@ def _schema_problem(error: ValidationError) -> Problem:
         "oneOf": lambda: "is not in any of the accepted forms",
     }
     make = messages.get(str(v))
-    return Problem(_path(where), make() if make else "is not valid")
+    return [Problem(_path(where), make() if make else "is not valid")]
 
 
 class _Checker:
@@ -114,7 +145,7 @@ def parse_estate(document: Any) -> Estate:
     """Validate an estate document (as parsed from YAML/JSON). Raise with every problem."""
     errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
-        problems = list(dict.fromkeys(_schema_problem(e) for e in errors))
+        problems = list(dict.fromkeys(p for e in errors for p in _schema_problems(e)))
         raise EstateInvalid(problems)
 
     check = _Checker()

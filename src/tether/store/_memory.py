@@ -33,6 +33,10 @@ class _MemoryTx:
         self._s = state
         self._writable = writable
         self.undo: list[Callable[[], object]] = []
+        self.after_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self.after_commit.append(callback)
 
     def _set(self, table: dict[object, object], key: object, value: object) -> None:
         if not self._writable:
@@ -168,6 +172,8 @@ class MemoryStore:
                 for undo in reversed(tx.undo):
                     undo()
                 raise
+        for callback in tx.after_commit:
+            callback()
 
     @contextmanager
     def read(self) -> Iterator[_MemoryTx]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +52,9 @@ class IdentityFilter:
 
 class Tx(Protocol):
     """One transaction. Nothing is visible to others until the transaction commits."""
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the transaction has committed; never after a rollback."""
 
     # -- barrier metadata (seal configuration, the sealed keyring) --
     def get_meta(self, key: str) -> bytes | None: ...

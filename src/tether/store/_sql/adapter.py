@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,10 @@ def _token_record(row: Any) -> ApiTokenRecord:
 class _SqlTx:
     def __init__(self, conn: Connection) -> None:
         self._c = conn
+        self.after_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self.after_commit.append(callback)
 
     def _upsert(
         self,
@@ -349,9 +353,12 @@ class SqlStore:
             try:
                 connection = self._engine.connect().execution_options(tether_write=True)
                 with connection as conn, conn.begin():
-                    yield _SqlTx(conn)
+                    tx = _SqlTx(conn)
+                    yield tx
             except sa.exc.SQLAlchemyError as exc:
                 raise _translate(exc) from None
+        for callback in tx.after_commit:
+            callback()
 
     @contextmanager
     def read(self) -> Iterator[_SqlTx]:

@@ -1,0 +1,1 @@
+"""Tether benchmarks. `make bench` (or `python -m bench`) prints one JSON document."""

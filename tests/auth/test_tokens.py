@@ -1,0 +1,372 @@
+"""API tokens: their format, their keyed hash, and who they let in with which roles."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import os
+import string
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tether._internal.timeutil import utcnow
+from tether.auth import (
+    Authenticator,
+    Forbidden,
+    InvalidRole,
+    Principal,
+    Unauthenticated,
+    validate_roles,
+)
+from tether.auth.tokens import PREFIX, TOKEN_PATTERN, is_well_formed, new_token, token_hash
+from tether.store import ApiTokenRecord, Store
+
+ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
+BODY_LEN = 43
+CHECK_LEN = 6
+TOKEN_LEN = len(PREFIX) + BODY_LEN + CHECK_LEN
+
+
+def _body_value(token: str) -> int:
+    value = 0
+    for char in token[len(PREFIX) : len(PREFIX) + BODY_LEN]:
+        value = value * 62 + ALPHABET.index(char)
+    return value
+
+
+# -- the token format --
+
+
+def test_new_token_has_the_prefix_length_and_alphabet() -> None:
+    token = new_token()
+    assert token.startswith("tth_")
+    assert len(token) == TOKEN_LEN
+    assert all(c in ALPHABET for c in token[len(PREFIX) :])
+    assert TOKEN_PATTERN.fullmatch(token)
+    assert is_well_formed(token)
+
+
+def test_new_tokens_carry_256_random_bits() -> None:
+    draws = [new_token() for _ in range(512)]
+    assert len(set(draws)) == len(draws)
+    assert len({t[len(PREFIX) : len(PREFIX) + BODY_LEN] for t in draws}) == len(draws)
+    values = [_body_value(t) for t in draws]
+    assert all(v < 2**256 for v in values)
+    # Every one of the 256 bits takes both values across the draws: none is fixed.
+    for bit in range(256):
+        seen = {(v >> bit) & 1 for v in values}
+        assert seen == {0, 1}, f"bit {bit} never varies"
+
+
+def test_every_new_token_is_well_formed() -> None:
+    assert all(is_well_formed(new_token()) for _ in range(200))
+
+
+def test_any_single_character_change_is_detected() -> None:
+    token = new_token()
+    replacements = [*ALPHABET, "_", "-", " ", "é"]
+    for index, original in enumerate(token):
+        for char in replacements:
+            if char == original:
+                continue
+            changed = token[:index] + char + token[index + 1 :]
+            assert not is_well_formed(changed), (index, char)
+
+
+def test_look_alikes_are_not_well_formed() -> None:
+    token = new_token()
+    body = token[len(PREFIX) :]
+    wrong_check = next(
+        token[:-CHECK_LEN] + c * CHECK_LEN for c in ALPHABET if c * CHECK_LEN != token[-CHECK_LEN:]
+    )
+    swapped = next(
+        token[:i] + token[i + 1] + token[i] + token[i + 2 :]
+        for i in range(len(PREFIX), len(token) - 1)
+        if token[i] != token[i + 1]
+    )
+    look_alikes = [
+        "",
+        PREFIX,
+        "TTH_" + body,
+        "tth-" + body,
+        "ghp_" + body,
+        body,
+        token[:-1],
+        token + "0",
+        token[:-CHECK_LEN],
+        " " + token,
+        token + "\n",
+        token.upper(),
+        wrong_check,
+        swapped,
+        PREFIX + body[::-1],
+        token.replace(PREFIX, PREFIX + PREFIX, 1),
+    ]
+    for candidate in look_alikes:
+        assert not is_well_formed(candidate), candidate
+
+
+def test_the_pattern_finds_a_token_in_surrounding_text() -> None:
+    token = new_token()
+    found = TOKEN_PATTERN.search(f'export TETHER_TOKEN="{token}" # prod')
+    assert found is not None
+    assert found.group(0) == token
+
+
+def test_token_hash_is_keyed() -> None:
+    token = new_token()
+    key, other_key = os.urandom(32), os.urandom(32)
+    digest = token_hash(key, token)
+    assert digest == token_hash(key, token)
+    assert digest != token_hash(other_key, token)
+    assert digest != token_hash(key, new_token())
+    assert digest == hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+    assert digest != hashlib.sha256(token.encode()).hexdigest()
+    assert len(digest) == 64
+    assert token not in digest
+
+
+# -- roles --
+
+
+@pytest.mark.parametrize(
+    ("roles", "expected"),
+    [
+        (["admin"], ("admin",)),
+        (["auditor"], ("auditor",)),
+        (["owner:team-a"], ("owner:team-a",)),
+        (["owner:org:team.a_b@x-y"], ("owner:org:team.a_b@x-y",)),
+        (["owner:" + "a" * 128], ("owner:" + "a" * 128,)),
+        (["auditor", "owner:a", "auditor", "owner:b"], ("auditor", "owner:a", "owner:b")),
+        (("admin",), ("admin",)),
+    ],
+)
+def test_valid_roles_are_accepted_deduplicated_in_order(
+    roles: list[str], expected: tuple[str, ...]
+) -> None:
+    assert validate_roles(roles) == expected
+
+
+@pytest.mark.parametrize(
+    ("roles", "index"),
+    [
+        (["root"], 0),
+        (["Admin"], 0),
+        (["admin", "superuser"], 1),
+        (["admin", "auditor", "owner:"], 2),
+        (["owner:-team"], 0),
+        (["owner:team a"], 0),
+        (["owner:" + "a" * 129], 0),
+        (["admin "], 0),
+        (["admin\n"], 0),
+        (["auditor", ""], 1),
+        (["owner:a", 7], 1),
+        (["owner:a", None], 1),
+        (["owner:team/../b"], 0),
+    ],
+)
+def test_invalid_roles_are_refused_naming_the_index(roles: list[object], index: int) -> None:
+    with pytest.raises(InvalidRole, match=rf"roles\[{index}\]"):
+        validate_roles(roles)  # type: ignore[arg-type]
+
+
+def test_no_roles_is_refused() -> None:
+    with pytest.raises(InvalidRole, match="at least one role"):
+        validate_roles([])
+
+
+# -- the authenticator over every store backend --
+
+
+@pytest.fixture
+def token_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def auth(store: Store, token_key: bytes) -> Authenticator:
+    return Authenticator(store, lambda: token_key)
+
+
+def _issue(
+    store: Store, auth: Authenticator, roles: list[str], ttl: dt.timedelta | None = None
+) -> tuple[str, ApiTokenRecord]:
+    with store.transaction() as tx:
+        return auth.issue(tx, "ci-bot", roles, created_by="token:tok_root(root)", ttl=ttl)
+
+
+def test_issue_then_authenticate(store: Store, auth: Authenticator, token_key: bytes) -> None:
+    token, record = _issue(store, auth, ["owner:team-a", "auditor"])
+    assert is_well_formed(token)
+    assert record.id.startswith("tok_")
+    assert record.roles == ("owner:team-a", "auditor")
+    assert record.token_hash == token_hash(token_key, token)
+    assert record.expires_at is None
+    assert record.revoked_at is None
+
+    principal = auth.authenticate(token)
+    assert principal == Principal(token_id=record.id, name="ci-bot", roles=record.roles)
+    assert principal.actor == f"token:{record.id}(ci-bot)"
+
+
+def test_every_issued_token_is_distinct(store: Store, auth: Authenticator) -> None:
+    issued = [_issue(store, auth, ["auditor"]) for _ in range(5)]
+    assert len({t for t, _ in issued}) == 5
+    assert len({r.id for _, r in issued}) == 5
+    for token, record in issued:
+        assert auth.authenticate(token).token_id == record.id
+
+
+def test_issue_with_bad_roles_stores_nothing(store: Store, auth: Authenticator) -> None:
+    with pytest.raises(InvalidRole, match=r"roles\[1\]"):
+        _issue(store, auth, ["admin", "god"])
+    with pytest.raises(InvalidRole):
+        _issue(store, auth, [])
+    with store.read() as tx:
+        assert tx.list_api_tokens() == []
+
+
+def test_the_stored_record_never_contains_the_token(
+    store: Store, auth: Authenticator, tmp_path: Path
+) -> None:
+    token, record = _issue(store, auth, ["admin"])
+    body = token[len(PREFIX) :]
+    with store.read() as tx:
+        (stored,) = tx.list_api_tokens()
+        assert tx.api_token_by_hash(record.token_hash) == stored
+    assert stored.id == record.id
+    assert body not in repr(stored)
+    assert body not in repr(dataclasses.astuple(stored))
+
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT * FROM api_tokens")).all()
+        assert len(rows) == 1
+        assert body not in repr(rows)
+        if engine.dialect.name == "sqlite":
+            path = Path(engine.url.database or "")
+            for candidate in (path, Path(f"{path}-wal")):
+                if candidate.exists():
+                    assert body.encode() not in candidate.read_bytes()
+
+
+def test_a_token_with_an_expiry_in_the_future_is_accepted(
+    store: Store, auth: Authenticator
+) -> None:
+    token, record = _issue(store, auth, ["auditor"], ttl=dt.timedelta(hours=1))
+    assert record.expires_at is not None
+    assert record.expires_at - record.created_at == dt.timedelta(hours=1)
+    assert auth.authenticate(token).token_id == record.id
+
+
+def _assert_refused(auth: Authenticator, token: str | None, words: str) -> None:
+    with pytest.raises(Unauthenticated, match=words) as caught:
+        auth.authenticate(token)
+    if token:
+        assert token not in str(caught.value)
+        assert token[len(PREFIX) :] not in str(caught.value)
+
+
+def test_an_expired_token_is_refused(store: Store, auth: Authenticator, token_key: bytes) -> None:
+    token = new_token()
+    now = utcnow()
+    with store.transaction() as tx:
+        tx.put_api_token(
+            ApiTokenRecord(
+                id="tok_expired",
+                token_hash=token_hash(token_key, token),
+                name="old",
+                roles=("admin",),
+                created_at=now - dt.timedelta(days=2),
+                created_by="test",
+                expires_at=now - dt.timedelta(days=1),
+            )
+        )
+    _assert_refused(auth, token, "expired")
+
+
+def test_a_revoked_token_is_refused_and_others_still_work(
+    store: Store, auth: Authenticator
+) -> None:
+    token, record = _issue(store, auth, ["admin"])
+    other, _ = _issue(store, auth, ["admin"])
+    with store.transaction() as tx:
+        assert tx.revoke_api_token(record.id, utcnow())
+    _assert_refused(auth, token, "revoked")
+    assert auth.authenticate(other).is_admin
+
+
+def test_unknown_missing_and_malformed_tokens_are_refused(
+    store: Store, auth: Authenticator
+) -> None:
+    _issue(store, auth, ["admin"])
+    _assert_refused(auth, None, "required")
+    _assert_refused(auth, "", "required")
+    _assert_refused(auth, new_token(), "not known")
+    real, _ = _issue(store, auth, ["admin"])
+    _assert_refused(auth, real[:-1] + ("0" if real[-1] != "0" else "1"), "malformed")
+    _assert_refused(auth, real.upper(), "malformed")
+    _assert_refused(auth, f"Bearer {real}", "malformed")
+
+
+def test_a_token_is_refused_under_another_token_key(store: Store, auth: Authenticator) -> None:
+    token, _ = _issue(store, auth, ["admin"])
+    other_key = os.urandom(32)
+    _assert_refused(Authenticator(store, lambda: other_key), token, "not known")
+
+
+# -- principals --
+
+
+def test_admin_sees_everything_and_may_administer() -> None:
+    principal = Principal(token_id="tok_a", name="root", roles=("admin",))
+    assert principal.is_admin
+    assert principal.owner_scope() is None
+    assert principal.may_see_owner("anyone")
+    principal.require_admin()
+    principal.require_reader()
+
+
+def test_auditor_reads_everything_but_may_not_administer() -> None:
+    principal = Principal(token_id="tok_b", name="audit", roles=("auditor",))
+    assert not principal.is_admin
+    assert principal.owner_scope() is None
+    assert principal.may_see_owner("team-a")
+    principal.require_reader()
+    with pytest.raises(Forbidden, match="admin"):
+        principal.require_admin()
+
+
+def test_an_owner_sees_only_its_own_identities() -> None:
+    principal = Principal(token_id="tok_c", name="team", roles=("owner:team-a", "owner:org:team-b"))
+    assert principal.owned() == ("team-a", "org:team-b")
+    assert principal.owner_scope() == ("team-a", "org:team-b")
+    assert principal.may_see_owner("team-a")
+    assert principal.may_see_owner("org:team-b")
+    assert not principal.may_see_owner("team-c")
+    assert not principal.may_see_owner("team")
+    with pytest.raises(Forbidden):
+        principal.require_admin()
+    with pytest.raises(Forbidden, match="admin or auditor"):
+        principal.require_reader()
+
+
+def test_owner_roles_add_nothing_to_admin_or_auditor() -> None:
+    both = Principal(token_id="tok_d", name="x", roles=("owner:team-a", "auditor"))
+    assert both.owner_scope() is None
+    both.require_reader()
+    with pytest.raises(Forbidden):
+        both.require_admin()
+
+
+def test_a_principal_from_a_token_carries_its_roles(store: Store, auth: Authenticator) -> None:
+    token, _ = _issue(store, auth, ["owner:team-a"])
+    principal = auth.authenticate(token)
+    assert principal.owner_scope() == ("team-a",)
+    with pytest.raises(Forbidden):
+        principal.require_reader()

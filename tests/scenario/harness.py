@@ -1,0 +1,102 @@
+"""A real `tether serve` process and the real CLI, as an operator would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Server:
+    home: Path
+    database_url: str | None = None
+    port: int = field(default_factory=free_port)
+    token: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    #: Every byte any CLI call wrote to stderr, for the secret search.
+    cli_stderr: list[str] = field(default_factory=list)
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "server.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        env["TETHER_HOME"] = str(self.home)
+        env["TETHER_ADDR"] = self.addr
+        if self.database_url:
+            env["TETHER_DATABASE_URL"] = self.database_url
+        if self.token:
+            env["TETHER_TOKEN"] = self.token
+        return env
+
+    def start(self, *extra: str) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tether", "serve", "--listen", f"127.0.0.1:{self.port}", *extra],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_file.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become healthy in 30 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cli(self, *args: str, stdin: str | None = None) -> CliResult:
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            env=self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        self.cli_stderr.append(done.stderr)
+        return CliResult(done.returncode, done.stdout, done.stderr)
