@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tether.audit import read_jsonl, verify_chain
+from tether.cli._policy import policy as policy_group
 from tether.client import ClientError, TetherClient
 from tether.errors import TetherError
 from tether.estate import EstateInvalid, estate_schema, load_estate_file
@@ -403,6 +404,9 @@ def token_revoke(token_id: str) -> None:
     with _client() as client:
         client.request("DELETE", f"/v1/tokens/{token_id}")
     out.print(f"Token {token_id} revoked.")
+
+
+cli.add_command(policy_group)
 
 
 def main() -> None:
