@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from tether._internal.timeutil import utcnow
+from tether.attest import Attestor
 from tether.audit import AuditLog, Verification, verify_chain
 from tether.auth import Authenticator, Principal
 from tether.barrier import Barrier, BarrierError, BarrierStatus, encode_share
 from tether.barrier._service import write_private_file
 from tether.config import Settings
-from tether.estate import EstateService
+from tether.estate import EstateService, EstateViewHolder
+from tether.issuance import TASK_PROVIDER, IssuanceService, PolicyHolder, StoreJtiStore
+from tether.lease import LeaseService, LifecycleWorker
 from tether.model import AuditEvent
+from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
 from tether.store import Store, open_store
 
 log = logging.getLogger("tether")
@@ -37,6 +43,38 @@ class Tether:
         self.audit = AuditLog(self.barrier.audit_key)
         self.auth = Authenticator(self.store, self.barrier.token_key)
         self.estate = EstateService(self.store, self.audit)
+        self.view = EstateViewHolder(self.store)
+        self.policy = PolicyHolder()
+        self.policy.update(self.view.current)
+        self.attestor = Attestor(
+            lambda: tuple(self.view.current.issuers.values()), StoreJtiStore(self.store)
+        )
+        self.view.listeners += [self.policy.update, lambda _view: self.attestor.invalidate()]
+        self.signing_keys = SigningKeys(self.store, self.barrier)
+        self.jwt_provider = JwtProvider(self.signing_keys, lambda: settings.issuer_url)
+        task_tokens = OpaqueTokenProvider(self.barrier.token_key, name=TASK_PROVIDER)
+        providers: dict[str, Provider] = {
+            "jwt": self.jwt_provider,
+            "token": OpaqueTokenProvider(self.barrier.token_key),
+            TASK_PROVIDER: task_tokens,
+        }
+        self.leases = LeaseService(self.store, self.audit, providers)
+        self.issuance = IssuanceService(
+            store=self.store,
+            audit=self.audit,
+            view=self.view,
+            attestor=self.attestor,
+            policy=self.policy,
+            providers=providers,
+            jwt_provider=self.jwt_provider,
+            task_tokens=task_tokens,
+            leases=self.leases,
+            token_key=self.barrier.token_key,
+            issuer_url=lambda: settings.issuer_url,
+        )
+        self.worker = LifecycleWorker(self.sweep, interval=settings.sweep_interval)
+        self.estate.on_applied.append(self._estate_applied)
+        self._housekeeping_due = 0.0
         self._rewrap_wakeup = threading.Event()
         self._stopping = threading.Event()
         self._rewrapper: threading.Thread | None = None
@@ -46,11 +84,34 @@ class Tether:
         """Start background work; in dev mode, initialize and unseal from the key file."""
         if self.settings.dev:
             self._dev_bootstrap()
+        if not self.barrier.sealed:
+            self.signing_keys.ensure_current()
         self._rewrapper = threading.Thread(target=self._rewrap_loop, name="rewrap", daemon=True)
         self._rewrapper.start()
         self._rewrap_wakeup.set()  # finish any rewrap a previous process left behind
+        self.worker.start()
+
+    def _estate_applied(self, _plan: object) -> None:
+        self.view.reload()
+        self.worker.wake()  # retirements, approvals and vendors may end leases now
+
+    def sweep(self) -> None:
+        """One pass of lifecycle work. Each step is an indexed query over a bounded batch."""
+        self.view.refresh_if_changed()
+        while self.leases.expire_due():
+            pass
+        self.leases.end_due_tasks()
+        self.leases.revoke_unjustified(self.view.current.ended_vendor_ids(utcnow()))
+        self.leases.retry_revocations()
+        if time.monotonic() >= self._housekeeping_due:
+            self._housekeeping_due = time.monotonic() + 60
+            with self.store.transaction() as tx:
+                tx.forget_jti_before(utcnow())
+            if not self.barrier.sealed:
+                self.signing_keys.ensure_current()
 
     def stop(self) -> None:
+        self.worker.stop()
         self._stopping.set()
         self._rewrap_wakeup.set()
         if self._rewrapper is not None:
@@ -81,6 +142,7 @@ class Tether:
         elif self.barrier.sealed:
             self.barrier.unseal_from_file(key_file)
             self._audit_system("sys.unseal", "dev-mode", {"method": "dev key file"})
+        self.signing_keys.ensure_current()
 
     @contextmanager
     def _sealed_on_failure(self) -> Iterator[None]:
@@ -148,6 +210,7 @@ class Tether:
             raise
         if was_sealed and not status.sealed:
             self._audit_system("sys.unseal", f"remote:{source}", {"term": status.term})
+            self.signing_keys.ensure_current()
             self._rewrap_wakeup.set()
         return status
 
@@ -156,6 +219,7 @@ class Tether:
         # The entry is written while the keys are still there; if it fails, nothing seals.
         self._audit_system("sys.seal", principal.actor, {})
         self.barrier.seal()
+        self.signing_keys.forget()
         return self.barrier.status()
 
     def rotate(self, principal: Principal) -> int:

@@ -15,6 +15,14 @@ class Settings:
     database_url: str
     listen: str = DEFAULT_LISTEN
     dev: bool = False
+    #: The URL clients reach this node at: the `iss` of the tokens it signs.
+    public_url: str = ""
+    #: How often the lifecycle worker sweeps (seconds); triggers also wake it at once.
+    sweep_interval: float = 0.25
+
+    @property
+    def issuer_url(self) -> str:
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
 
     @property
     def dev_key_file(self) -> Path:
@@ -33,4 +41,5 @@ class Settings:
             database_url=url,
             listen=listen or os.environ.get("TETHER_LISTEN", DEFAULT_LISTEN),
             dev=dev,
+            public_url=os.environ.get("TETHER_PUBLIC_URL", ""),
         )

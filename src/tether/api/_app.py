@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import (
@@ -22,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tether
 from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
+from tether.api._core import register_core_routes
+from tether.api._deps import Caller
 from tether.api._schemas import (
     ErrorBody,
     HmacRequest,
@@ -36,7 +38,6 @@ from tether.api._schemas import (
 )
 from tether.app import Tether
 from tether.audit import record_to_json
-from tether.auth import Principal
 from tether.errors import NotFoundError, TetherError
 from tether.estate import EstateInvalid, estate_schema, parse_estate
 from tether.model import AuditEvent, Kind
@@ -45,7 +46,13 @@ from tether.store import ApiTokenRecord, IdentityFilter
 log = logging.getLogger("tether.api")
 
 #: Reachable without a token (and, but for init/unseal, while sealed).
-_PUBLIC = {"/v1/sys/health", "/v1/sys/status", "/openapi.json"}
+_PUBLIC = {
+    "/v1/sys/health",
+    "/v1/sys/status",
+    "/openapi.json",
+    "/.well-known/openid-configuration",
+    "/.well-known/jwks.json",
+}
 _WHILE_SEALED = _PUBLIC | {"/v1/sys/init", "/v1/sys/unseal"}
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -126,17 +133,6 @@ def _token_info(record: ApiTokenRecord) -> dict[str, Any]:
         "expires_at": None if record.expires_at is None else format_time(record.expires_at),
         "revoked_at": None if record.revoked_at is None else format_time(record.revoked_at),
     }
-
-
-def _principal(request: Request) -> Principal:
-    node: Tether = request.app.state.node
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
-    return node.auth.authenticate(token.strip() or None)
-
-
-Caller = Annotated[Principal, Depends(_principal)]
 
 
 def create_app(node: Tether) -> FastAPI:
@@ -394,6 +390,8 @@ def create_app(node: Tether) -> FastAPI:
         """The HMAC a sensitive value would have in the log, to look for it there."""
         caller.require_reader()
         return {"hmac": node.audit.fingerprint(body.value)}
+
+    register_core_routes(app, node)
 
     # -- observability --
     @app.get("/metrics", tags=["sys"])

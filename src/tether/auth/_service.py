@@ -11,7 +11,7 @@ from tether.auth.errors import Forbidden, InvalidRole, Unauthenticated
 from tether.auth.tokens import is_well_formed, new_token, token_hash
 from tether.store import ApiTokenRecord, Store, Tx
 
-_ROLE = re.compile(r"admin|auditor|owner:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+_ROLE = re.compile(r"admin|auditor|introspect|owner:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +54,14 @@ class Principal:
 
 def validate_roles(roles: Sequence[str]) -> tuple[str, ...]:
     if not roles:
-        raise InvalidRole("roles: at least one role is required (admin, auditor, owner:<id>)")
+        raise InvalidRole(
+            "roles: at least one role is required (admin, auditor, introspect, owner:<id>)"
+        )
     for index, role in enumerate(roles):
         if not isinstance(role, str) or not _ROLE.fullmatch(role):
-            raise InvalidRole(f"roles[{index}]: must be admin, auditor or owner:<id>")
+            raise InvalidRole(
+                f"roles[{index}]: must be admin, auditor, introspect or owner:<id>"
+            )
     return tuple(dict.fromkeys(roles))
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from importlib import resources
@@ -404,6 +405,189 @@ def token_revoke(token_id: str) -> None:
     with _client() as client:
         client.request("DELETE", f"/v1/tokens/{token_id}")
     out.print(f"Token {token_id} revoked.")
+
+
+# -- tasks, leases, join tokens --
+@cli.group()
+def task() -> None:
+    """Tasks: execution windows whose credentials die when they end."""
+
+
+@task.command("start")
+@click.argument("name")
+@click.option("--ttl", default="1h", show_default=True)
+@click.option(
+    "--attestation-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the attestation JWT (default: $TETHER_ATTESTATION_TOKEN).",
+)
+@json_option
+def task_start(name: str, ttl: str, attestation_file: Path | None, as_json: bool) -> None:
+    """Attest and start a task; prints the task token once."""
+    from tether.client import WorkloadClient
+
+    attestation = (
+        attestation_file.read_text().strip()
+        if attestation_file
+        else os.environ.get("TETHER_ATTESTATION_TOKEN")
+    )
+    with WorkloadClient(attestation=attestation) as client:
+        started = client.start_task(name, ttl)
+    if as_json:
+        _emit_json(
+            {"id": started.id, "ends_at": started.ends_at.isoformat(), "token": started.task_token}
+        )
+    else:
+        out.print(f"Task {started.id} ends at {started.ends_at.isoformat()}.")
+        out.print(f"Task token: {started.task_token}")
+
+
+@task.command("end")
+@click.argument("task_id")
+@json_option
+def task_end(task_id: str, as_json: bool) -> None:
+    """End a task (admin token, or the task token as TETHER_TOKEN): its credentials die."""
+    with _client() as client:
+        result = client.post(f"/v1/tasks/{task_id}/end")
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(f"Task {task_id} ended; {result['leases_revoked']} lease(s) revoked.")
+
+
+@task.command("list")
+@click.option("--identity")
+@click.option("--status", type=click.Choice(["active", "ended"]))
+@json_option
+def task_list(identity: str | None, status: str | None, as_json: bool) -> None:
+    """List tasks."""
+    with _client() as client:
+        items = client.get("/v1/tasks", identity=identity, status=status)["items"]
+    if as_json:
+        _emit_json(items)
+        return
+    _table(
+        f"{len(items)} tasks",
+        ["id", "identity", "name", "status", "ends at", "end reason"],
+        [
+            [t["id"], t["identity"], t["name"], t["status"], t["ends_at"], t["end_reason"]]
+            for t in items
+        ],
+    )
+
+
+@cli.group()
+def lease() -> None:
+    """Leases: the bounded life of every issued credential."""
+
+
+@lease.command("list")
+@click.option("--task")
+@click.option("--identity")
+@click.option("--owner")
+@click.option("--state", type=click.Choice(["pending", "active", "revoking", "revoked", "expired"]))
+@json_option
+def lease_list(
+    task: str | None, identity: str | None, owner: str | None, state: str | None, as_json: bool
+) -> None:
+    """List leases."""
+    items: list[dict[str, Any]] = []
+    after = None
+    with _client() as client:
+        while True:
+            page = client.get(
+                "/v1/leases", task=task, identity=identity, owner=owner, state=state, after=after
+            )
+            items.extend(page["items"])
+            after = page["next"]
+            if after is None:
+                break
+    if as_json:
+        _emit_json(items)
+        return
+    _table(
+        f"{len(items)} leases",
+        ["id", "identity", "profile", "task", "state", "expires at"],
+        [
+            [
+                x["id"],
+                x["identity"],
+                x["profile"] or x["provider"],
+                x["task"],
+                x["state"],
+                x["expires_at"],
+            ]
+            for x in items
+        ],
+    )
+
+
+@lease.command("show")
+@click.argument("lease_id")
+@json_option
+def lease_show(lease_id: str, as_json: bool) -> None:
+    """Show one lease."""
+    with _client() as client:
+        item = client.get(f"/v1/leases/{lease_id}")
+    if as_json:
+        _emit_json(item)
+        return
+    for key, value in item.items():
+        out.print(f"{key:>16}: {value}", markup=False)
+
+
+@lease.command("revoke")
+@click.argument("lease_id", required=False)
+@click.option("--task")
+@click.option("--identity")
+@click.option("--owner")
+@click.option("--all", "everything", is_flag=True, help="Kill switch: revoke every live lease.")
+@click.option("--reason", default="revoked by an operator", show_default=True)
+@json_option
+def lease_revoke(
+    lease_id: str | None,
+    task: str | None,
+    identity: str | None,
+    owner: str | None,
+    everything: bool,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Revoke a lease, or every lease of a task, identity or owner, or all (kill switch)."""
+    body = {
+        "lease": lease_id,
+        "task": task,
+        "identity": identity,
+        "owner": owner,
+        "all": everything,
+        "reason": reason,
+    }
+    with _client() as client:
+        result = client.post("/v1/leases/revoke", body)
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(f"Revoked {result['revoked']} lease(s).")
+
+
+@cli.group("join-token")
+def join_token() -> None:
+    """One-time join tokens for hosts that cannot present OIDC."""
+
+
+@join_token.command("create")
+@click.option("--identity", required=True)
+@click.option("--ttl", default="1h", show_default=True)
+@json_option
+def join_token_create(identity: str, ttl: str, as_json: bool) -> None:
+    """Create a join token for IDENTITY; it is shown once and works once."""
+    with _client() as client:
+        result = client.post("/v1/join-tokens", {"identity": identity, "ttl": ttl})
+    if as_json:
+        _emit_json(result)
+    else:
+        out.print(f"Join token {result['id']} for {identity} (expires {result['expires_at']}):")
+        out.print(result["token"])
 
 
 cli.add_command(policy_group)

@@ -5,5 +5,6 @@ is built on it; workloads use it to exchange attestation for credentials.
 """
 
 from tether.client._http import ClientError, TetherClient
+from tether.client._workload import IssuedToken, Task, WorkloadClient
 
-__all__ = ["ClientError", "TetherClient"]
+__all__ = ["ClientError", "IssuedToken", "Task", "TetherClient", "WorkloadClient"]

@@ -9,6 +9,7 @@ dropped from the file are retired, never deleted.
 from tether.estate._file import load_estate_file, load_estate_text
 from tether.estate._parse import estate_schema, parse_estate
 from tether.estate._service import Change, EstateService, Plan
+from tether.estate._view import EstateView, EstateViewHolder, load_view
 from tether.estate.errors import EstateError, EstateInvalid, Problem
 
 __all__ = [
@@ -16,10 +17,13 @@ __all__ = [
     "EstateError",
     "EstateInvalid",
     "EstateService",
+    "EstateView",
+    "EstateViewHolder",
     "Plan",
     "Problem",
     "estate_schema",
     "load_estate_file",
     "load_estate_text",
+    "load_view",
     "parse_estate",
 ]

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether._internal.canonical import canonical_json
 from tether.audit import AuditLog
 from tether.errors import NotFoundError
+from tether.estate._view import VERSION_KEY
 from tether.model import (
     KIND_CONTROL_DEFAULTS,
     AuditEvent,
@@ -122,6 +124,8 @@ class EstateService:
     def __init__(self, store: Store, audit: AuditLog) -> None:
         self._store = store
         self._audit = audit
+        #: Called after an apply that changed something has committed.
+        self.on_applied: list[Callable[[Plan], None]] = []
 
     def plan(self, estate: Estate) -> Plan:
         with self._store.read() as tx:
@@ -154,6 +158,12 @@ class EstateService:
                 )
             )
             self._audit.append(tx, events)
+            if not plan.empty:
+                # Other replicas notice the new version and reload their estate view.
+                version = int(tx.get_meta(VERSION_KEY) or b"0") + 1
+                tx.put_meta(VERSION_KEY, str(version).encode())
+                for listener in self.on_applied:
+                    tx.on_commit(functools.partial(listener, plan))
             return plan
 
     # -- inventory --

@@ -6,6 +6,14 @@ plan compares, so applying the same file twice is a no-op by construction.
 """
 
 from tether.model._audit import AuditEvent, AuditRecord
+from tether.model._lease import (
+    ExpiryBound,
+    Lease,
+    LeaseState,
+    Task,
+    TaskStatus,
+    bounded_expiry,
+)
 from tether.model._estate import (
     KIND_CONTROL_DEFAULTS,
     Approval,
@@ -32,12 +40,18 @@ __all__ = [
     "Criticality",
     "Entitlement",
     "Estate",
+    "ExpiryBound",
     "Identity",
     "IdentityStatus",
     "Issuer",
     "Kind",
+    "Lease",
+    "LeaseState",
     "Owner",
     "Policy",
     "Profile",
+    "Task",
+    "TaskStatus",
     "Vendor",
+    "bounded_expiry",
 ]

@@ -9,8 +9,11 @@ one way the composition root gets one.
 from tether.store._port import (
     ApiTokenRecord,
     IdentityFilter,
+    JoinTokenRecord,
+    LeaseFilter,
     SealedRecord,
     Store,
+    TaskFilter,
     Tx,
 )
 from tether.store.errors import StoreError, StoreUnavailable
@@ -18,10 +21,13 @@ from tether.store.errors import StoreError, StoreUnavailable
 __all__ = [
     "ApiTokenRecord",
     "IdentityFilter",
+    "JoinTokenRecord",
+    "LeaseFilter",
     "SealedRecord",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TaskFilter",
     "Tx",
     "open_store",
 ]

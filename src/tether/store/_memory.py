@@ -9,8 +9,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
-from tether.model import AuditRecord
-from tether.store._port import ApiTokenRecord, IdentityFilter, SealedRecord, Spec
+from tether._internal.timeutil import parse_time
+from tether.model import AuditRecord, Lease, LeaseState, Task, TaskStatus
+from tether.store._port import (
+    ApiTokenRecord,
+    IdentityFilter,
+    JoinTokenRecord,
+    LeaseFilter,
+    SealedRecord,
+    Spec,
+    TaskFilter,
+)
 from tether.store.errors import StoreError
 
 _GENESIS = (0, "0" * 64)
@@ -24,6 +33,11 @@ class _State:
         self.identities: dict[str, Spec] = {}
         self.audit: list[AuditRecord] = []
         self.tokens: dict[str, ApiTokenRecord] = {}
+        self.tasks: dict[str, Task] = {}
+        self.leases: dict[str, Lease] = {}
+        self.lease_by_hash: dict[str, str] = {}
+        self.jtis: dict[tuple[str, str], dt.datetime] = {}
+        self.join_tokens: dict[str, JoinTokenRecord] = {}
 
 
 class _MemoryTx:
@@ -132,6 +146,186 @@ class _MemoryTx:
             if identity_id is None or r.identity_id == identity_id
         ]
         return rows[:limit]
+
+    # -- tasks --
+    def put_task(self, task: Task) -> None:
+        self._set(self._s.tasks, task.id, task)  # type: ignore[arg-type]
+
+    def get_task(self, task_id: str) -> Task | None:
+        return self._s.tasks.get(task_id)
+
+    def active_task_for_run(self, identity_id: str, run_key: str) -> Task | None:
+        return next(
+            (
+                t
+                for t in self._s.tasks.values()
+                if t.identity_id == identity_id
+                and t.run_key == run_key
+                and t.status is TaskStatus.ACTIVE
+            ),
+            None,
+        )
+
+    def list_tasks(self, where: TaskFilter) -> list[Task]:
+        out = []
+        owners = None
+        if where.owner_in is not None:
+            owners = {
+                i for i, spec in self._s.identities.items() if spec["owner"] in where.owner_in
+            }
+        for task_id in sorted(self._s.tasks):
+            task = self._s.tasks[task_id]
+            if where.after_id is not None and task_id <= where.after_id:
+                continue
+            if where.identity_id is not None and task.identity_id != where.identity_id:
+                continue
+            if where.status is not None and task.status.value != where.status:
+                continue
+            if owners is not None and task.identity_id not in owners:
+                continue
+            out.append(task)
+            if len(out) >= where.limit:
+                break
+        return out
+
+    def tasks_due(self, now: dt.datetime, limit: int) -> list[Task]:
+        due = [
+            t for t in self._s.tasks.values() if t.status is TaskStatus.ACTIVE and t.ends_at <= now
+        ]
+        return sorted(due, key=lambda t: t.ends_at)[:limit]
+
+    # -- leases --
+    def insert_leases(self, leases: Sequence[Lease]) -> None:
+        for lease in leases:
+            if lease.id in self._s.leases:
+                raise StoreError("duplicate lease id")
+            if lease.token_hash is not None and lease.token_hash in self._s.lease_by_hash:
+                raise StoreError("duplicate token hash")
+        for lease in leases:
+            self._set(self._s.leases, lease.id, lease)  # type: ignore[arg-type]
+            if lease.token_hash is not None:
+                self._set(self._s.lease_by_hash, lease.token_hash, lease.id)  # type: ignore[arg-type]
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        return self._s.leases.get(lease_id)
+
+    def lease_by_token_hash(self, token_hash: str) -> Lease | None:
+        lease_id = self._s.lease_by_hash.get(token_hash)
+        return None if lease_id is None else self._s.leases.get(lease_id)
+
+    def put_lease(self, lease: Lease) -> None:
+        if lease.id not in self._s.leases:
+            raise StoreError("no such lease")
+        self._set(self._s.leases, lease.id, lease)  # type: ignore[arg-type]
+
+    def end_leases(
+        self, lease_ids: Sequence[str], state: LeaseState, at: dt.datetime, reason: str
+    ) -> list[Lease]:
+        moved = []
+        for lease_id in lease_ids:
+            lease = self._s.leases.get(lease_id)
+            if lease is None or lease.state not in (
+                LeaseState.PENDING,
+                LeaseState.ACTIVE,
+                LeaseState.REVOKING,
+            ):
+                continue
+            if lease.state is LeaseState.REVOKING and state is not LeaseState.REVOKED:
+                continue
+            ended = replace(lease, state=state, ended_at=at, end_reason=lease.end_reason or reason)
+            if state is LeaseState.REVOKING:
+                ended = replace(ended, ended_at=None, next_attempt_at=at)
+            self._set(self._s.leases, lease_id, ended)  # type: ignore[arg-type]
+            moved.append(ended)
+        return moved
+
+    def find_leases(self, where: LeaseFilter) -> list[Lease]:
+        out = []
+        parents = None if where.parent_ids is None else set(where.parent_ids)
+        for lease_id in sorted(self._s.leases):
+            lease = self._s.leases[lease_id]
+            if where.after_id is not None and lease_id <= where.after_id:
+                continue
+            if lease.state not in where.states:
+                continue
+            if where.task_id is not None and lease.task_id != where.task_id:
+                continue
+            if where.identity_id is not None and lease.identity_id != where.identity_id:
+                continue
+            if where.owner_id is not None and lease.owner_id != where.owner_id:
+                continue
+            if parents is not None and lease.parent_id not in parents:
+                continue
+            out.append(lease)
+            if len(out) >= where.limit:
+                break
+        return out
+
+    def leases_due(self, now: dt.datetime, limit: int) -> list[Lease]:
+        due = [
+            lease
+            for lease in self._s.leases.values()
+            if lease.state is LeaseState.ACTIVE and lease.expires_at <= now
+        ]
+        return sorted(due, key=lambda lease: lease.expires_at)[:limit]
+
+    def leases_to_retry(self, now: dt.datetime, limit: int) -> list[Lease]:
+        due = [
+            lease
+            for lease in self._s.leases.values()
+            if lease.state is LeaseState.REVOKING
+            and (lease.next_attempt_at is None or lease.next_attempt_at <= now)
+        ]
+        return sorted(due, key=lambda lease: lease.id)[:limit]
+
+    def count_leases(self, state: LeaseState) -> int:
+        return sum(1 for lease in self._s.leases.values() if lease.state is state)
+
+    def unjustified_identities(
+        self, now: dt.datetime, ended_vendor_ids: Sequence[str], limit: int
+    ) -> list[Spec]:
+        holders = {lease.identity_id for lease in self._s.leases.values() if lease.state.live}
+        out = []
+        for identity_id in sorted(holders):
+            spec = self._s.identities.get(identity_id)
+            if spec is None:
+                continue
+            approval = spec.get("approval")
+            expires = spec.get("expires")
+            if (
+                spec.get("status", "active") != "active"
+                or (approval is not None and parse_time(approval["expires"]) <= now)
+                or (expires is not None and parse_time(expires) <= now)
+                or spec.get("vendor") in ended_vendor_ids
+            ):
+                out.append(copy.deepcopy(spec))
+                if len(out) >= limit:
+                    break
+        return out
+
+    # -- attestation replay and join tokens --
+    def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:
+        if (issuer, jti) in self._s.jtis:
+            return False
+        self._set(self._s.jtis, (issuer, jti), expires_at)  # type: ignore[arg-type]
+        return True
+
+    def forget_jti_before(self, now: dt.datetime) -> int:
+        old = [k for k, exp in self._s.jtis.items() if exp <= now]
+        for key in old:
+            self._delete(self._s.jtis, key)  # type: ignore[arg-type]
+        return len(old)
+
+    def put_join_token(self, record: JoinTokenRecord) -> None:
+        self._set(self._s.join_tokens, record.token_hash, record)  # type: ignore[arg-type]
+
+    def consume_join_token(self, token_hash: str, now: dt.datetime) -> JoinTokenRecord | None:
+        record = self._s.join_tokens.get(token_hash)
+        if record is None or record.used_at is not None or record.expires_at <= now:
+            return None
+        used = replace(record, used_at=now)
+        self._set(self._s.join_tokens, token_hash, used)  # type: ignore[arg-type]
+        return used
 
     def put_api_token(self, record: ApiTokenRecord) -> None:
         if any(

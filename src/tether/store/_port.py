@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tether.model import AuditRecord
+from tether.model import AuditRecord, Lease, LeaseState, Task
 
 Spec = dict[str, Any]
 
@@ -50,6 +50,41 @@ class IdentityFilter:
     limit: int = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class JoinTokenRecord:
+    """A one-time join token for a host that cannot present OIDC: stored as a keyed hash."""
+
+    id: str
+    token_hash: str
+    identity_id: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    created_by: str
+    used_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFilter:
+    """Which leases: every set field narrows; `all_live=True` with nothing else means all."""
+
+    task_id: str | None = None
+    identity_id: str | None = None
+    owner_id: str | None = None
+    parent_ids: tuple[str, ...] | None = None
+    states: tuple[LeaseState, ...] = (LeaseState.PENDING, LeaseState.ACTIVE)
+    after_id: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    identity_id: str | None = None
+    owner_in: tuple[str, ...] | None = None
+    status: str | None = None
+    after_id: str | None = None
+    limit: int = 1000
+
+
 class Tx(Protocol):
     """One transaction. Nothing is visible to others until the transaction commits."""
 
@@ -82,6 +117,49 @@ class Tx(Protocol):
     def list_audit(
         self, after_seq: int, limit: int, identity_id: str | None = None
     ) -> list[AuditRecord]: ...
+
+    # -- tasks --
+    def put_task(self, task: Task) -> None: ...
+    def get_task(self, task_id: str) -> Task | None: ...
+    def active_task_for_run(self, identity_id: str, run_key: str) -> Task | None: ...
+    def list_tasks(self, where: TaskFilter) -> list[Task]: ...
+    def tasks_due(self, now: dt.datetime, limit: int) -> list[Task]:
+        """Active tasks past their deadline or their attestation's expiry."""
+
+    # -- leases --
+    def insert_leases(self, leases: Sequence[Lease]) -> None: ...
+    def get_lease(self, lease_id: str) -> Lease | None: ...
+    def lease_by_token_hash(self, token_hash: str) -> Lease | None: ...
+    def put_lease(self, lease: Lease) -> None:
+        """Replace the stored lease with the same id."""
+
+    def end_leases(
+        self, lease_ids: Sequence[str], state: LeaseState, at: dt.datetime, reason: str
+    ) -> list[Lease]:
+        """Move live leases to an end state; return the ones that moved (already ended: skipped)."""
+
+    def find_leases(self, where: LeaseFilter) -> list[Lease]: ...
+    def leases_due(self, now: dt.datetime, limit: int) -> list[Lease]:
+        """Active leases whose expires_at has passed, oldest first."""
+
+    def leases_to_retry(self, now: dt.datetime, limit: int) -> list[Lease]:
+        """Leases stuck in `revoking` whose next attempt is due."""
+
+    def count_leases(self, state: LeaseState) -> int: ...
+    def unjustified_identities(
+        self, now: dt.datetime, ended_vendor_ids: Sequence[str], limit: int
+    ) -> list[Spec]:
+        """Identities holding live leases whose justification ended: not active, approval
+        or own expiry passed, or vendor contract ended."""
+
+    # -- attestation replay and join tokens --
+    def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:
+        """Record a single-use token id; False if it was seen before."""
+
+    def forget_jti_before(self, now: dt.datetime) -> int: ...
+    def put_join_token(self, record: JoinTokenRecord) -> None: ...
+    def consume_join_token(self, token_hash: str, now: dt.datetime) -> JoinTokenRecord | None:
+        """Mark an unused, unexpired join token used and return it; None otherwise."""
 
     # -- API tokens --
     def put_api_token(self, record: ApiTokenRecord) -> None: ...

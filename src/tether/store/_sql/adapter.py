@@ -16,8 +16,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from tether._internal.canonical import canonical_json
 from tether._internal.timeutil import parse_time, utcnow
-from tether.model import AuditRecord
-from tether.store._port import ApiTokenRecord, IdentityFilter, SealedRecord, Spec
+from tether.model import AuditRecord, Lease, LeaseState, Task, TaskStatus
+from tether.store._port import (
+    ApiTokenRecord,
+    IdentityFilter,
+    JoinTokenRecord,
+    LeaseFilter,
+    SealedRecord,
+    Spec,
+    TaskFilter,
+)
 from tether.store._sql import tables as t
 from tether.store.errors import StoreError, StoreUnavailable
 
@@ -104,6 +112,93 @@ def _audit_record(row: Any) -> AuditRecord:
         details=row.details,
         prev_hash=row.prev_hash,
         hash=row.hash,
+    )
+
+
+_LIVE = (LeaseState.PENDING.value, LeaseState.ACTIVE.value)
+_CHUNK = 2000  # ids per IN (...) list: well under every backend's parameter limit
+
+
+def _task_row(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "identity_id": task.identity_id,
+        "name": task.name,
+        "status": task.status.value,
+        "created_at": task.created_at,
+        "deadline": task.deadline,
+        "attestation_expires_at": task.attestation_expires_at,
+        "ends_at": task.ends_at,
+        "issuer_id": task.issuer_id,
+        "run_key": task.run_key,
+        "implicit": int(task.implicit),
+        "ended_at": task.ended_at,
+        "end_reason": task.end_reason,
+        "claims": canonical_json(dict(task.claims)),
+    }
+
+
+def _task(row: Any) -> Task:
+    return Task(
+        id=row.id,
+        identity_id=row.identity_id,
+        name=row.name,
+        status=TaskStatus(row.status),
+        created_at=row.created_at,
+        deadline=row.deadline,
+        attestation_expires_at=row.attestation_expires_at,
+        issuer_id=row.issuer_id,
+        run_key=row.run_key,
+        implicit=bool(row.implicit),
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+        claims=json.loads(row.claims),
+    )
+
+
+def _lease_row(lease: Lease) -> dict[str, Any]:
+    return {
+        "id": lease.id,
+        "identity_id": lease.identity_id,
+        "owner_id": lease.owner_id,
+        "provider": lease.provider,
+        "issued_at": lease.issued_at,
+        "expires_at": lease.expires_at,
+        "state": lease.state.value,
+        "task_id": lease.task_id,
+        "parent_id": lease.parent_id,
+        "profile_id": lease.profile_id,
+        "scopes": " ".join(lease.scopes),
+        "audience": lease.audience,
+        "token_hash": lease.token_hash,
+        "actor": lease.actor,
+        "revoke_attempts": lease.revoke_attempts,
+        "next_attempt_at": lease.next_attempt_at,
+        "ended_at": lease.ended_at,
+        "end_reason": lease.end_reason,
+    }
+
+
+def _lease(row: Any) -> Lease:
+    return Lease(
+        id=row.id,
+        identity_id=row.identity_id,
+        owner_id=row.owner_id,
+        provider=row.provider,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        state=LeaseState(row.state),
+        task_id=row.task_id,
+        parent_id=row.parent_id,
+        profile_id=row.profile_id,
+        scopes=tuple(row.scopes.split()) if row.scopes else (),
+        audience=row.audience,
+        token_hash=row.token_hash,
+        actor=row.actor,
+        revoke_attempts=row.revoke_attempts,
+        next_attempt_at=row.next_attempt_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
     )
 
 
@@ -288,6 +383,210 @@ class _SqlTx:
         if identity_id is not None:
             query = query.where(t.audit_log.c.identity_id == identity_id)
         return [_audit_record(r) for r in self._c.execute(query)]
+
+    # -- tasks --
+    def put_task(self, task: Task) -> None:
+        self._upsert(t.tasks, _task_row(task), ["id"])
+
+    def get_task(self, task_id: str) -> Task | None:
+        row = self._c.execute(sa.select(t.tasks).where(t.tasks.c.id == task_id)).first()
+        return None if row is None else _task(row)
+
+    def active_task_for_run(self, identity_id: str, run_key: str) -> Task | None:
+        c = t.tasks.c
+        row = self._c.execute(
+            sa.select(t.tasks).where(
+                c.identity_id == identity_id, c.run_key == run_key, c.status == "active"
+            )
+        ).first()
+        return None if row is None else _task(row)
+
+    def list_tasks(self, where: TaskFilter) -> list[Task]:
+        c = t.tasks.c
+        query = sa.select(t.tasks).order_by(c.id).limit(where.limit)
+        if where.identity_id is not None:
+            query = query.where(c.identity_id == where.identity_id)
+        if where.status is not None:
+            query = query.where(c.status == where.status)
+        if where.after_id is not None:
+            query = query.where(c.id > where.after_id)
+        if where.owner_in is not None:
+            owned = sa.select(t.identities.c.id).where(t.identities.c.owner_id.in_(where.owner_in))
+            query = query.where(c.identity_id.in_(owned))
+        return [_task(r) for r in self._c.execute(query)]
+
+    def tasks_due(self, now: dt.datetime, limit: int) -> list[Task]:
+        c = t.tasks.c
+        rows = self._c.execute(
+            sa.select(t.tasks)
+            .where(c.status == "active", c.ends_at <= now)
+            .order_by(c.ends_at)
+            .limit(limit)
+        )
+        return [_task(r) for r in rows]
+
+    # -- leases --
+    def insert_leases(self, leases: Sequence[Lease]) -> None:
+        if leases:
+            self._c.execute(t.leases.insert(), [_lease_row(lease) for lease in leases])
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        row = self._c.execute(sa.select(t.leases).where(t.leases.c.id == lease_id)).first()
+        return None if row is None else _lease(row)
+
+    def lease_by_token_hash(self, token_hash: str) -> Lease | None:
+        row = self._c.execute(
+            sa.select(t.leases).where(t.leases.c.token_hash == token_hash)
+        ).first()
+        return None if row is None else _lease(row)
+
+    def put_lease(self, lease: Lease) -> None:
+        row = _lease_row(lease)
+        result = self._c.execute(sa.update(t.leases).where(t.leases.c.id == lease.id).values(**row))
+        if not result.rowcount:
+            raise StoreError("no such lease")
+
+    def end_leases(
+        self, lease_ids: Sequence[str], state: LeaseState, at: dt.datetime, reason: str
+    ) -> list[Lease]:
+        c = t.leases.c
+        sources = [*_LIVE, LeaseState.REVOKING.value] if state is LeaseState.REVOKED else _LIVE
+        values: dict[str, Any] = {
+            "state": state.value,
+            "end_reason": sa.func.coalesce(c.end_reason, reason),
+        }
+        if state is LeaseState.REVOKING:
+            values["next_attempt_at"] = at
+        else:
+            values["ended_at"] = at
+        moved: list[Lease] = []
+        for start in range(0, len(lease_ids), _CHUNK):
+            chunk = list(lease_ids[start : start + _CHUNK])
+            rows = self._c.execute(
+                sa.update(t.leases)
+                .where(c.id.in_(chunk), c.state.in_(sources))
+                .values(**values)
+                .returning(*t.leases.c)
+            )
+            moved.extend(_lease(r) for r in rows)
+        return moved
+
+    def find_leases(self, where: LeaseFilter) -> list[Lease]:
+        c = t.leases.c
+        query = (
+            sa.select(t.leases)
+            .where(c.state.in_([s.value for s in where.states]))
+            .order_by(c.id)
+            .limit(where.limit)
+        )
+        for column, value in (
+            (c.task_id, where.task_id),
+            (c.identity_id, where.identity_id),
+            (c.owner_id, where.owner_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if where.parent_ids is not None:
+            query = query.where(c.parent_id.in_(where.parent_ids))
+        if where.after_id is not None:
+            query = query.where(c.id > where.after_id)
+        return [_lease(r) for r in self._c.execute(query)]
+
+    def leases_due(self, now: dt.datetime, limit: int) -> list[Lease]:
+        c = t.leases.c
+        rows = self._c.execute(
+            sa.select(t.leases)
+            .where(c.state == "active", c.expires_at <= now)
+            .order_by(c.expires_at)
+            .limit(limit)
+        )
+        return [_lease(r) for r in rows]
+
+    def leases_to_retry(self, now: dt.datetime, limit: int) -> list[Lease]:
+        c = t.leases.c
+        rows = self._c.execute(
+            sa.select(t.leases)
+            .where(c.state == "revoking", c.next_attempt_at <= now)
+            .order_by(c.id)
+            .limit(limit)
+        )
+        return [_lease(r) for r in rows]
+
+    def count_leases(self, state: LeaseState) -> int:
+        c = t.leases.c
+        return int(
+            self._c.execute(
+                sa.select(sa.func.count()).select_from(t.leases).where(c.state == state.value)
+            ).scalar_one()
+        )
+
+    def unjustified_identities(
+        self, now: dt.datetime, ended_vendor_ids: Sequence[str], limit: int
+    ) -> list[Spec]:
+        i, lc = t.identities.c, t.leases.c
+        ended = sa.or_(
+            i.status != "active",
+            i.approval_expires_at <= now,
+            i.expires_at <= now,
+            i.vendor_id.in_(list(ended_vendor_ids)) if ended_vendor_ids else sa.false(),
+        )
+        holds_live = sa.exists().where(lc.identity_id == i.id, lc.state.in_(_LIVE))
+        rows = self._c.execute(
+            sa.select(i.spec).where(ended, holds_live).order_by(i.id).limit(limit)
+        )
+        return [json.loads(r.spec) for r in rows]
+
+    # -- attestation replay and join tokens --
+    def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:
+        insert: Any
+        if self._c.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        inserted = self._c.execute(
+            insert(t.seen_jti)
+            .values(issuer=issuer, jti=jti, expires_at=expires_at)
+            .on_conflict_do_nothing()
+            .returning(t.seen_jti.c.jti)
+        ).first()
+        return inserted is not None
+
+    def forget_jti_before(self, now: dt.datetime) -> int:
+        result = self._c.execute(sa.delete(t.seen_jti).where(t.seen_jti.c.expires_at <= now))
+        return int(result.rowcount or 0)
+
+    def put_join_token(self, record: JoinTokenRecord) -> None:
+        self._c.execute(
+            t.join_tokens.insert().values(
+                id=record.id,
+                token_hash=record.token_hash,
+                identity_id=record.identity_id,
+                created_at=record.created_at,
+                expires_at=record.expires_at,
+                created_by=record.created_by,
+                used_at=record.used_at,
+            )
+        )
+
+    def consume_join_token(self, token_hash: str, now: dt.datetime) -> JoinTokenRecord | None:
+        c = t.join_tokens.c
+        row = self._c.execute(
+            sa.update(t.join_tokens)
+            .where(c.token_hash == token_hash, c.used_at.is_(None), c.expires_at > now)
+            .values(used_at=now)
+            .returning(*t.join_tokens.c)
+        ).first()
+        if row is None:
+            return None
+        return JoinTokenRecord(
+            id=row.id,
+            token_hash=row.token_hash,
+            identity_id=row.identity_id,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            created_by=row.created_by,
+            used_at=row.used_at,
+        )
 
     def put_api_token(self, record: ApiTokenRecord) -> None:
         self._c.execute(

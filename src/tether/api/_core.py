@@ -1,0 +1,376 @@
+"""Routes of the core loop: discovery, RFC 8693/7662/7009, tasks, leases, join tokens."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from tether._internal.timeutil import InvalidValue, format_time, parse_duration
+from tether.api._deps import Caller
+from tether.app import Tether
+from tether.auth import Forbidden, Principal, Unauthenticated
+from tether.errors import NotFoundError
+from tether.issuance import ExchangeRequest, OAuthError, Subject
+from tether.lease import RevokeTarget
+from tether.model import Lease, Task
+from tether.providers import ACCESS_TOKEN_TYPE
+from tether.store import LeaseFilter, TaskFilter
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
+_MAX_FIELD = 16 * 1024
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskStartRequest(_Body):
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ttl: str = Field(default="1h", max_length=40)
+
+
+class RevokeRequest(_Body):
+    lease: str | None = Field(default=None, max_length=64)
+    task: str | None = Field(default=None, max_length=64)
+    identity: str | None = Field(default=None, max_length=255)
+    owner: str | None = Field(default=None, max_length=255)
+    all: bool = False
+    reason: str = Field(default="revoked by an operator", min_length=1, max_length=500)
+
+
+class JoinTokenRequest(_Body):
+    identity: str = Field(min_length=1, max_length=255)
+    ttl: str = Field(default="1h", max_length=40)
+
+
+def _duration(field: str, text: str) -> Any:
+    try:
+        return parse_duration(text)
+    except InvalidValue as exc:
+        raise OAuthError("invalid_request", f"{field}: {exc}") from None
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    try:
+        raw = (await request.body()).decode("utf-8")
+        pairs = parse_qs(raw, keep_blank_values=False, strict_parsing=False, max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "the form body could not be parsed") from None
+    form: dict[str, str] = {}
+    for name, values in pairs.items():
+        if len(values) > 1 and name not in ("audience", "resource"):
+            raise OAuthError("invalid_request", f"{name} is given more than once")
+        if any(len(v) > _MAX_FIELD for v in values):
+            raise OAuthError("invalid_request", f"{name} is too long")
+        form[name] = values[0]
+    return form
+
+
+def _client_ip(request: Request) -> str | None:
+    """The peer's address, when it is one (policies compare it as an `ipaddr`)."""
+    host = request.client.host if request.client else None
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return None
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "identity": task.identity_id,
+        "name": task.name,
+        "status": task.status.value,
+        "created_at": format_time(task.created_at),
+        "deadline": format_time(task.deadline),
+        "ends_at": format_time(task.ends_at),
+        "ended_at": None if task.ended_at is None else format_time(task.ended_at),
+        "end_reason": task.end_reason,
+        "implicit": task.implicit,
+        "issuer": task.issuer_id,
+    }
+
+
+def _lease_json(lease: Lease) -> dict[str, Any]:
+    return {
+        "id": lease.id,
+        "identity": lease.identity_id,
+        "owner": lease.owner_id,
+        "provider": lease.provider,
+        "profile": lease.profile_id,
+        "task": lease.task_id,
+        "parent": lease.parent_id,
+        "scopes": list(lease.scopes),
+        "audience": lease.audience,
+        "state": lease.state.value,
+        "issued_at": format_time(lease.issued_at),
+        "expires_at": format_time(lease.expires_at),
+        "actor": lease.actor,
+        "revoke_attempts": lease.revoke_attempts,
+        "ended_at": None if lease.ended_at is None else format_time(lease.ended_at),
+        "end_reason": lease.end_reason,
+    }
+
+
+def register_core_routes(app: FastAPI, node: Tether) -> None:
+    def admin_or_task(request: Request, task_id: str) -> tuple[str, Principal | Subject]:
+        """An admin or owner token, or the task's own task token."""
+        token = _bearer(request)
+        try:
+            principal = node.auth.authenticate(token)
+        except Unauthenticated:
+            subject = node.issuance.task_of(token or "")
+            if subject.task is None or subject.task.id != task_id:
+                raise Forbidden("this task token belongs to another task") from None
+            return f"workload:{subject.identity.id}", subject
+        return principal.actor, principal
+
+    @app.exception_handler(OAuthError)
+    async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
+        headers = {"Cache-Control": "no-store"}
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return JSONResponse(
+            {"error": exc.error, "error_description": str(exc)},
+            status_code=exc.status_code,
+            headers=headers,
+        )
+
+    @app.get("/.well-known/openid-configuration", tags=["oauth"])
+    def discovery() -> dict[str, Any]:
+        base = node.settings.issuer_url
+        return {
+            "issuer": base,
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "token_endpoint": f"{base}/oauth2/token",
+            "introspection_endpoint": f"{base}/oauth2/introspect",
+            "revocation_endpoint": f"{base}/oauth2/revoke",
+            "grant_types_supported": [TOKEN_EXCHANGE],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint_auth_methods_supported": ["bearer"],
+            "revocation_endpoint_auth_methods_supported": ["none", "bearer"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+        }
+
+    @app.get("/.well-known/jwks.json", tags=["oauth"])
+    def jwks() -> dict[str, Any]:
+        return node.signing_keys.jwks()
+
+    @app.post("/oauth2/token", tags=["oauth"])
+    async def token(request: Request) -> JSONResponse:
+        form = await _form(request)
+        if form.get("grant_type") != TOKEN_EXCHANGE:
+            raise OAuthError("unsupported_grant_type", f"grant_type must be {TOKEN_EXCHANGE}")
+        scope = form.get("scope")
+        exchange = ExchangeRequest(
+            subject_token=form.get("subject_token", ""),
+            subject_token_type=form.get("subject_token_type", ""),
+            audience=form.get("audience"),
+            resource=form.get("resource"),
+            scope=None if scope is None else tuple(scope.split()),
+            requested_ttl=None if "ttl" not in form else _duration("ttl", form["ttl"]),
+            requested_token_type=form.get("requested_token_type"),
+            actor_token=form.get("actor_token"),
+            actor_token_type=form.get("actor_token_type"),
+            task_id=form.get("task"),
+            intent=form.get("intent"),
+            source_ip=_client_ip(request),
+        )
+        result = await run_in_threadpool(node.issuance.exchange, exchange)
+        body = {
+            "access_token": result.access_token,
+            "issued_token_type": result.issued_token_type,
+            "token_type": "Bearer",
+            "expires_in": result.expires_in,
+            "scope": " ".join(result.scope),
+            "tether_lease": result.lease_id,
+            "tether_bounded_by": result.bounded_by,
+        }
+        return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    @app.post("/oauth2/introspect", tags=["oauth"])
+    async def introspect(request: Request, caller: Caller) -> JSONResponse:
+        if not ({"admin", "introspect"} & set(caller.roles)):
+            raise Forbidden("introspection needs the admin or introspect role")
+        form = await _form(request)
+        result = await run_in_threadpool(node.issuance.introspect, form.get("token", ""))
+        return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+    @app.post("/oauth2/revoke", tags=["oauth"])
+    async def revoke(request: Request) -> JSONResponse:
+        form = await _form(request)
+        token_value = form.get("token", "")
+        bearer = _bearer(request)
+        actor = "holder"
+        if bearer is not None:
+            principal = await run_in_threadpool(node.auth.authenticate, bearer)
+            actor = principal.actor
+        # Possession is enough to give a credential up (RFC 7009 lets servers allow this).
+        await run_in_threadpool(node.issuance.revoke_token, token_value, actor)
+        return JSONResponse({}, status_code=200)
+
+    # -- tasks --
+    @app.post("/v1/tasks", tags=["tasks"], status_code=201)
+    def start_task(body: TaskStartRequest, request: Request) -> dict[str, Any]:
+        bearer = _bearer(request)
+        if bearer is None:
+            raise OAuthError(
+                "invalid_request",
+                "send the attestation token (or a join token) as a bearer token",
+                401,
+            )
+        started = node.issuance.start_task(
+            bearer,
+            body.name,
+            _duration("ttl", body.ttl),
+            _client_ip(request),
+        )
+        return {**_task_json(started.task), "token": started.token, "token_type": ACCESS_TOKEN_TYPE}
+
+    @app.post("/v1/tasks/{task_id}/end", tags=["tasks"])
+    def end_task(task_id: str, request: Request) -> dict[str, Any]:
+        actor, who = admin_or_task(request, task_id)
+        with node.store.read() as tx:
+            task = tx.get_task(task_id)
+        if task is None or (isinstance(who, Principal) and not _may_see(node, who, task)):
+            raise NotFoundError(f"no task {task_id!r}")
+        revoked = node.leases.end_task(task, "task ended", actor)
+        node.worker.wake()
+        with node.store.read() as tx:
+            ended = tx.get_task(task_id)
+        assert ended is not None
+        return {**_task_json(ended), "leases_revoked": revoked}
+
+    @app.get("/v1/tasks", tags=["tasks"])
+    def list_tasks(
+        caller: Caller,
+        identity: Annotated[str | None, Query(max_length=255)] = None,
+        status: Annotated[str | None, Query(pattern="^(active|ended)$")] = None,
+        after: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    ) -> dict[str, Any]:
+        with node.store.read() as tx:
+            tasks = tx.list_tasks(
+                TaskFilter(
+                    identity_id=identity,
+                    status=status,
+                    owner_in=caller.owner_scope(),
+                    after_id=after,
+                    limit=limit,
+                )
+            )
+        items = [_task_json(t) for t in tasks]
+        return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
+
+    @app.get("/v1/tasks/{task_id}", tags=["tasks"])
+    def show_task(task_id: str, caller: Caller) -> dict[str, Any]:
+        with node.store.read() as tx:
+            task = tx.get_task(task_id)
+        if task is None or not _may_see(node, caller, task):
+            raise NotFoundError(f"no task {task_id!r}")
+        return _task_json(task)
+
+    # -- leases --
+    @app.get("/v1/leases", tags=["leases"])
+    def list_leases(
+        caller: Caller,
+        task: Annotated[str | None, Query(max_length=64)] = None,
+        identity: Annotated[str | None, Query(max_length=255)] = None,
+        owner: Annotated[str | None, Query(max_length=255)] = None,
+        state: Annotated[
+            str | None, Query(pattern="^(pending|active|revoking|revoked|expired)$")
+        ] = None,
+        after: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    ) -> dict[str, Any]:
+        from tether.model import LeaseState
+
+        scope = caller.owner_scope()
+        if scope is not None:
+            if owner is not None and owner not in scope:
+                return {"items": [], "next": None}
+            owner = owner or (scope[0] if len(scope) == 1 else None)
+            if owner is None:
+                raise Forbidden("name the owner to list its leases")
+        states = tuple(LeaseState) if state is None else (LeaseState(state),)
+        with node.store.read() as tx:
+            leases = tx.find_leases(
+                LeaseFilter(
+                    task_id=task,
+                    identity_id=identity,
+                    owner_id=owner,
+                    states=states,
+                    after_id=after,
+                    limit=limit,
+                )
+            )
+        items = [_lease_json(lease) for lease in leases]
+        return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
+
+    @app.get("/v1/leases/{lease_id}", tags=["leases"])
+    def show_lease(lease_id: str, caller: Caller) -> dict[str, Any]:
+        with node.store.read() as tx:
+            lease = tx.get_lease(lease_id)
+        if lease is None or not caller.may_see_owner(lease.owner_id):
+            raise NotFoundError(f"no lease {lease_id!r}")
+        return _lease_json(lease)
+
+    @app.post("/v1/leases/revoke", tags=["leases"])
+    def revoke_leases(body: RevokeRequest, caller: Caller) -> dict[str, Any]:
+        """Revocation and the kill switch: by lease, task, identity, owner, or everything."""
+        chosen = [k for k in ("lease", "task", "identity", "owner") if getattr(body, k)]
+        if len(chosen) + int(body.all) != 1:
+            raise OAuthError(
+                "invalid_request", "give exactly one of lease, task, identity, owner or all", 422
+            )
+        if body.owner is not None and caller.owner_scope() is not None:
+            if body.owner not in caller.owned():
+                raise Forbidden("owners may revoke only their own identities' leases")
+        else:
+            caller.require_admin()
+        target = RevokeTarget(
+            lease_id=body.lease,
+            task_id=body.task,
+            identity_id=body.identity,
+            owner_id=body.owner,
+            everything=body.all,
+        )
+        revoked = node.leases.revoke(target, body.reason, caller.actor)
+        node.worker.wake()
+        return {"revoked": revoked}
+
+    # -- join tokens --
+    @app.post("/v1/join-tokens", tags=["tasks"], status_code=201)
+    def create_join_token(body: JoinTokenRequest, caller: Caller) -> dict[str, Any]:
+        caller.require_admin()
+        token_value, record = node.issuance.create_join_token(
+            body.identity, _duration("ttl", body.ttl), caller.actor
+        )
+        return {
+            "id": record.id,
+            "identity": record.identity_id,
+            "token": token_value,
+            "expires_at": format_time(record.expires_at),
+        }
+
+
+def _may_see(node: Tether, principal: Principal, task: Task) -> bool:
+    if principal.owner_scope() is None:
+        return True
+    identity = node.view.current.identities.get(task.identity_id)
+    return identity is not None and principal.may_see_owner(identity.owner_id)

@@ -1,0 +1,242 @@
+"""The workload SDK: attest once per task, get short-lived credentials, end the task.
+
+    client = WorkloadClient(attestation=lambda: read_oidc_token())
+    with client.task("deploy-42") as task:
+        token = task.token(audience="https://orders.example.com")
+
+Leaving the block ends the task, so everything issued in it is revoked. `task.token()`
+returns a cached credential until half its life has passed, then asks again (and policy
+decides again).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.client._http import ClientError, TetherClient
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
+ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URI
+JWT = "urn:ietf:params:oauth:token-type:jwt"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    issued_token_type: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    scope: tuple[str, ...]
+    lease_id: str
+
+    def __repr__(self) -> str:  # never print the credential
+        return f"IssuedToken(lease_id={self.lease_id!r}, expires_at={self.expires_at.isoformat()})"
+
+    def past_half_life(self, now: dt.datetime | None = None) -> bool:
+        now = now or _now()
+        return now >= self.issued_at + (self.expires_at - self.issued_at) / 2
+
+
+class WorkloadClient:
+    def __init__(
+        self,
+        addr: str | None = None,
+        attestation: str | Callable[[], str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._api = TetherClient(addr=addr, token="", timeout=timeout)
+        self._attestation = attestation
+
+    @classmethod
+    def from_env(cls) -> WorkloadClient:
+        """TETHER_ADDR, and the attestation token from TETHER_ATTESTATION_TOKEN or the file
+        named by TETHER_ATTESTATION_TOKEN_FILE (e.g. a projected Kubernetes token), re-read
+        on every use so rotated tokens are picked up."""
+        path = os.environ.get("TETHER_ATTESTATION_TOKEN_FILE")
+        if path:
+            return cls(attestation=lambda: Path(path).read_text().strip())
+        return cls(attestation=os.environ.get("TETHER_ATTESTATION_TOKEN"))
+
+    def __repr__(self) -> str:
+        return f"WorkloadClient(addr={self._api.addr!r})"
+
+    def close(self) -> None:
+        self._api.close()
+
+    def __enter__(self) -> WorkloadClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _attestation_token(self) -> str:
+        value = self._attestation() if callable(self._attestation) else self._attestation
+        if not value:
+            raise ClientError(
+                "no attestation token: pass attestation= or set TETHER_ATTESTATION_TOKEN(_FILE)"
+            )
+        return value
+
+    def _post_form(self, path: str, form: dict[str, str], bearer: str | None = None) -> Any:
+        headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+        return self._api.request("POST", path, data=form, headers=headers)
+
+    # -- tasks --
+    def start_task(self, name: str, ttl: str = "1h") -> Task:
+        body = self._api.request(
+            "POST",
+            "/v1/tasks",
+            json={"name": name, "ttl": ttl},
+            headers={"authorization": f"Bearer {self._attestation_token()}"},
+        )
+        return Task(
+            self,
+            body["id"],
+            body["token"],
+            dt.datetime.fromisoformat(body["ends_at"].replace("Z", "+00:00")),
+        )
+
+    @contextmanager
+    def task(self, name: str, ttl: str = "1h") -> Iterator[Task]:
+        task = self.start_task(name, ttl)
+        try:
+            yield task
+        finally:
+            task.end()
+
+    # -- OAuth --
+    def exchange(
+        self,
+        subject_token: str,
+        subject_token_type: str = ACCESS_TOKEN,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        ttl: str | None = None,
+        actor_token: str | None = None,
+        actor_token_type: str | None = None,
+        task: str | None = None,
+        intent: str | None = None,
+    ) -> IssuedToken:
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject_token,
+            "subject_token_type": subject_token_type,
+        }
+        optional = {
+            "audience": audience,
+            "resource": resource,
+            "scope": scope,
+            "ttl": ttl,
+            "actor_token": actor_token,
+            "actor_token_type": actor_token_type,
+            "task": task,
+            "intent": intent,
+        }
+        form.update({k: v for k, v in optional.items() if v is not None})
+        issued_at = _now()
+        body = self._post_form("/oauth2/token", form)
+        return IssuedToken(
+            access_token=body["access_token"],
+            issued_token_type=body["issued_token_type"],
+            issued_at=issued_at,
+            expires_at=issued_at + dt.timedelta(seconds=body["expires_in"]),
+            scope=tuple(body.get("scope", "").split()),
+            lease_id=body["tether_lease"],
+        )
+
+    def exchange_attestation(self, **kwargs: Any) -> IssuedToken:
+        """A credential straight from attestation (its implicit task ends with the evidence)."""
+        return self.exchange(self._attestation_token(), JWT, **kwargs)
+
+    def introspect(self, token: str, auth_token: str) -> dict[str, Any]:
+        return dict(self._post_form("/oauth2/introspect", {"token": token}, bearer=auth_token))
+
+    def revoke(self, token: str) -> None:
+        self._post_form("/oauth2/revoke", {"token": token})
+
+
+class Task:
+    """A started task. Its token stands for the attested workload until the task ends."""
+
+    def __init__(self, client: WorkloadClient, task_id: str, token: str, ends_at: dt.datetime):
+        self.id = task_id
+        self.ends_at = ends_at
+        self._client = client
+        self._token = token
+        self._cache: dict[tuple[Any, ...], IssuedToken] = {}
+        self._lock = threading.Lock()
+        self.ended = False
+
+    def __repr__(self) -> str:
+        return f"Task(id={self.id!r}, ends_at={self.ends_at.isoformat()})"
+
+    @property
+    def task_token(self) -> str:
+        return self._token
+
+    def issue(
+        self,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        ttl: str | None = None,
+        actor_token: str | None = None,
+        intent: str | None = None,
+    ) -> IssuedToken:
+        return self._client.exchange(
+            self._token,
+            ACCESS_TOKEN,
+            audience=audience,
+            resource=resource,
+            scope=scope,
+            ttl=ttl,
+            actor_token=actor_token,
+            actor_token_type=ACCESS_TOKEN if actor_token else None,
+            intent=intent,
+        )
+
+    def token(
+        self,
+        *,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        ttl: str | None = None,
+    ) -> str:
+        """A credential for the audience, renewed once half its life has passed."""
+        key = (audience, resource, scope, ttl)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is None or cached.past_half_life():
+                cached = self._cache[key] = self.issue(
+                    audience=audience, resource=resource, scope=scope, ttl=ttl
+                )
+            return cached.access_token
+
+    def end(self) -> None:
+        """End the task: everything issued under it is revoked, sessions included."""
+        if self.ended:
+            return
+        try:
+            self._client._api.request(
+                "POST",
+                f"/v1/tasks/{self.id}/end",
+                headers={"authorization": f"Bearer {self._token}"},
+            )
+        finally:
+            self._cache.clear()
+        self.ended = True

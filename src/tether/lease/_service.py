@@ -1,0 +1,313 @@
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from tether._internal.timeutil import format_time, parse_time, utcnow
+from tether.audit import AuditLog
+from tether.model import AuditEvent, Lease, LeaseState, Task, TaskStatus
+from tether.providers import Provider, ProviderError
+from tether.store import LeaseFilter, Store, Tx
+
+log = logging.getLogger("tether.lease")
+
+_PAGE = 5_000
+_MAX_BACKOFF = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeTarget:
+    """What to revoke. Exactly one of these is set (or `everything`, the kill switch)."""
+
+    lease_id: str | None = None
+    task_id: str | None = None
+    identity_id: str | None = None
+    owner_id: str | None = None
+    everything: bool = False
+
+    def filter(self) -> LeaseFilter | None:
+        if self.task_id is not None:
+            return LeaseFilter(task_id=self.task_id, limit=_PAGE)
+        if self.identity_id is not None:
+            return LeaseFilter(identity_id=self.identity_id, limit=_PAGE)
+        if self.owner_id is not None:
+            return LeaseFilter(owner_id=self.owner_id, limit=_PAGE)
+        if self.everything:
+            return LeaseFilter(limit=_PAGE)
+        return None
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    return min(dt.timedelta(seconds=2 ** min(attempts, 16)), _MAX_BACKOFF)
+
+
+class LeaseService:
+    """Ends leases: by revocation (cascading down the lease tree), expiry and justification."""
+
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        providers: Mapping[str, Provider],
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._providers = providers
+        self._clock = clock
+        #: Called after any commit that ended leases (cache invalidation, wake-ups).
+        self.on_ended: list[Callable[[Sequence[Lease]], None]] = []
+
+    # -- revocation --
+    def _subtree(self, tx: Tx, roots: list[Lease]) -> list[Lease]:
+        """The roots and every live lease derived from them, breadth first."""
+        found = {lease.id: lease for lease in roots}
+        frontier = [lease.id for lease in roots]
+        while frontier:
+            children: list[Lease] = []
+            for start in range(0, len(frontier), _PAGE):
+                chunk = tuple(frontier[start : start + _PAGE])
+                children.extend(tx.find_leases(LeaseFilter(parent_ids=chunk, limit=10**9)))
+            frontier = [c.id for c in children if c.id not in found]
+            found.update((c.id, c) for c in children)
+        return list(found.values())
+
+    def _end(
+        self, tx: Tx, leases: Sequence[Lease], state: LeaseState, reason: str, actor: str
+    ) -> list[Lease]:
+        """End `leases` in `tx`, audited per lease. External providers go through `revoking`."""
+        now = self._clock()
+        local = [lease.id for lease in leases if not self._provider(lease).external]
+        external = [lease.id for lease in leases if self._provider(lease).external]
+        ended = tx.end_leases(local, state, now, reason)
+        if external:
+            ended += tx.end_leases(external, LeaseState.REVOKING, now, reason)
+        action = "lease.expire" if state is LeaseState.EXPIRED else "lease.revoke"
+        self._audit.append(
+            tx,
+            [
+                AuditEvent(
+                    action=action,
+                    actor=actor,
+                    identity_id=lease.identity_id,
+                    owner_id=lease.owner_id,
+                    task_id=lease.task_id,
+                    reason=reason,
+                    result="pending" if lease.state is LeaseState.REVOKING else "ok",
+                    details={
+                        "lease_id": lease.id,
+                        "provider": lease.provider,
+                        "profile": lease.profile_id,
+                        "parent_id": lease.parent_id,
+                        "issued_at": format_time(lease.issued_at),
+                        "expires_at": format_time(lease.expires_at),
+                    },
+                )
+                for lease in ended
+            ],
+            now,
+        )
+        if ended:
+            tx.on_commit(lambda: self._after_end(ended))
+        return ended
+
+    def _after_end(self, ended: Sequence[Lease]) -> None:
+        for callback in self.on_ended:
+            try:
+                callback(ended)
+            except Exception:  # a listener must not undo a committed revocation
+                log.exception("lease listener failed")
+
+    def _provider(self, lease: Lease) -> Provider:
+        provider = self._providers.get(lease.provider)
+        if provider is None:
+            raise KeyError(f"no provider {lease.provider!r} for lease {lease.id}")
+        return provider
+
+    def revoke(self, target: RevokeTarget, reason: str, actor: str) -> int:
+        """Revoke the target and everything derived from it; returns how many leases ended."""
+        total = 0
+        where = target.filter()
+        while True:
+            with self._store.transaction() as tx:
+                if where is None:
+                    lease = tx.get_lease(target.lease_id or "")
+                    roots = [lease] if lease is not None and lease.state.live else []
+                else:
+                    roots = tx.find_leases(where)
+                if not roots:
+                    return total
+                total += len(
+                    self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor)
+                )
+            if where is None:
+                return total
+
+    def revoke_in(self, tx: Tx, target: RevokeTarget, reason: str, actor: str) -> list[Lease]:
+        """Revoke inside the caller's transaction (task end, estate changes)."""
+        where = target.filter()
+        assert where is not None
+        ended: list[Lease] = []
+        while True:
+            roots = tx.find_leases(replace(where, limit=10**9))
+            if not roots:
+                return ended
+            ended += self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor)
+
+    def end_task(self, task: Task, reason: str, actor: str) -> int:
+        with self._store.transaction() as tx:
+            current = tx.get_task(task.id)
+            if current is None or current.status is TaskStatus.ENDED:
+                return 0
+            now = self._clock()
+            tx.put_task(replace(current, status=TaskStatus.ENDED, ended_at=now, end_reason=reason))
+            ended = self.revoke_in(tx, RevokeTarget(task_id=task.id), reason, actor)
+            self._audit.append(
+                tx,
+                [
+                    AuditEvent(
+                        action="task.end",
+                        actor=actor,
+                        identity_id=current.identity_id,
+                        task_id=current.id,
+                        reason=reason,
+                        details={"leases_revoked": len(ended), "name": current.name},
+                    )
+                ],
+                now,
+            )
+            return len(ended)
+
+    # -- the sweep the worker runs --
+    def expire_due(self, limit: int = _PAGE) -> int:
+        with self._store.transaction() as tx:
+            due = tx.leases_due(self._clock(), limit)
+            if not due:
+                return 0
+            return len(
+                self._end(
+                    tx,
+                    self._subtree(tx, due),
+                    LeaseState.EXPIRED,
+                    "lease reached its end of life",
+                    "system:expiry",
+                )
+            )
+
+    def end_due_tasks(self, limit: int = 500) -> int:
+        with self._store.read() as tx:
+            due = tx.tasks_due(self._clock(), limit)
+        for task in due:
+            ended_by_deadline = task.deadline <= self._clock()
+            self.end_task(
+                task,
+                "task deadline passed" if ended_by_deadline else "task attestation expired",
+                "system:lifecycle",
+            )
+        return len(due)
+
+    def revoke_unjustified(self, ended_vendor_ids: Sequence[str], limit: int = 500) -> int:
+        now = self._clock()
+        with self._store.read() as tx:
+            identities = tx.unjustified_identities(now, ended_vendor_ids, limit)
+        total = 0
+        for spec in identities:
+            total += self.revoke(
+                RevokeTarget(identity_id=spec["id"]),
+                _why_unjustified(spec, now, ended_vendor_ids),
+                "system:lifecycle",
+            )
+        return total
+
+    def retry_revocations(self, limit: int = 100) -> int:
+        """Retry external revocations; confirmed ones become `revoked`, others back off."""
+        now = self._clock()
+        with self._store.read() as tx:
+            due = tx.leases_to_retry(now, limit)
+        confirmed = 0
+        for lease in due:
+            try:
+                self._provider(lease).revoke(lease)
+            except ProviderError as exc:
+                attempts = lease.revoke_attempts + 1
+                with self._store.transaction() as tx:
+                    tx.put_lease(
+                        replace(
+                            lease, revoke_attempts=attempts, next_attempt_at=now + backoff(attempts)
+                        )
+                    )
+                log.warning(
+                    "revocation failed; will retry",
+                    extra={"lease_id": lease.id, "attempts": attempts, "error": exc.code},
+                )
+                continue
+            with self._store.transaction() as tx:
+                done = tx.end_leases(
+                    [lease.id], LeaseState.REVOKED, self._clock(), lease.end_reason or "revoked"
+                )
+                self._audit.append(
+                    tx,
+                    [
+                        AuditEvent(
+                            action="lease.revoke.confirmed",
+                            actor="system:revoker",
+                            identity_id=lease.identity_id,
+                            owner_id=lease.owner_id,
+                            task_id=lease.task_id,
+                            reason=lease.end_reason,
+                            details={"lease_id": lease.id, "attempts": lease.revoke_attempts + 1},
+                        )
+                    ],
+                )
+            confirmed += len(done)
+        return confirmed
+
+
+def _why_unjustified(
+    spec: Mapping[str, object], now: dt.datetime, ended_vendor_ids: Sequence[str]
+) -> str:
+    status = spec.get("status", "active")
+    if status != "active":
+        return f"identity {status}"
+    approval = spec.get("approval")
+    if isinstance(approval, dict) and parse_time(approval["expires"]) <= now:
+        return f"approval by {approval['by']} expired at {approval['expires']}"
+    if spec.get("vendor") in ended_vendor_ids:
+        return f"vendor {spec['vendor']} contract ended"
+    return "identity expired"
+
+
+class LifecycleWorker:
+    """Runs the sweep every `interval` and whenever woken; works from indexed queries only."""
+
+    def __init__(self, sweep: Callable[[], None], interval: float = 0.5) -> None:
+        self._sweep = sweep
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lifecycle", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sweep()
+            except Exception:  # the worker must survive anything; the next pass retries
+                log.exception("lifecycle sweep failed; retrying")
+            self._wake.wait(self._interval)
+            self._wake.clear()

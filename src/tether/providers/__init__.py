@@ -1,0 +1,26 @@
+"""Credential providers behind one protocol: issue, revoke (and, for real systems, rotate,
+reconcile and health in later releases).
+
+A provider never runs before the lease row exists (invariant 1): it receives the lease.
+"""
+
+from tether.providers._base import (
+    ACCESS_TOKEN_TYPE,
+    JWT_TOKEN_TYPE,
+    IssuedCredential,
+    Provider,
+    ProviderError,
+)
+from tether.providers._jwt import JwtProvider, SigningKeys
+from tether.providers._opaque import OpaqueTokenProvider
+
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "JWT_TOKEN_TYPE",
+    "IssuedCredential",
+    "JwtProvider",
+    "OpaqueTokenProvider",
+    "Provider",
+    "ProviderError",
+    "SigningKeys",
+]
