@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import audit_bench, estate_bench
+from bench import audit_bench, estate_bench, issuance_bench
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "audit": audit_bench.run,
     "estate_apply": estate_bench.run,
+    "issuance": issuance_bench.run,
 }
 
 

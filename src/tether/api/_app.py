@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query, Request
@@ -55,6 +55,51 @@ _PUBLIC = {
 }
 _WHILE_SEALED = _PUBLIC | {"/v1/sys/init", "/v1/sys/unseal"}
 MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class _Gate:
+    """Seal gate, metrics and the access log, as plain ASGI (no per-request task group)."""
+
+    def __init__(
+        self, app: ASGIApp, node: Tether, requests_total: Counter, latency: Histogram
+    ) -> None:
+        self.app, self.node = app, node
+        self.requests_total, self.latency = requests_total, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        if self.node.barrier.sealed and scope["path"] not in _WHILE_SEALED:
+            await _error(503, "sealed", "Tether is sealed: unseal it with `tether unseal`")(
+                scope, receive, send_status
+            )
+        else:
+            await self.app(scope, receive, send_status)
+        route_path = getattr(scope.get("route"), "path", "unmatched")
+        elapsed = time.perf_counter() - started
+        self.requests_total.labels(scope["method"], route_path, str(status)).inc()
+        self.latency.labels(route_path).observe(elapsed)
+        client = scope.get("client")
+        log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "path": route_path,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                "client": client[0] if client else None,
+            },
+        )
 
 
 class _BodyLimit:
@@ -167,34 +212,7 @@ def create_app(node: Tether) -> FastAPI:
 
     audit_entries.set_function(_audit_head)
 
-    @app.middleware("http")
-    async def gate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        path = request.url.path
-        if node.barrier.sealed and path not in _WHILE_SEALED:
-            response: Response = _error(
-                503, "sealed", "Tether is sealed: unseal it with `tether unseal`"
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        route_path = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - started
-        requests_total.labels(request.method, route_path, str(response.status_code)).inc()
-        latency.labels(route_path).observe(elapsed)
-        log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": route_path,
-                "status": response.status_code,
-                "ms": round(elapsed * 1000, 2),
-                "client": request.client.host if request.client else None,
-            },
-        )
-        return response
+    app.add_middleware(_Gate, node=node, requests_total=requests_total, latency=latency)
 
     @app.exception_handler(TetherError)
     async def _tether_error(_request: Request, exc: TetherError) -> JSONResponse:
@@ -297,6 +315,7 @@ def create_app(node: Tether) -> FastAPI:
         with node.store.transaction() as tx:
             if not tx.revoke_api_token(token_id, utcnow()):
                 raise NotFoundError(f"no active token {token_id!r}")
+            tx.on_commit(node.auth.forget_cached)
             node.audit.append(
                 tx,
                 [

@@ -3,6 +3,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -65,10 +67,36 @@ def validate_roles(roles: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(roles))
 
 
+#: How long a verified API token is trusted without a lookup. Revocation on this node
+#: clears the cache at once; another replica notices within this window.
+CACHE_SECONDS = 2.0
+
+
 class Authenticator:
     def __init__(self, store: Store, token_key: Callable[[], bytes]) -> None:
         self._store = store
         self._token_key = token_key
+        self._cache: dict[str, tuple[float, ApiTokenRecord]] = {}
+        self._cache_lock = threading.Lock()
+
+    def forget_cached(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _lookup(self, digest: str) -> ApiTokenRecord | None:
+        now = time.monotonic()
+        with self._cache_lock:
+            hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        with self._store.read() as tx:
+            record = tx.api_token_by_hash(digest)
+        if record is not None:
+            with self._cache_lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now, record)
+        return record
 
     def issue(
         self,
@@ -99,8 +127,7 @@ class Authenticator:
         if not is_well_formed(token):
             raise Unauthenticated("the token is malformed or its checksum is wrong")
         digest = token_hash(self._token_key(), token)
-        with self._store.read() as tx:
-            record = tx.api_token_by_hash(digest)
+        record = self._lookup(digest)
         # The lookup is by keyed hash, so no comparison of the secret itself happens here.
         if record is None:
             raise Unauthenticated("the token is not known")

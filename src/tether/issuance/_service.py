@@ -8,7 +8,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tether._internal.timeutil import format_time, utcnow
-from tether.attest import AttestationError, Attestor, Evidence, match_identity
+from tether.attest import (
+    AttestationError,
+    Attestor,
+    Evidence,
+    IssuerUnavailable,
+    match_identity,
+)
 from tether.audit import AuditLog
 from tether.auth.tokens import is_well_formed, new_token, token_hash
 from tether.estate import EstateView, EstateViewHolder
@@ -177,6 +183,11 @@ class IssuanceService:
         try:
             evidence = self._attestor.verify(token)
             identity = match_identity(evidence, view.attested_by_issuer.get(evidence.issuer_id, ()))
+        except IssuerUnavailable as exc:
+            # The IdP's keys cannot be fetched: a retry may work, the token may be fine.
+            raise OAuthError(
+                "temporarily_unavailable", f"attestation not checked: {exc}", 503
+            ) from None
         except AttestationError as exc:
             raise OAuthError("invalid_grant", f"attestation refused: {exc}", 400) from None
         return Subject(

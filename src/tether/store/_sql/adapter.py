@@ -115,6 +115,43 @@ def _audit_record(row: Any) -> AuditRecord:
     )
 
 
+# Statements on the request path are built once: building a SQLAlchemy statement costs
+# more than executing it on SQLite.
+_by_id: sa.BindParameter[str] = sa.bindparam("id_")
+_GET_META = sa.select(t.meta.c.value).where(t.meta.c.key == _by_id)
+_GET_TASK = sa.select(t.tasks).where(t.tasks.c.id == _by_id)
+_GET_LEASE = sa.select(t.leases).where(t.leases.c.id == _by_id)
+_LEASE_BY_HASH = sa.select(t.leases).where(t.leases.c.token_hash == _by_id)
+_TOKEN_BY_HASH = sa.select(t.api_tokens).where(t.api_tokens.c.token_hash == _by_id)
+_UPDATE_LEASE = sa.update(t.leases).where(t.leases.c.id == _by_id)
+_INSERT_LEASE = t.leases.insert()
+_INSERT_AUDIT = t.audit_log.insert()
+_AUDIT_HEAD = (
+    sa.select(t.audit_head.c.seq, t.audit_head.c.hash)
+    .where(t.audit_head.c.id == 1)
+    .with_for_update()
+)
+_UPDATE_AUDIT_HEAD = sa.update(t.audit_head).where(t.audit_head.c.id == 1)
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert_statement(dialect: str, table: sa.Table, keys: Sequence[str]) -> Any:
+    statement = _UPSERTS.get((dialect, table.name))
+    if statement is None:
+        insert: Any
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        statement = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c.name: stmt.excluded[c.name] for c in table.c if c.name not in keys},
+        )
+        _UPSERTS[(dialect, table.name)] = statement
+    return statement
+
+
 _LIVE = (LeaseState.PENDING.value, LeaseState.ACTIVE.value)
 _CHUNK = 2000  # ids per IN (...) list: well under every backend's parameter limit
 
@@ -230,20 +267,25 @@ class _SqlTx:
         keys: Sequence[str],
         on_insert_only: dict[str, Any] | None = None,
     ) -> None:
-        insert: Any
-        if self._c.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(table).values(**values, **(on_insert_only or {}))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={k: stmt.excluded[k] for k in values if k not in keys},
-        )
-        self._c.execute(stmt)
+        if on_insert_only:
+            # Columns kept from the first insert (created_at) need a statement of their own.
+            insert: Any
+            if self._c.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            stmt = insert(table).values(**values, **on_insert_only)
+            self._c.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=list(keys),
+                    set_={k: stmt.excluded[k] for k in values if k not in keys},
+                )
+            )
+            return
+        self._c.execute(_upsert_statement(self._c.dialect.name, table, keys), values)
 
     def get_meta(self, key: str) -> bytes | None:
-        row = self._c.execute(sa.select(t.meta.c.value).where(t.meta.c.key == key)).first()
+        row = self._c.execute(_GET_META, {"id_": key}).first()
         return None if row is None else bytes(row.value)
 
     def put_meta(self, key: str, value: bytes) -> None:
@@ -333,18 +375,14 @@ class _SqlTx:
         return [json.loads(r.spec) for r in self._c.execute(query)]
 
     def audit_head(self) -> tuple[int, str]:
-        row = self._c.execute(
-            sa.select(t.audit_head.c.seq, t.audit_head.c.hash)
-            .where(t.audit_head.c.id == 1)
-            .with_for_update()
-        ).one()
+        row = self._c.execute(_AUDIT_HEAD).one()
         return int(row.seq), str(row.hash)
 
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
         self._c.execute(
-            t.audit_log.insert(),
+            _INSERT_AUDIT,
             [
                 {
                     "seq": r.seq,
@@ -365,11 +403,7 @@ class _SqlTx:
             ],
         )
         last = records[-1]
-        self._c.execute(
-            sa.update(t.audit_head)
-            .where(t.audit_head.c.id == 1)
-            .values(seq=last.seq, hash=last.hash)
-        )
+        self._c.execute(_UPDATE_AUDIT_HEAD, {"seq": last.seq, "hash": last.hash})
 
     def list_audit(
         self, after_seq: int, limit: int, identity_id: str | None = None
@@ -389,7 +423,7 @@ class _SqlTx:
         self._upsert(t.tasks, _task_row(task), ["id"])
 
     def get_task(self, task_id: str) -> Task | None:
-        row = self._c.execute(sa.select(t.tasks).where(t.tasks.c.id == task_id)).first()
+        row = self._c.execute(_GET_TASK, {"id_": task_id}).first()
         return None if row is None else _task(row)
 
     def active_task_for_run(self, identity_id: str, run_key: str) -> Task | None:
@@ -428,21 +462,20 @@ class _SqlTx:
     # -- leases --
     def insert_leases(self, leases: Sequence[Lease]) -> None:
         if leases:
-            self._c.execute(t.leases.insert(), [_lease_row(lease) for lease in leases])
+            self._c.execute(_INSERT_LEASE, [_lease_row(lease) for lease in leases])
 
     def get_lease(self, lease_id: str) -> Lease | None:
-        row = self._c.execute(sa.select(t.leases).where(t.leases.c.id == lease_id)).first()
+        row = self._c.execute(_GET_LEASE, {"id_": lease_id}).first()
         return None if row is None else _lease(row)
 
     def lease_by_token_hash(self, token_hash: str) -> Lease | None:
-        row = self._c.execute(
-            sa.select(t.leases).where(t.leases.c.token_hash == token_hash)
-        ).first()
+        row = self._c.execute(_LEASE_BY_HASH, {"id_": token_hash}).first()
         return None if row is None else _lease(row)
 
     def put_lease(self, lease: Lease) -> None:
         row = _lease_row(lease)
-        result = self._c.execute(sa.update(t.leases).where(t.leases.c.id == lease.id).values(**row))
+        del row["id"]
+        result = self._c.execute(_UPDATE_LEASE, {**row, "id_": lease.id})
         if not result.rowcount:
             raise StoreError("no such lease")
 
@@ -603,9 +636,7 @@ class _SqlTx:
         )
 
     def api_token_by_hash(self, token_hash: str) -> ApiTokenRecord | None:
-        row = self._c.execute(
-            sa.select(t.api_tokens).where(t.api_tokens.c.token_hash == token_hash)
-        ).first()
+        row = self._c.execute(_TOKEN_BY_HASH, {"id_": token_hash}).first()
         return None if row is None else _token_record(row)
 
     def list_api_tokens(self) -> list[ApiTokenRecord]:

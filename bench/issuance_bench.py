@@ -1,0 +1,204 @@
+"""The core loop's speed: token exchange (HTTP at concurrency 32, and in-process),
+introspection over HTTP, and revoking a task that holds 10,000 leases.
+
+The load generator runs on the same 2 cores as the server, so HTTP figures understate
+what a separate client machine would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import quantiles
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from tether._internal.timeutil import utcnow
+from tether.app import Tether
+from tether.config import Settings
+from tether.estate import parse_estate
+from tether.issuance import ExchangeRequest
+from tether.lease import RevokeTarget
+from tether.model import Lease, LeaseState
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+ISSUER = "https://ci.bench.invalid"
+CONCURRENCY = 32
+
+
+class Idp:
+    """An attestation issuer with an inline JWKS: no network needed."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        jwk = json.loads(ECAlgorithm.to_jwk(self.key.public_key()))
+        self.jwk = {**jwk, "kid": "bench", "alg": "ES256", "use": "sig"}
+
+    def token(self, lifetime: int = 3600) -> str:
+        now = int(time.time())
+        claims = {"iss": ISSUER, "aud": "tether", "sub": "repo:acme/payments", "iat": now,
+                  "nbf": now, "exp": now + lifetime, "jti": secrets.token_hex(8),
+                  "repository": "acme/payments"}
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "bench"})
+
+
+def estate(idp: Idp) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "owners": [{"id": "team", "contact": "team@example.com"}],
+        "issuers": [{"id": "ci", "preset": "oidc", "issuer": ISSUER, "audiences": ["tether"],
+                     "jwks": {"keys": [idp.jwk]}, "algorithms": ["ES256"]}],
+        "profiles": [
+            {"id": "orders", "provider": "jwt", "audience": "https://orders.example.com",
+             "scopes": ["orders:read"], "max_ttl": "15m"},
+            {"id": "opaque", "provider": "token", "scopes": ["push"], "max_ttl": "1h"},
+        ],
+        "identities": [{
+            "id": "deployer", "kind": "workload", "owner": "team", "purpose": "bench",
+            "justification": "BENCH", "environment": "prod",
+            "attest": {"issuer": "ci", "claims": {"repository": "acme/payments"}},
+            "entitlements": [{"profile": "orders"}, {"profile": "opaque"}],
+        }],
+    }
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    cuts = quantiles(samples, n=100)
+    return {"p50_ms": round(cuts[49] * 1000, 2), "p99_ms": round(cuts[98] * 1000, 2)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _load(url: str, make_form: Any, headers: dict[str, str], seconds: float
+                ) -> dict[str, Any]:
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as http:
+        async def worker() -> None:
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await http.post(url, data=make_form())
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures += 1
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    return {"requests_per_s": round(len(latencies) / elapsed), "ok": len(latencies),
+            "failed": failures, **_percentiles(latencies)}
+
+
+def http_bench(tmp: Path, quick: bool) -> dict[str, Any]:
+    idp = Idp()
+    port = _free_port()
+    env = {**os.environ, "TETHER_HOME": str(tmp / "http"), "TETHER_LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "tether", "serve", "--listen",
+                               f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/v1/sys/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        init = httpx.post(f"{base}/v1/sys/init", json={"shares": 1, "threshold": 1}).json()
+        httpx.post(f"{base}/v1/sys/unseal", json={"share": init["shares"][0]})
+        admin = {"Authorization": f"Bearer {init['root_token']}"}
+        httpx.post(f"{base}/v1/estate/apply", json=estate(idp), headers=admin).raise_for_status()
+        task = httpx.post(f"{base}/v1/tasks", json={"name": "bench", "ttl": "1h"},
+                          headers={"Authorization": f"Bearer {idp.token()}"}).json()
+        seconds = 3 if quick else 10
+        attestations = [idp.token() for _ in range(20_000 if not quick else 3_000)]
+        it = iter(attestations)
+
+        def attested_form() -> dict[str, str]:
+            return {"grant_type": EXCHANGE, "subject_token": next(it),
+                    "subject_token_type": JWT_TYPE, "audience": "https://orders.example.com"}
+
+        def task_form() -> dict[str, str]:
+            return {"grant_type": EXCHANGE, "subject_token": task["token"],
+                    "subject_token_type": ACCESS, "audience": "https://orders.example.com"}
+
+        from_attestation = asyncio.run(_load(f"{base}/oauth2/token", attested_form, {}, seconds))
+        from_task = asyncio.run(_load(f"{base}/oauth2/token", task_form, {}, seconds))
+        token = httpx.post(f"{base}/oauth2/token", data=task_form()).json()["access_token"]
+        introspection = asyncio.run(_load(f"{base}/oauth2/introspect",
+                                          lambda: {"token": token}, admin, seconds))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    return {
+        "exchange_attestation_jwt_http_c32": from_attestation,
+        "exchange_task_token_http_c32": from_task,
+        "introspection_http_c32": introspection,
+        "targets": {"exchange_per_s": 1500, "exchange_p99_ms": 30, "introspection_per_s": 4000},
+    }
+
+
+def in_process_bench(tmp: Path, quick: bool) -> dict[str, Any]:
+    idp = Idp()
+    node = Tether(Settings(home=tmp / "inproc", database_url=f"sqlite:///{tmp / 'inproc.db'}"))
+    node.initialize(1, 1)
+    node.signing_keys.ensure_current()
+    doc = estate(idp)
+    node.estate.apply(parse_estate(doc), actor="bench", document=doc)
+    node.view.reload()
+    count = 500 if quick else 3000
+    tokens = [idp.token() for _ in range(count)]
+    latencies = []
+    started = time.perf_counter()
+    for token in tokens:
+        t0 = time.perf_counter()
+        node.issuance.exchange(ExchangeRequest(subject_token=token, subject_token_type=JWT_TYPE,
+                                               audience="https://orders.example.com"))
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    result = {"exchange_attestation_jwt_sequential": {"per_s": round(count / elapsed),
+                                                       **_percentiles(latencies)}}
+
+    # Revoke a task holding 10,000 token leases, audit included.
+    started_task = node.issuance.start_task(idp.token(), "bulk", dt.timedelta(hours=1), None)
+    now = utcnow()
+    leases = [Lease(id=f"lse_bulk{i:06d}", identity_id="deployer", owner_id="team",
+                    provider="token", issued_at=now, expires_at=now + dt.timedelta(hours=1),
+                    state=LeaseState.ACTIVE, task_id=started_task.task.id, profile_id="opaque",
+                    token_hash=secrets.token_hex(32)) for i in range(10_000)]
+    with node.store.transaction() as tx:
+        tx.insert_leases(leases)
+    t0 = time.perf_counter()
+    revoked = node.leases.end_task(started_task.task, "bench", "bench")
+    result["revoke_task_10000_leases"] = {"seconds": round(time.perf_counter() - t0, 3),
+                                          "revoked": revoked, "target_seconds": 1}
+    assert revoked == 10_001
+    assert node.leases.revoke(RevokeTarget(task_id=started_task.task.id), "again", "bench") == 0
+    node.stop()
+    return result
+
+
+def run(tmp: Path, quick: bool) -> dict[str, Any]:
+    return {**in_process_bench(tmp, quick), **http_bench(tmp, quick)}

@@ -1,0 +1,36 @@
+"""Attestation: proving what a workload is before anything is minted for it.
+
+`Attestor.verify` checks an OIDC/JWT bearer token from one of the estate's trusted
+issuers (GitHub Actions, Kubernetes service accounts, any OIDC issuer with a JWKS) and
+returns `Evidence`: the verified claims plus string selectors normalized by the issuer's
+preset. `match_identity` maps evidence to the one active identity whose registration
+rule (`attest: {issuer, claims}`) it satisfies.
+"""
+
+from tether.attest._attestor import Attestor
+from tether.attest._evidence import GITHUB_ACTIONS_SELECTORS, Evidence, selector_value
+from tether.attest._jti import JtiStore, MemoryJtiStore
+from tether.attest._rules import match_identity, rule_matches
+from tether.attest.errors import (
+    AmbiguousIdentity,
+    AttestationError,
+    IssuerUnavailable,
+    NoMatchingIdentity,
+    ReplayedToken,
+)
+
+__all__ = [
+    "GITHUB_ACTIONS_SELECTORS",
+    "AmbiguousIdentity",
+    "AttestationError",
+    "Attestor",
+    "Evidence",
+    "IssuerUnavailable",
+    "JtiStore",
+    "MemoryJtiStore",
+    "NoMatchingIdentity",
+    "ReplayedToken",
+    "match_identity",
+    "rule_matches",
+    "selector_value",
+]

@@ -1,0 +1,132 @@
+"""Tether's own JWTs: what it signs verifies; what it did not sign is never accepted."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tether._internal.timeutil import utcnow
+from tether.app import Tether
+from tether.config import Settings
+from tether.model import Identity, Kind, Lease, LeaseState
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Tether:
+    n = Tether(Settings(home=tmp_path, database_url="memory://", public_url="https://tether.test"))
+    n.initialize(1, 1)
+    n.signing_keys.ensure_current()
+    return n
+
+
+def _issue(node: Tether) -> str:
+    now = utcnow()
+    lease = Lease(
+        "lse_1",
+        "svc",
+        "team",
+        "jwt",
+        now,
+        now + dt.timedelta(minutes=5),
+        LeaseState.ACTIVE,
+        audience="https://api.example.com",
+        scopes=("read",),
+    )
+    identity = Identity("svc", Kind.WORKLOAD, "team", "p", "j", "prod")
+    return node.jwt_provider.issue(lease, identity, None).secret
+
+
+def _hs256(claims: dict[str, object], kid: str, secret: bytes) -> str:
+    """An HMAC-signed token keyed with the public key (PyJWT refuses to make one)."""
+    signing_input = f"{_b64({'alg': 'HS256', 'kid': kid})}.{_b64(claims)}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def _b64(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+def test_tokens_verify_with_the_published_jwks(node: Tether) -> None:
+    token = _issue(node)
+    (key,) = node.signing_keys.jwks()["keys"]
+    assert "d" not in key  # the private part is never published
+    claims = jwt.decode(
+        token,
+        jwt.PyJWK(key).key,
+        algorithms=["ES256"],
+        audience="https://api.example.com",
+        issuer="https://tether.test",
+    )
+    assert claims["jti"] == "lse_1" and claims["scope"] == "read"
+    assert node.jwt_provider.decode(token) is not None
+
+
+def test_forged_tokens_are_refused(node: Tether) -> None:
+    token = _issue(node)
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    kid = jwt.get_unverified_header(token)["kid"]
+    public_pem = node.signing_keys.verification_key(kid).public_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    attacker = ec.generate_private_key(ec.SECP256R1())
+    forged = {
+        "alg none": f"{_b64({'alg': 'none', 'kid': kid})}.{payload}.",
+        "HS256 keyed with the public key": _hs256(claims, kid, public_pem),
+        "attacker key, same kid": jwt.encode(
+            claims, attacker, algorithm="ES256", headers={"kid": kid}
+        ),
+        "unknown kid": jwt.encode(claims, attacker, algorithm="ES256", headers={"kid": "nope"}),
+        "tampered payload": f"{header}.{_b64({**claims, 'scope': 'admin'})}.{signature}",
+        "wrong issuer": jwt.encode(
+            {**claims, "iss": "https://evil.test"},
+            attacker,
+            algorithm="ES256",
+            headers={"kid": kid},
+        ),
+        "truncated": token[:-10],
+        "garbage": "not.a.jwt",
+    }
+    for name, value in forged.items():
+        assert node.jwt_provider.decode(value) is None, name
+        assert node.issuance.introspect(value) == {"active": False}, name
+
+
+def test_expired_tokens_are_refused(node: Tether) -> None:
+    now = utcnow()
+    lease = Lease(
+        "lse_old",
+        "svc",
+        "team",
+        "jwt",
+        now - dt.timedelta(hours=1),
+        now - dt.timedelta(minutes=1),
+        LeaseState.ACTIVE,
+        audience="x",
+    )
+    identity = Identity("svc", Kind.WORKLOAD, "team", "p", "j", "prod")
+    token = node.jwt_provider.issue(lease, identity, None).secret
+    assert node.jwt_provider.decode(token) is None
+
+
+def test_sealing_forgets_the_private_keys(node: Tether) -> None:
+    token = _issue(node)
+    node.seal(node.auth.authenticate(_root(node)))
+    assert node.signing_keys.jwks() == {"keys": []}
+    assert node.jwt_provider.decode(token) is None
+
+
+def _root(node: Tether) -> str:
+    with node.store.transaction() as tx:
+        token, _ = node.auth.issue(tx, "t", ["admin"], "test")
+    return token
