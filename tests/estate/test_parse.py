@@ -185,7 +185,13 @@ def test_parsing_does_not_change_the_document() -> None:
         ("labels", set_(("identities", 0, "labels"), {"team": "a", "cost-center/x": "42"})),
         ("expiry as RFC 3339", set_(("identities", 0, "expires"), "2027-06-01T12:00:00+02:00")),
         ("suspended", set_(("identities", 0, "status"), "suspended")),
-        ("inline policy", set_(("policies",), [{"id": "p.cedar", "source": "permit(a,b,c);\n"}])),
+        (
+            "inline policy",
+            set_(
+                ("policies",),
+                [{"id": "p.cedar", "source": "permit (principal, action, resource);\n"}],
+            ),
+        ),
         (
             "inline jwks",
             both(del_(("issuers", 0, "jwks_uri")), set_(("issuers", 0, "jwks"), {"keys": []})),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -65,9 +64,9 @@ def flaky() -> FlakyTarget:
 
 
 @pytest.fixture
-def service(store: Store, clock: Clock, flaky: FlakyTarget) -> Iterator[LeaseService]:
+def service(store: Store, clock: Clock, flaky: FlakyTarget) -> LeaseService:
     key = os.urandom(32)
-    yield LeaseService(
+    return LeaseService(
         store, AuditLog(lambda: key), {"token": LocalProvider(), "flaky": flaky}, clock=clock
     )
 

@@ -37,7 +37,8 @@ def test_sigkill_during_issuance_loses_no_lease(tmp_path: Path) -> None:
             doc = estate(idp)
             assert httpx.post(f"{server.addr}/v1/estate/apply", json=doc, headers=admin).is_success
             task = httpx.post(
-                f"{server.addr}/v1/tasks", json={"name": "stream", "ttl": "1h"},
+                f"{server.addr}/v1/tasks",
+                json={"name": "stream", "ttl": "1h"},
                 headers={"Authorization": f"Bearer {idp.github_actions_token()}"},
             ).json()
 
@@ -48,10 +49,16 @@ def test_sigkill_during_issuance_loses_no_lease(tmp_path: Path) -> None:
                 with httpx.Client(base_url=server.addr, timeout=5) as http:
                     while not stop.is_set():
                         try:
-                            response = http.post("/oauth2/token", data={
-                                "grant_type": EXCHANGE, "subject_token": task["token"],
-                                "subject_token_type": ACCESS, "audience": "opaque-api",
-                                "ttl": "3s"})
+                            response = http.post(
+                                "/oauth2/token",
+                                data={
+                                    "grant_type": EXCHANGE,
+                                    "subject_token": task["token"],
+                                    "subject_token_type": ACCESS,
+                                    "audience": "opaque-api",
+                                    "ttl": "3s",
+                                },
+                            )
                         except httpx.HTTPError:
                             return  # the server is gone
                         if response.status_code == 200:
@@ -76,22 +83,26 @@ def test_sigkill_during_issuance_loses_no_lease(tmp_path: Path) -> None:
                 lease = httpx.get(f"{server.addr}/v1/leases/{body['tether_lease']}", headers=admin)
                 assert lease.status_code == 200, "a credential was handed out without its lease"
                 leases[body["tether_lease"]] = lease.json()
-            all_leases = httpx.get(f"{server.addr}/v1/leases", headers=admin,
-                                   params={"limit": 10000}).json()["items"]
+            all_leases = httpx.get(
+                f"{server.addr}/v1/leases", headers=admin, params={"limit": 10000}
+            ).json()["items"]
             assert not [x for x in all_leases if x["state"] == "pending"]
 
             # Every 3-second credential ends on its own after the restart.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                states = {httpx.get(f"{server.addr}/v1/leases/{i}", headers=admin).json()["state"]
-                          for i in leases}
+                states = {
+                    httpx.get(f"{server.addr}/v1/leases/{i}", headers=admin).json()["state"]
+                    for i in leases
+                }
                 if states <= {"expired", "revoked"}:
                     break
                 time.sleep(0.25)
             assert states <= {"expired", "revoked"}, states
             sample = received[-1]["access_token"]
-            introspected = httpx.post(f"{server.addr}/oauth2/introspect", data={"token": sample},
-                                      headers=admin).json()
+            introspected = httpx.post(
+                f"{server.addr}/oauth2/introspect", data={"token": sample}, headers=admin
+            ).json()
             assert introspected == {"active": False}
             verify = httpx.get(f"{server.addr}/v1/audit/verify", headers=admin).json()
             assert verify["ok"], verify

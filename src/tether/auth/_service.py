@@ -61,9 +61,7 @@ def validate_roles(roles: Sequence[str]) -> tuple[str, ...]:
         )
     for index, role in enumerate(roles):
         if not isinstance(role, str) or not _ROLE.fullmatch(role):
-            raise InvalidRole(
-                f"roles[{index}]: must be admin, auditor, introspect or owner:<id>"
-            )
+            raise InvalidRole(f"roles[{index}]: must be admin, auditor, introspect or owner:<id>")
     return tuple(dict.fromkeys(roles))
 
 

@@ -25,6 +25,7 @@ from tether.model import (
     Profile,
     Vendor,
 )
+from tether.policy import validate_policies
 
 #: Providers that mint for an audience, and those that talk to a registered target.
 _AUDIENCE_PROVIDERS = {"jwt", "jwt-svid"}
@@ -234,6 +235,7 @@ def parse_estate(document: Any) -> Estate:
                 )
 
     policies: list[Policy] = []
+    positions: list[int] = []  # index in the file's `policies` of each inlined policy
     for i, entry in enumerate(doc.get("policies", [])):
         if isinstance(entry, str):
             check.add(
@@ -241,8 +243,14 @@ def parse_estate(document: Any) -> Estate:
             )
         else:
             policies.append(Policy(id=entry["id"], source=entry["source"]))
+            positions.append(i)
     if len({p.id for p in policies}) != len(policies):
         check.add("policies", "the same policy file is listed twice")
+    else:
+        # Parsed and validated against Tether's Cedar schema now, so a bad policy is
+        # refused with its id before anything is stored (invariant 4: fail closed).
+        for problem in validate_policies(policies):
+            check.add(f"policies[{positions[problem.index]}]", problem.message)
 
     if check.problems:
         raise EstateInvalid(check.problems)

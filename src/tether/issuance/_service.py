@@ -481,6 +481,7 @@ class IssuanceService:
             source_ip=req.source_ip,
             actor=actor,
             kind_max_ttl=control.max_ttl,
+            attestation_required=control.attestation_required,
         )
         decision = self._decide(request)
         if not decision.allowed:

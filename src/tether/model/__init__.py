@@ -6,14 +6,6 @@ plan compares, so applying the same file twice is a no-op by construction.
 """
 
 from tether.model._audit import AuditEvent, AuditRecord
-from tether.model._lease import (
-    ExpiryBound,
-    Lease,
-    LeaseState,
-    Task,
-    TaskStatus,
-    bounded_expiry,
-)
 from tether.model._estate import (
     KIND_CONTROL_DEFAULTS,
     Approval,
@@ -29,6 +21,14 @@ from tether.model._estate import (
     Policy,
     Profile,
     Vendor,
+)
+from tether.model._lease import (
+    ExpiryBound,
+    Lease,
+    LeaseState,
+    Task,
+    TaskStatus,
+    bounded_expiry,
 )
 
 __all__ = [

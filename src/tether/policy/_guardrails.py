@@ -1,0 +1,128 @@
+"""Guard rails: conditions no estate policy can lift, checked in Python before Cedar runs.
+
+They make invariant 3 (bounded by every justification) hold whatever the policies say:
+a user `permit (principal, action, resource);` still cannot issue to a retired identity,
+past an approval, beyond an entitlement, or for longer than the profile or kind allow.
+Each violation has a stable id (`guardrail:<name>`) and a sentence fit for an OAuth
+`error_description`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tether._internal.timeutil import format_duration, format_time
+from tether.model import IdentityStatus
+from tether.policy._schema import ACTIONS
+
+if TYPE_CHECKING:
+    from tether.policy._request import PolicyRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    id: str
+    reason: str
+
+
+def _list(values: Iterable[str]) -> str:
+    return ", ".join(values)
+
+
+def _ttl(seconds: float) -> str:
+    # format_duration reads whole seconds; a sub-second TTL is shown as such.
+    return format_duration(dt.timedelta(seconds=seconds)) if seconds >= 1 else f"{seconds}s"
+
+
+def check(request: PolicyRequest) -> list[Violation]:
+    """Every guard rail the request breaks, in a fixed order (empty if none)."""
+    out: list[Violation] = []
+    identity = request.identity
+    profile = request.profile
+    now = request.now
+
+    def add(name: str, reason: str) -> None:
+        out.append(Violation(f"guardrail:{name}", reason))
+
+    if request.action not in ACTIONS:
+        add(
+            "unknown-action",
+            f"unknown action {request.action!r}; expected one of: {_list(ACTIONS)}",
+        )
+    if identity.status is not IdentityStatus.ACTIVE:
+        add("identity-inactive", f"identity {identity.id} is {identity.status.value}")
+    if identity.expires_at is not None and identity.expires_at <= now:
+        add(
+            "identity-expired",
+            f"identity {identity.id} expired at {format_time(identity.expires_at)}",
+        )
+    approval = identity.approval
+    if approval is not None and approval.expires_at <= now:
+        add(
+            "approval-expired",
+            f"approval by {approval.by} expired at {format_time(approval.expires_at)}",
+        )
+    if identity.vendor_id is not None:
+        vendor = request.vendor
+        if vendor is None or vendor.id != identity.vendor_id:
+            # Fail closed: a vendor we cannot see is a contract we cannot check.
+            add(
+                "vendor-unknown",
+                f"vendor {identity.vendor_id} of identity {identity.id} is not known",
+            )
+        elif vendor.contract_ends <= now:
+            add(
+                "vendor-contract-ended",
+                f"the contract with vendor {vendor.id} ended at "
+                f"{format_time(vendor.contract_ends)}",
+            )
+    if request.attestation_required and not request.attested:
+        add(
+            "attestation-required",
+            f"identity {identity.id} is of kind {identity.kind.value}, which must be attested; "
+            "this request carries no verified attestation",
+        )
+
+    entitled = request.entitled_scopes
+    if entitled is None:
+        add("not-entitled", f"identity {identity.id} is not entitled to profile {profile.id}")
+    requested = request.requested_scopes
+    outside_profile = [s for s in dict.fromkeys(requested) if s not in profile.scopes]
+    if outside_profile:
+        add(
+            "scope-not-in-profile",
+            f"profile {profile.id} does not offer scope(s): {_list(outside_profile)}",
+        )
+    if entitled is not None:
+        beyond = [
+            s for s in dict.fromkeys(requested) if s not in entitled and s not in outside_profile
+        ]
+        if beyond:
+            granted = _list(entitled) if entitled else "none"
+            add(
+                "scope-not-entitled",
+                f"identity {identity.id} is not entitled to scope(s) {_list(beyond)} "
+                f"of profile {profile.id} (entitled: {granted})",
+            )
+
+    ttl = request.requested_ttl.total_seconds()
+    if ttl <= 0:
+        add("ttl-not-positive", "the requested TTL must be longer than zero")
+    else:
+        if request.requested_ttl > profile.max_ttl:
+            add(
+                "ttl-exceeds-profile",
+                f"requested TTL {_ttl(ttl)} exceeds profile {profile.id}'s maximum of "
+                f"{format_duration(profile.max_ttl)}",
+            )
+        cap = request.kind_max_ttl
+        if cap is not None and request.requested_ttl > cap:
+            add(
+                "ttl-exceeds-kind",
+                f"requested TTL {_ttl(ttl)} exceeds the {_ttl(cap.total_seconds())} cap "
+                f"for kind {identity.kind.value}",
+            )
+    return out
