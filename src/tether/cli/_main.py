@@ -42,6 +42,19 @@ def _client() -> TetherClient:
     return TetherClient()
 
 
+def _all_pages(path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paged listing (the API pages by `after` and answers `next`)."""
+    items: list[dict[str, Any]] = []
+    after = None
+    with _client() as client:
+        while True:
+            page = client.get(path, **params, after=after)
+            items.extend(page["items"])
+            after = page["next"]
+            if after is None:
+                return items
+
+
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(title=title, title_justify="left")
     for column in columns:
@@ -236,22 +249,9 @@ def identity_list(
     kind: str | None, owner: str | None, environment: str | None, status: str | None, as_json: bool
 ) -> None:
     """List identities, filtered by kind, owner, environment or status."""
-    items: list[dict[str, Any]] = []
-    after = None
-    with _client() as client:
-        while True:
-            page = client.get(
-                "/v1/identities",
-                kind=kind,
-                owner=owner,
-                environment=environment,
-                status=status,
-                after=after,
-            )
-            items.extend(page["items"])
-            after = page["next"]
-            if after is None:
-                break
+    items = _all_pages(
+        "/v1/identities", kind=kind, owner=owner, environment=environment, status=status
+    )
     if as_json:
         _emit_json(items)
         return
@@ -461,8 +461,7 @@ def task_end(task_id: str, as_json: bool) -> None:
 @json_option
 def task_list(identity: str | None, status: str | None, as_json: bool) -> None:
     """List tasks."""
-    with _client() as client:
-        items = client.get("/v1/tasks", identity=identity, status=status)["items"]
+    items = _all_pages("/v1/tasks", identity=identity, status=status)
     if as_json:
         _emit_json(items)
         return
@@ -491,17 +490,7 @@ def lease_list(
     task: str | None, identity: str | None, owner: str | None, state: str | None, as_json: bool
 ) -> None:
     """List leases."""
-    items: list[dict[str, Any]] = []
-    after = None
-    with _client() as client:
-        while True:
-            page = client.get(
-                "/v1/leases", task=task, identity=identity, owner=owner, state=state, after=after
-            )
-            items.extend(page["items"])
-            after = page["next"]
-            if after is None:
-                break
+    items = _all_pages("/v1/leases", task=task, identity=identity, owner=owner, state=state)
     if as_json:
         _emit_json(items)
         return
