@@ -350,3 +350,32 @@ def test_delegation_records_the_actor(loop: Loop) -> None:
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["act"] == {"sub": "acme-agent"}
     assert loop.introspect(body["access_token"])["act"] == {"sub": "acme-agent"}
+
+
+def test_renewal_decides_again_and_stays_bounded(loop: Loop) -> None:
+    soon = format_time(utcnow() + dt.timedelta(minutes=3))
+    loop.apply(estate(loop.idp, approval_expires=soon))
+    task = loop.start_task()  # its attestation (so the task) lasts 5 minutes
+    issued = loop.exchange(task["token"], audience="opaque-api", ttl="1m").json()
+    auth = {"Authorization": f"Bearer {task['token']}"}
+    renewed = loop.client.post(
+        f"/v1/leases/{issued['tether_lease']}/renew", json={"ttl": "1h"}, headers=auth
+    )
+    assert renewed.status_code == 200, renewed.text
+    # Asked for an hour; the approval ends in 3 minutes, so that bounds the renewal.
+    assert renewed.json()["bounded_by"] == "approval expiry"
+    assert loop.introspect(issued["access_token"])["exp"] > utcnow().timestamp() + 2 * 60
+    renewals = loop.audit("lease.renew")
+    assert renewals[-1]["result"] == "allow"
+    # Another task's token may not renew it; once the approval lapses, policy says no.
+    other = loop.start_task(name="other")
+    foreign = loop.client.post(
+        f"/v1/leases/{issued['tether_lease']}/renew",
+        json={},
+        headers={"Authorization": f"Bearer {other['token']}"},
+    )
+    assert foreign.status_code == 404
+    loop.apply(estate(loop.idp, approval_expires=format_time(utcnow() + dt.timedelta(seconds=2))))
+    loop.wait_inactive(issued["access_token"])
+    late = loop.client.post(f"/v1/leases/{issued['tether_lease']}/renew", json={}, headers=auth)
+    assert late.status_code in (400, 403)

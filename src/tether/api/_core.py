@@ -44,6 +44,10 @@ class RevokeRequest(_Body):
     reason: str = Field(default="revoked by an operator", min_length=1, max_length=500)
 
 
+class RenewRequest(_Body):
+    ttl: str | None = Field(default=None, max_length=40)
+
+
 class JoinTokenRequest(_Body):
     identity: str = Field(min_length=1, max_length=255)
     ttl: str = Field(default="1h", max_length=40)
@@ -329,6 +333,23 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         if lease is None or not caller.may_see_owner(lease.owner_id):
             raise NotFoundError(f"no lease {lease_id!r}")
         return _lease_json(lease)
+
+    @app.post("/v1/leases/{lease_id}/renew", tags=["leases"])
+    def renew_lease(lease_id: str, body: RenewRequest, request: Request) -> dict[str, Any]:
+        """Extend an opaque token's lease; policy decides again (action `renew`)."""
+        token = _bearer(request)
+        caller: Subject | None
+        try:
+            principal = node.auth.authenticate(token)
+        except Unauthenticated:
+            caller = node.issuance.task_of(token or "")
+            actor = f"workload:{caller.identity.id}"
+        else:
+            principal.require_admin()
+            caller, actor = None, principal.actor
+        ttl = None if body.ttl is None else _duration("ttl", body.ttl)
+        lease, bound = node.issuance.renew(lease_id, caller, actor, ttl)
+        return {**_lease_json(lease), "bounded_by": bound.name}
 
     @app.post("/v1/leases/revoke", tags=["leases"])
     def revoke_leases(body: RevokeRequest, caller: Caller) -> dict[str, Any]:

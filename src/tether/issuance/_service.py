@@ -489,25 +489,7 @@ class IssuanceService:
             reasons = "; ".join(decision.reasons) or "denied by policy"
             raise OAuthError("access_denied", f"denied: {reasons}", 403)
 
-        bound = bounded_expiry(
-            [
-                ExpiryBound("requested ttl", now + ttl),
-                ExpiryBound("profile max_ttl", now + profile.max_ttl),
-                ExpiryBound(f"{identity.kind.value} max_ttl", now + control.max_ttl),
-                ExpiryBound("task deadline", task.ends_at) if task else None,
-                ExpiryBound("attestation expiry", subject.evidence.expires_at)
-                if subject.evidence
-                else None,
-                ExpiryBound("approval expiry", identity.approval.expires_at)
-                if identity.approval
-                else None,
-                ExpiryBound("vendor contract end", vendor.contract_ends) if vendor else None,
-                ExpiryBound("identity expiry", identity.expires_at)
-                if identity.expires_at
-                else None,
-                ExpiryBound("parent credential expiry", parent.expires_at) if parent else None,
-            ]
-        )
+        bound = self._bound(identity, profile, now, ttl, task, subject.evidence, parent)
         provider = self._providers[profile.provider]
         with self._store.transaction() as tx:
             if task is None and subject.evidence is not None:
@@ -544,6 +526,127 @@ class IssuanceService:
             lease_id=lease.id,
             bounded_by=bound.name,
         )
+
+    def _bound(
+        self,
+        identity: Identity,
+        profile: Profile,
+        now: dt.datetime,
+        ttl: dt.timedelta,
+        task: Task | None,
+        evidence: Evidence | None,
+        parent: Lease | None,
+    ) -> ExpiryBound:
+        """Invariant 3: the earliest end of everything that justifies the credential."""
+        view = self._view.current
+        vendor = view.vendors.get(identity.vendor_id or "")
+        control = view.control(identity.kind)
+        return bounded_expiry(
+            [
+                ExpiryBound("requested ttl", now + ttl),
+                ExpiryBound("profile max_ttl", now + profile.max_ttl),
+                ExpiryBound(f"{identity.kind.value} max_ttl", now + control.max_ttl),
+                ExpiryBound("task deadline", task.ends_at) if task else None,
+                ExpiryBound("attestation expiry", evidence.expires_at) if evidence else None,
+                ExpiryBound("approval expiry", identity.approval.expires_at)
+                if identity.approval
+                else None,
+                ExpiryBound("vendor contract end", vendor.contract_ends) if vendor else None,
+                ExpiryBound("identity expiry", identity.expires_at)
+                if identity.expires_at
+                else None,
+                ExpiryBound("parent credential expiry", parent.expires_at) if parent else None,
+            ]
+        )
+
+    def renew(
+        self, lease_id: str, caller: Subject | None, actor: str, ttl: dt.timedelta | None = None
+    ) -> tuple[Lease, ExpiryBound]:
+        """Extend an opaque credential's lease after a fresh policy decision (action renew).
+
+        The new end is bounded again by every justification; a renewal never shortens a
+        lease and never outlives its task, approval, vendor contract or parent.
+        """
+        now = self._clock()
+        with self._store.read() as tx:
+            lease = tx.get_lease(lease_id)
+            parent = tx.get_lease(lease.parent_id) if lease and lease.parent_id else None
+            task = tx.get_task(lease.task_id) if lease and lease.task_id else None
+        if lease is None or (
+            caller is not None and (caller.task is None or lease.task_id != caller.task.id)
+        ):
+            raise OAuthError("invalid_request", f"no lease {lease_id!r} for this caller", 404)
+        if lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:
+            raise OAuthError("invalid_grant", f"lease {lease_id} is no longer active")
+        if lease.provider != "token":
+            raise OAuthError(
+                "invalid_request",
+                "only opaque tokens are renewed in place; exchange again for a new JWT",
+            )
+        if task is not None and task.status is not TaskStatus.ACTIVE:
+            raise OAuthError("invalid_grant", "the lease's task has ended")
+        view = self._view.current
+        identity = view.identities.get(lease.identity_id)
+        profile = view.profiles.get(lease.profile_id or "")
+        if identity is None or profile is None:
+            raise OAuthError("invalid_grant", "the lease's identity or profile was removed")
+        ttl = ttl or profile.max_ttl
+        entitlement = next((e for e in identity.entitlements if e.profile_id == profile.id), None)
+        entitled = None
+        if entitlement is not None:
+            entitled = entitlement.scopes if entitlement.scopes is not None else profile.scopes
+        control = view.control(identity.kind)
+        decision = self._decide(
+            PolicyRequest(
+                identity=identity,
+                action="renew",
+                profile=profile,
+                entitled_scopes=entitled,
+                requested_scopes=lease.scopes,
+                requested_ttl=ttl,
+                now=now,
+                vendor=view.vendors.get(identity.vendor_id or ""),
+                attested=True,
+                issuer_id=task.issuer_id if task else None,
+                claims=dict(task.claims) if task else {},
+                task_id=lease.task_id,
+                task_name=task.name if task else None,
+                actor=lease.actor,
+                kind_max_ttl=control.max_ttl,
+                attestation_required=control.attestation_required,
+            )
+        )
+        subject = Subject(identity=identity, via="renewal", attested=True, task=task, lease=lease)
+        renewal = ExchangeRequest(subject_token="", subject_token_type="")
+        if not decision.allowed:
+            self._audit_decision(
+                subject, profile, decision, None, None, renewal, task, action="lease.renew"
+            )
+            raise OAuthError(
+                "access_denied",
+                "denied: " + ("; ".join(decision.reasons) or "denied by policy"),
+                403,
+            )
+        bound = self._bound(identity, profile, now, ttl, task, None, parent)
+        with self._store.transaction() as tx:
+            current = tx.get_lease(lease_id)
+            if current is None or current.state is not LeaseState.ACTIVE:
+                raise OAuthError("invalid_grant", f"lease {lease_id} ended meanwhile")
+            renewed = replace(current, expires_at=max(current.expires_at, bound.at))
+            tx.put_lease(renewed)
+            self._audit_decision(
+                subject,
+                profile,
+                decision,
+                renewed,
+                bound,
+                renewal,
+                task,
+                tx,
+                action="lease.renew",
+                actor=actor,
+            )
+        return renewed, bound
 
     def _own_task(self, task_id: str, identity: Identity) -> Task:
         with self._store.read() as tx:
@@ -594,11 +697,13 @@ class IssuanceService:
         req: ExchangeRequest,
         task: Task | None,
         tx: Tx | None = None,
+        action: str = "token.exchange",
+        actor: str | None = None,
     ) -> None:
         identity = subject.identity
         event = AuditEvent(
-            action="token.exchange",
-            actor=f"workload:{identity.id}",
+            action=action,
+            actor=actor or f"workload:{identity.id}",
             result="allow" if decision.allowed else "deny",
             identity_id=identity.id,
             owner_id=identity.owner_id,
