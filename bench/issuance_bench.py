@@ -331,5 +331,62 @@ def in_process_bench(tmp: Path, quick: bool) -> dict[str, Any]:
     return result
 
 
+def trigger_latency(tmp: Path) -> dict[str, Any]:
+    """Seconds from a justification ending to introspection saying inactive (worker running)."""
+    idp = Idp()
+    node = Tether(Settings(home=tmp / "trig", database_url=f"sqlite:///{tmp / 'trig.db'}"))
+    node.initialize(1, 1)
+    node.start()
+    try:
+
+        def issue(doc: dict[str, Any]) -> str:
+            node.estate.apply(parse_estate(doc), actor="bench", document=doc)
+            return node.issuance.exchange(
+                ExchangeRequest(
+                    subject_token=idp.token(),
+                    subject_token_type=JWT_TYPE,
+                    audience="https://orders.example.com",
+                )
+            ).access_token
+
+        def until_inactive(token: str, since: float) -> float:
+            while node.issuance.introspect(token)["active"]:
+                time.sleep(0.002)
+            return round(time.perf_counter() - since, 3)
+
+        doc = estate(idp)
+        token = issue(doc)
+        retired = {**doc, "identities": []}
+        started = time.perf_counter()
+        node.estate.apply(parse_estate(retired), actor="bench", document=retired)
+        retire = until_inactive(token, started)
+
+        expires = utcnow() + dt.timedelta(seconds=2)
+        lapsing = {
+            **doc,
+            "identities": [
+                {
+                    **doc["identities"][0],
+                    "approval": {"by": "bench@example.com", "expires": expires.isoformat()},
+                }
+            ],
+        }
+        token = issue(lapsing)
+        while utcnow() < expires:
+            time.sleep(0.001)
+        approval = until_inactive(token, time.perf_counter())
+    finally:
+        node.stop()
+    return {
+        "retire_to_inactive_s": retire,
+        "approval_expiry_to_inactive_s": approval,
+        "target_seconds": 1,
+    }
+
+
 def run(tmp: Path, quick: bool) -> dict[str, Any]:
-    return {**in_process_bench(tmp, quick), **http_bench(tmp, quick)}
+    return {
+        **in_process_bench(tmp, quick),
+        "lifecycle_triggers": trigger_latency(tmp),
+        **http_bench(tmp, quick),
+    }

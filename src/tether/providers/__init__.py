@@ -7,9 +7,12 @@ A provider never runs before the lease row exists (invariant 1): it receives the
 from tether.providers._base import (
     ACCESS_TOKEN_TYPE,
     JWT_TOKEN_TYPE,
+    OBJECT_PREFIX,
+    ExternalProvider,
     IssuedCredential,
     Provider,
     ProviderError,
+    Target,
 )
 from tether.providers._jwt import JwtProvider, SigningKeys
 from tether.providers._opaque import OpaqueTokenProvider
@@ -17,6 +20,9 @@ from tether.providers._opaque import OpaqueTokenProvider
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
+    "OBJECT_PREFIX",
+    "ExternalProvider",
+    "Target",
     "IssuedCredential",
     "JwtProvider",
     "OpaqueTokenProvider",

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,3 +41,50 @@ class Provider(Protocol):
 
     def revoke(self, lease: Lease) -> None:
         """Make the credential unusable at its target; raise ProviderError to retry later."""
+
+
+#: Every object Tether creates in a target system carries this prefix and the lease id,
+#: so the reconciler can tell its own objects from everyone else's.
+OBJECT_PREFIX = "tether_"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A registered system Tether issues credentials for. `dsn` is secret: it carries the
+    admin credential, is stored only through the barrier, and is never printed."""
+
+    name: str
+    kind: str  # postgres | redis
+    dsn: str
+
+    def __repr__(self) -> str:
+        return f"Target(name={self.name!r}, kind={self.kind!r})"
+
+
+class ExternalProvider(Provider, Protocol):
+    """A provider whose credentials live in another system (a database, a cache).
+
+    Issuance is two-phase: the lease is committed as `pending` first, then `issue` runs;
+    a crash in between leaves a pending lease and perhaps an object, both of which the
+    reconciler settles. Every method is idempotent, and raises ProviderError when the
+    target cannot be reached, so the caller retries later.
+    """
+
+    target: Target
+
+    def object_name(self, lease: Lease) -> str:
+        """The name of the lease's object in the target (role, ACL user)."""
+
+    def renew(self, lease: Lease) -> None:
+        """Move the object's own expiry to `lease.expires_at` (e.g. VALID UNTIL)."""
+
+    def reconcile(self, live_lease_ids: Callable[[Sequence[str]], set[str]]) -> list[str]:
+        """Drop prefixed objects whose lease is not live; return the names dropped.
+        `live_lease_ids(ids)` answers which of the given lease ids are pending or active."""
+
+    def rotate_root(self) -> Target:
+        """Replace the admin credential Tether uses with a random one nobody knows;
+        return the target with its new DSN (the caller stores it through the barrier)."""
+
+    def health(self) -> Mapping[str, Any]:
+        """{"ok": bool, ...}: can Tether reach and administer the target?"""
