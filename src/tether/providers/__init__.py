@@ -22,11 +22,11 @@ __all__ = [
     "JWT_TOKEN_TYPE",
     "OBJECT_PREFIX",
     "ExternalProvider",
-    "Target",
     "IssuedCredential",
     "JwtProvider",
     "OpaqueTokenProvider",
     "Provider",
     "ProviderError",
     "SigningKeys",
+    "Target",
 ]
