@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,10 +21,34 @@ from tether.estate import EstateService, EstateViewHolder
 from tether.issuance import TASK_PROVIDER, IssuanceService, PolicyHolder, StoreJtiStore
 from tether.lease import LeaseService, LifecycleWorker
 from tether.model import AuditEvent
-from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
+from tether.providers import (
+    ExternalProvider,
+    JwtProvider,
+    OpaqueTokenProvider,
+    Provider,
+    ProviderError,
+    SigningKeys,
+    Target,
+    TargetRegistry,
+)
 from tether.store import Store, open_store
 
 log = logging.getLogger("tether")
+
+
+def _postgres(target: Target) -> ExternalProvider:
+    from tether.providers._postgres import PostgresProvider
+
+    return PostgresProvider(target)
+
+
+def _redis(target: Target) -> ExternalProvider:
+    from tether.providers._redis import RedisProvider
+
+    return RedisProvider(target)
+
+
+_TARGET_KINDS = {"postgres": _postgres, "redis": _redis}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +83,14 @@ class Tether:
             "token": OpaqueTokenProvider(self.barrier.token_key),
             TASK_PROVIDER: task_tokens,
         }
-        self.leases = LeaseService(self.store, self.audit, providers)
+        self.targets = TargetRegistry(self.store, self.barrier, self.audit, _TARGET_KINDS)
+        self.leases = LeaseService(
+            self.store,
+            self.audit,
+            lambda lease: (
+                self.targets.provider(lease.target) if lease.target else providers[lease.provider]
+            ),
+        )
         self.issuance = IssuanceService(
             store=self.store,
             audit=self.audit,
@@ -71,6 +103,7 @@ class Tether:
             leases=self.leases,
             token_key=self.barrier.token_key,
             issuer_url=lambda: settings.issuer_url,
+            target_provider=self.targets.provider,
         )
         self.worker = LifecycleWorker(self.sweep, interval=settings.sweep_interval)
         self.estate.on_applied.append(self._estate_applied)
@@ -103,12 +136,38 @@ class Tether:
         self.leases.end_due_tasks()
         self.leases.revoke_unjustified(self.view.current.ended_vendor_ids(utcnow()))
         self.leases.retry_revocations()
+        self.leases.settle_stale_pending(dt.timedelta(seconds=self.settings.pending_grace))
         if time.monotonic() >= self._housekeeping_due:
-            self._housekeeping_due = time.monotonic() + 60
+            self._housekeeping_due = time.monotonic() + self.settings.reconcile_interval
             with self.store.transaction() as tx:
                 tx.forget_jti_before(utcnow())
             if not self.barrier.sealed:
                 self.signing_keys.ensure_current()
+                self.reconcile_targets()
+
+    def reconcile_targets(self) -> dict[str, list[str]]:
+        """Drop objects in target systems that carry Tether's prefix but no live lease."""
+
+        def live(ids: Sequence[str]) -> set[str]:
+            with self.store.read() as tx:
+                return tx.live_lease_ids(ids)
+
+        dropped: dict[str, list[str]] = {}
+        for name in self.targets.kinds():
+            try:
+                dropped[name] = self.targets.provider(name).reconcile(live)
+            except ProviderError as exc:
+                log.warning(
+                    "reconcile failed; will retry", extra={"target": name, "error": exc.code}
+                )
+                continue
+            if dropped[name]:
+                self._audit_system(
+                    "target.reconcile",
+                    "system:reconciler",
+                    {"target": name, "dropped": dropped[name]},
+                )
+        return dropped
 
     def stop(self) -> None:
         self.worker.stop()

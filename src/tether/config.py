@@ -19,6 +19,10 @@ class Settings:
     public_url: str = ""
     #: How often the lifecycle worker sweeps (seconds); triggers also wake it at once.
     sweep_interval: float = 0.25
+    #: A lease still `pending` this long was interrupted by a crash: recovery revokes it.
+    pending_grace: float = 60.0
+    #: How often target systems are reconciled against live leases (seconds).
+    reconcile_interval: float = 60.0
 
     @property
     def issuer_url(self) -> str:
@@ -42,4 +46,6 @@ class Settings:
             listen=listen or os.environ.get("TETHER_LISTEN", DEFAULT_LISTEN),
             dev=dev,
             public_url=os.environ.get("TETHER_PUBLIC_URL", ""),
+            pending_grace=float(os.environ.get("TETHER_PENDING_GRACE", "60")),
+            reconcile_interval=float(os.environ.get("TETHER_RECONCILE_INTERVAL", "60")),
         )

@@ -193,3 +193,19 @@ def test_a_failed_external_revocation_stays_visible_and_is_retried_until_confirm
 def test_backoff_grows_and_is_capped() -> None:
     assert backoff(1) < backoff(2) < backoff(5)
     assert backoff(100) == dt.timedelta(minutes=5)
+
+
+def test_each_failed_revocation_raises_an_alert(
+    store: Store, service: LeaseService, clock: Clock, flaky: FlakyTarget
+) -> None:
+    raised: list[str] = []
+    service.on_alert.append(raised.append)
+    with store.transaction() as tx:
+        tx.insert_leases([_lease("db-role", clock, provider="flaky", target="payments-db")])
+    service.revoke(RevokeTarget(lease_id="db-role"), "task ended", "test")
+    service.retry_revocations()
+    with store.read() as tx:
+        alerts = tx.list_audit(0, 100, action_prefix="alert.")
+    assert [a.action for a in alerts] == ["alert.revocation_failed"]
+    assert json.loads(alerts[0].details)["target"] == "payments-db"
+    assert alerts[0].reason == "target unreachable" and raised == ["revocation_failed"]

@@ -202,6 +202,8 @@ def create_app(node: Tether) -> FastAPI:
     )
     sealed_gauge = Gauge("tether_sealed", "1 while the barrier is sealed", registry=registry)
     sealed_gauge.set_function(lambda: 1.0 if node.barrier.sealed else 0.0)
+    alerts_total = Counter("tether_alerts_total", "Alerts raised", ["kind"], registry=registry)
+    node.leases.on_alert.append(lambda kind: alerts_total.labels(kind).inc())
     audit_entries = Gauge(
         "tether_audit_head_seq", "Sequence number of the audit head", registry=registry
     )
@@ -403,6 +405,18 @@ def create_app(node: Tether) -> FastAPI:
                 )
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get("/v1/alerts", tags=["audit"])
+    def list_alerts(
+        caller: Caller,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ) -> dict[str, Any]:
+        """Alerts (failed revocations, use of retired secrets ...): audit entries `alert.*`."""
+        caller.require_reader()
+        with node.store.read() as tx:
+            records = tx.list_audit(after, limit, action_prefix="alert.")
+        return {"items": [record_to_json(r) for r in records]}
 
     @app.post("/v1/audit/hmac", tags=["audit"])
     def audit_hmac(body: HmacRequest, caller: Caller) -> dict[str, str]:

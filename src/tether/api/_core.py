@@ -44,6 +44,18 @@ class RevokeRequest(_Body):
     reason: str = Field(default="revoked by an operator", min_length=1, max_length=500)
 
 
+class TargetAddRequest(_Body):
+    name: str = Field(min_length=1, max_length=128)
+    kind: str = Field(pattern="^(postgres|redis)$")
+    dsn: str = Field(min_length=1, max_length=4096, repr=False)
+
+
+class CredsRequest(_Body):
+    task: str | None = Field(default=None, max_length=64)
+    ttl: str | None = Field(default=None, max_length=40)
+    intent: str | None = Field(default=None, max_length=500)
+
+
 class RenewRequest(_Body):
     ttl: str | None = Field(default=None, max_length=40)
 
@@ -374,6 +386,61 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         revoked = node.leases.revoke(target, body.reason, caller.actor)
         node.worker.wake()
         return {"revoked": revoked}
+
+    # -- target systems and their credentials --
+    @app.post("/v1/targets", tags=["targets"], status_code=201)
+    def add_target(body: TargetAddRequest, caller: Caller) -> dict[str, Any]:
+        caller.require_admin()
+        node.targets.add(body.name, body.kind, body.dsn, caller.actor)
+        return {"name": body.name, "kind": body.kind}
+
+    @app.get("/v1/targets", tags=["targets"])
+    def list_targets(caller: Caller) -> dict[str, Any]:
+        caller.require_reader()
+        return {"items": [{"name": n, "kind": k} for n, k in sorted(node.targets.kinds().items())]}
+
+    @app.get("/v1/targets/{name}/health", tags=["targets"])
+    def target_health(name: str, caller: Caller) -> dict[str, Any]:
+        caller.require_reader()
+        return {"name": name, **node.targets.provider(name).health()}
+
+    @app.post("/v1/targets/{name}/rotate-root", tags=["targets"])
+    def rotate_target_root(name: str, caller: Caller) -> dict[str, Any]:
+        caller.require_admin()
+        node.targets.rotate_root(name, caller.actor)
+        return {"name": name, "rotated": True}
+
+    @app.post("/v1/creds/{profile_id}", tags=["targets"])
+    def creds(profile_id: str, body: CredsRequest, request: Request) -> JSONResponse:
+        """Credentials for a target system, authorized by a task token or attestation."""
+        bearer = _bearer(request)
+        if bearer is None:
+            raise OAuthError(
+                "invalid_request",
+                "send a task token or an attestation token as a bearer token",
+                401,
+            )
+        ttl = None if body.ttl is None else _duration("ttl", body.ttl)
+        result = node.issuance.issue_credential(
+            profile_id,
+            bearer,
+            task_id=body.task,
+            ttl=ttl,
+            intent=body.intent,
+            source_ip=_client_ip(request),
+        )
+        node.worker.wake()
+        return JSONResponse(
+            {
+                **result.details,
+                "password": result.secret,
+                "lease": result.lease.id,
+                "expires_at": format_time(result.lease.expires_at),
+                "bounded_by": result.bounded_by,
+                "task": result.lease.task_id,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
 
     # -- join tokens --
     @app.post("/v1/join-tokens", tags=["tasks"], status_code=201)

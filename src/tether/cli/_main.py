@@ -579,6 +579,85 @@ def join_token_create(identity: str, ttl: str, as_json: bool) -> None:
         out.print(result["token"])
 
 
+@cli.group()
+def target() -> None:
+    """Target systems (PostgreSQL, Redis) Tether issues credentials for."""
+
+
+@target.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["postgres", "redis"]), required=True)
+@click.option(
+    "--dsn-file",
+    type=click.File("r"),
+    required=True,
+    help="File holding the admin DSN (`-` for stdin); it is never printed.",
+)
+def target_add(name: str, kind: str, dsn_file: Any) -> None:
+    """Register a target; its DSN is stored only through the barrier."""
+    dsn = dsn_file.read().strip()
+    with _client() as client:
+        client.post("/v1/targets", {"name": name, "kind": kind, "dsn": dsn})
+    out.print(f"Target {name} ({kind}) registered.")
+
+
+@target.command("list")
+@json_option
+def target_list(as_json: bool) -> None:
+    """List targets (names and kinds, never their DSNs)."""
+    with _client() as client:
+        items = client.get("/v1/targets")["items"]
+    if as_json:
+        _emit_json(items)
+        return
+    _table(f"{len(items)} targets", ["name", "kind"], [[t["name"], t["kind"]] for t in items])
+
+
+@target.command("rotate-root")
+@click.argument("name")
+def target_rotate_root(name: str) -> None:
+    """Replace the admin password Tether uses for NAME, so no person knows it."""
+    with _client() as client:
+        client.post(f"/v1/targets/{name}/rotate-root")
+    out.print(f"Root credential of {name} rotated.")
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@click.argument("profile")
+@click.option("--task", "task_id", help="Issue under this task.")
+@click.option("--ttl")
+@click.option(
+    "--attestation-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Attest with this JWT instead of presenting a task token (TETHER_TOKEN).",
+)
+@json_option
+def creds(
+    kind: str,
+    profile: str,
+    task_id: str | None,
+    ttl: str | None,
+    attestation_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Get a short-lived credential for a database or cache profile."""
+    bearer = attestation_file.read_text().strip() if attestation_file else None
+    with TetherClient(token=bearer) if bearer else _client() as client:
+        result = client.post(f"/v1/creds/{profile}", {"task": task_id, "ttl": ttl})
+    if as_json:
+        _emit_json(result)
+        return
+    location = result.get("dsn") or result.get("url")
+    out.print(
+        f"{kind} credential, lease {result['lease']}, until {result['expires_at']} "
+        f"(bounded by {result['bounded_by']})"
+    )
+    out.print(f"  connect:  {location}", markup=False)
+    out.print(f"  username: {result['username']}", markup=False)
+    out.print(f"  password: {result['password']}", markup=False)
+
+
 cli.add_command(policy_group)
 
 

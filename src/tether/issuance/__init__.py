@@ -4,6 +4,7 @@ credential is minted, and all of it is audited — at request time, fail closed.
 from tether.issuance._service import (
     MAX_TASK_TTL,
     TASK_PROVIDER,
+    CredentialResult,
     ExchangeRequest,
     ExchangeResult,
     IssuanceService,
@@ -17,6 +18,7 @@ from tether.issuance.errors import OAuthError
 __all__ = [
     "MAX_TASK_TTL",
     "TASK_PROVIDER",
+    "CredentialResult",
     "ExchangeRequest",
     "ExchangeResult",
     "IssuanceService",

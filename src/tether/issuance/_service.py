@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import secrets
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -93,6 +95,16 @@ class ExchangeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CredentialResult:
+    """A credential for a target system: connection details, the secret (shown once)."""
+
+    lease: Lease
+    secret: str
+    details: Mapping[str, Any]
+    bounded_by: str
+
+
+@dataclass(frozen=True, slots=True)
 class StartedTask:
     task: Task
     token: str
@@ -162,6 +174,7 @@ class IssuanceService:
         leases: LeaseService,
         token_key: Callable[[], bytes],
         issuer_url: Callable[[], str],
+        target_provider: Callable[[str], Provider] | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -176,6 +189,7 @@ class IssuanceService:
         self._token_key = token_key
         self._issuer_url = issuer_url
         self._clock = clock
+        self._target_provider = target_provider or _no_targets
 
     # -- evidence --
     def _attest(self, token: str) -> Subject:
@@ -648,6 +662,135 @@ class IssuanceService:
             )
         return renewed, bound
 
+    def issue_credential(
+        self,
+        profile_id: str,
+        bearer: str,
+        *,
+        task_id: str | None = None,
+        ttl: dt.timedelta | None = None,
+        intent: str | None = None,
+        source_ip: str | None = None,
+    ) -> CredentialResult:
+        """A credential in a target system (PostgreSQL role, Redis user), in two phases.
+
+        Phase 1 commits the lease as `pending` before the target is touched (invariant 1);
+        phase 2 creates the object; phase 3 activates the lease. A crash between them
+        leaves a pending lease that recovery revokes at the target (idempotently).
+        """
+        token_type = ACCESS_TOKEN_TYPE if is_well_formed(bearer) else JWT_TOKEN_TYPE
+        subject = self.resolve(bearer, token_type)
+        if subject.via == "token":
+            raise OAuthError("invalid_grant", "present a task token or an attestation token")
+        view = self._view.current
+        identity = subject.identity
+        profile = view.profiles.get(profile_id)
+        if profile is None or profile.target is None:
+            raise OAuthError("invalid_target", f"no target-system profile {profile_id!r}", 404)
+        provider = self._target_provider(profile.target)
+        now = self._clock()
+        task = subject.task
+        if task_id is not None and (task is None or task.id != task_id):
+            task = self._own_task(task_id, identity)
+        entitlement = next((e for e in identity.entitlements if e.profile_id == profile.id), None)
+        entitled = None
+        if entitlement is not None:
+            entitled = entitlement.scopes if entitlement.scopes is not None else profile.scopes
+        ttl = ttl or profile.max_ttl
+        control = view.control(identity.kind)
+        decision = self._decide(
+            PolicyRequest(
+                identity=identity,
+                action="issue",
+                profile=profile,
+                entitled_scopes=entitled,
+                requested_scopes=tuple(entitled or ()),
+                requested_ttl=ttl,
+                now=now,
+                vendor=view.vendors.get(identity.vendor_id or ""),
+                attested=subject.attested,
+                issuer_id=subject.issuer_id,
+                claims=subject.claims,
+                task_id=task.id if task else None,
+                task_name=task.name if task else None,
+                intent=intent,
+                source_ip=source_ip,
+                kind_max_ttl=control.max_ttl,
+                attestation_required=control.attestation_required,
+            )
+        )
+        request = ExchangeRequest(subject_token="", subject_token_type="", source_ip=source_ip)
+        if not decision.allowed:
+            self._audit_decision(
+                subject, profile, decision, None, None, request, task, action="credential.issue"
+            )
+            raise OAuthError(
+                "access_denied",
+                "denied: " + ("; ".join(decision.reasons) or "denied by policy"),
+                403,
+            )
+        bound = self._bound(identity, profile, now, ttl, task, subject.evidence, None)
+        with self._store.transaction() as tx:
+            if task is None and subject.evidence is not None:
+                task = self._implicit_task(tx, subject, now)
+            lease = Lease(
+                id=new_id("lse"),
+                identity_id=identity.id,
+                owner_id=identity.owner_id,
+                provider=profile.provider,
+                issued_at=now,
+                expires_at=bound.at,
+                state=LeaseState.PENDING,
+                task_id=task.id if task else None,
+                parent_id=subject.lease.id if subject.lease is not None else None,
+                profile_id=profile.id,
+                scopes=tuple(entitled or ()),
+                audience=profile.target,
+                target=profile.target,
+            )
+            tx.insert_leases([lease])
+        crash_point("after-lease-commit")
+        try:
+            credential = provider.issue(lease, identity, profile)
+            crash_point("after-provider-issue")
+        except Exception:
+            # The object may or may not exist: revocation (idempotent) settles it.
+            self._leases.revoke(
+                RevokeTarget(lease_id=lease.id), "issuance failed", "system:issuance"
+            )
+            raise
+        with self._store.transaction() as tx:
+            current = tx.get_lease(lease.id)
+            if current is None or current.state is not LeaseState.PENDING:
+                ended = True
+            else:
+                ended = False
+                lease = replace(current, state=LeaseState.ACTIVE)
+                tx.put_lease(lease)
+                self._audit_decision(
+                    subject,
+                    profile,
+                    decision,
+                    lease,
+                    bound,
+                    request,
+                    task,
+                    tx,
+                    action="credential.issue",
+                )
+        if ended:
+            # Revoked while it was being made (its task ended): never hand it out.
+            self._leases.revoke(
+                RevokeTarget(lease_id=lease.id), "revoked during issuance", "system:issuance"
+            )
+            raise OAuthError("invalid_grant", "the credential was revoked while being issued")
+        return CredentialResult(
+            lease=lease,
+            secret=credential.secret,
+            details=dict(credential.extra),
+            bounded_by=bound.name,
+        )
+
     def _own_task(self, task_id: str, identity: Identity) -> Task:
         with self._store.read() as tx:
             task = tx.get_task(task_id)
@@ -775,6 +918,16 @@ class IssuanceService:
         if subject is None or subject.via != "task-token":
             raise OAuthError("invalid_token", "a task token is required", 401)
         return subject
+
+
+def crash_point(name: str) -> None:
+    """Crash tests kill the process here (TETHER_TEST_CRASH_AT=<name>); otherwise nothing."""
+    if os.environ.get("TETHER_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _no_targets(name: str) -> Provider:
+    raise OAuthError("invalid_target", f"no target {name!r} is registered", 404)
 
 
 def _run_key(subject: Subject) -> str | None:

@@ -51,15 +51,21 @@ class LeaseService:
         self,
         store: Store,
         audit: AuditLog,
-        providers: Mapping[str, Provider],
+        providers: Mapping[str, Provider] | Callable[[Lease], Provider],
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self._store = store
         self._audit = audit
-        self._providers = providers
+        if isinstance(providers, Mapping):
+            by_name = providers
+            self._resolve: Callable[[Lease], Provider] = lambda lease: by_name[lease.provider]
+        else:
+            self._resolve = providers
         self._clock = clock
         #: Called after any commit that ended leases (cache invalidation, wake-ups).
         self.on_ended: list[Callable[[Sequence[Lease]], None]] = []
+        #: Called with the alert kind whenever an alert is raised (metrics).
+        self.on_alert: list[Callable[[str], None]] = []
 
     # -- revocation --
     def _subtree(self, tx: Tx, roots: list[Lease]) -> list[Lease]:
@@ -122,10 +128,10 @@ class LeaseService:
                 log.exception("lease listener failed")
 
     def _provider(self, lease: Lease) -> Provider:
-        provider = self._providers.get(lease.provider)
-        if provider is None:
-            raise KeyError(f"no provider {lease.provider!r} for lease {lease.id}")
-        return provider
+        try:
+            return self._resolve(lease)
+        except KeyError:
+            raise KeyError(f"no provider {lease.provider!r} for lease {lease.id}") from None
 
     def revoke(self, target: RevokeTarget, reason: str, actor: str) -> int:
         """Revoke the target and everything derived from it; returns how many leases ended."""
@@ -222,6 +228,57 @@ class LeaseService:
             )
         return total
 
+    def _failed(self, lease: Lease, exc: ProviderError, now: dt.datetime) -> None:
+        """Back off and raise an alert: a revocation that has not completed is never silent."""
+        attempts = lease.revoke_attempts + 1
+        retry_at = now + backoff(attempts)
+        with self._store.transaction() as tx:
+            tx.put_lease(replace(lease, revoke_attempts=attempts, next_attempt_at=retry_at))
+            self._audit.append(
+                tx,
+                [
+                    AuditEvent(
+                        action="alert.revocation_failed",
+                        actor="system:revoker",
+                        result="alert",
+                        identity_id=lease.identity_id,
+                        owner_id=lease.owner_id,
+                        task_id=lease.task_id,
+                        reason=str(exc),
+                        details={
+                            "lease_id": lease.id,
+                            "target": lease.target,
+                            "attempts": attempts,
+                            "retry_at": format_time(retry_at),
+                        },
+                    )
+                ],
+            )
+        log.warning(
+            "revocation failed; will retry",
+            extra={
+                "lease_id": lease.id,
+                "target": lease.target,
+                "attempts": attempts,
+                "error": exc.code,
+            },
+        )
+        for callback in self.on_alert:
+            callback("revocation_failed")
+
+    def settle_stale_pending(
+        self, older_than: dt.timedelta = dt.timedelta(seconds=60), limit: int = 500
+    ) -> int:
+        """Issuances a crash interrupted: the credential may exist at the target, so the
+        lease goes through revocation (idempotent at the provider) rather than vanishing."""
+        with self._store.transaction() as tx:
+            stale = tx.stale_pending(self._clock() - older_than, limit)
+            return len(
+                self._end(
+                    tx, stale, LeaseState.REVOKED, "issuance did not complete", "system:recovery"
+                )
+            )
+
     def retry_revocations(self, limit: int = 100) -> int:
         """Retry external revocations; confirmed ones become `revoked`, others back off."""
         now = self._clock()
@@ -232,17 +289,7 @@ class LeaseService:
             try:
                 self._provider(lease).revoke(lease)
             except ProviderError as exc:
-                attempts = lease.revoke_attempts + 1
-                with self._store.transaction() as tx:
-                    tx.put_lease(
-                        replace(
-                            lease, revoke_attempts=attempts, next_attempt_at=now + backoff(attempts)
-                        )
-                    )
-                log.warning(
-                    "revocation failed; will retry",
-                    extra={"lease_id": lease.id, "attempts": attempts, "error": exc.code},
-                )
+                self._failed(lease, exc, now)
                 continue
             with self._store.transaction() as tx:
                 done = tx.end_leases(

@@ -71,6 +71,8 @@ class Lease:
     token_hash: str | None = None
     #: Who acts, when the credential was delegated (RFC 8693 `act`).
     actor: str | None = None
+    #: The registered target system holding the credential (databases, caches).
+    target: str | None = None
     revoke_attempts: int = 0
     next_attempt_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None

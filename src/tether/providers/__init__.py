@@ -16,12 +16,14 @@ from tether.providers._base import (
 )
 from tether.providers._jwt import JwtProvider, SigningKeys
 from tether.providers._opaque import OpaqueTokenProvider
+from tether.providers._registry import InvalidTarget, TargetRegistry
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
     "OBJECT_PREFIX",
     "ExternalProvider",
+    "InvalidTarget",
     "IssuedCredential",
     "JwtProvider",
     "OpaqueTokenProvider",
@@ -29,4 +31,5 @@ __all__ = [
     "ProviderError",
     "SigningKeys",
     "Target",
+    "TargetRegistry",
 ]

@@ -138,12 +138,17 @@ class _MemoryTx:
         self.undo.append(lambda: self._s.audit.__delitem__(slice(before, None)))
 
     def list_audit(
-        self, after_seq: int, limit: int, identity_id: str | None = None
+        self,
+        after_seq: int,
+        limit: int,
+        identity_id: str | None = None,
+        action_prefix: str | None = None,
     ) -> list[AuditRecord]:
         rows = [
             r
             for r in self._s.audit[after_seq:]
-            if identity_id is None or r.identity_id == identity_id
+            if (identity_id is None or r.identity_id == identity_id)
+            and (action_prefix is None or r.action.startswith(action_prefix))
         ]
         return rows[:limit]
 
@@ -277,6 +282,17 @@ class _MemoryTx:
             and (lease.next_attempt_at is None or lease.next_attempt_at <= now)
         ]
         return sorted(due, key=lambda lease: lease.id)[:limit]
+
+    def live_lease_ids(self, lease_ids: Sequence[str]) -> set[str]:
+        return {i for i in lease_ids if i in self._s.leases and self._s.leases[i].state.live}
+
+    def stale_pending(self, before: dt.datetime, limit: int) -> list[Lease]:
+        stale = [
+            lease
+            for lease in self._s.leases.values()
+            if lease.state is LeaseState.PENDING and lease.issued_at < before
+        ]
+        return sorted(stale, key=lambda lease: lease.issued_at)[:limit]
 
     def count_leases(self, state: LeaseState) -> int:
         return sum(1 for lease in self._s.leases.values() if lease.state is state)

@@ -115,7 +115,11 @@ class Tx(Protocol):
     def audit_head(self) -> tuple[int, str]: ...
     def append_audit(self, records: Sequence[AuditRecord]) -> None: ...
     def list_audit(
-        self, after_seq: int, limit: int, identity_id: str | None = None
+        self,
+        after_seq: int,
+        limit: int,
+        identity_id: str | None = None,
+        action_prefix: str | None = None,
     ) -> list[AuditRecord]: ...
 
     # -- tasks --
@@ -146,6 +150,12 @@ class Tx(Protocol):
         """Leases stuck in `revoking` whose next attempt is due."""
 
     def count_leases(self, state: LeaseState) -> int: ...
+    def live_lease_ids(self, lease_ids: Sequence[str]) -> set[str]:
+        """Which of these leases are pending or active (the reconciler keeps their objects)."""
+
+    def stale_pending(self, before: dt.datetime, limit: int) -> list[Lease]:
+        """Leases still `pending` since before `before`: issuances a crash interrupted."""
+
     def unjustified_identities(
         self, now: dt.datetime, ended_vendor_ids: Sequence[str], limit: int
     ) -> list[Spec]:

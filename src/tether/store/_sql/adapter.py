@@ -209,6 +209,7 @@ def _lease_row(lease: Lease) -> dict[str, Any]:
         "audience": lease.audience,
         "token_hash": lease.token_hash,
         "actor": lease.actor,
+        "target": lease.target,
         "revoke_attempts": lease.revoke_attempts,
         "next_attempt_at": lease.next_attempt_at,
         "ended_at": lease.ended_at,
@@ -232,6 +233,7 @@ def _lease(row: Any) -> Lease:
         audience=row.audience,
         token_hash=row.token_hash,
         actor=row.actor,
+        target=row.target,
         revoke_attempts=row.revoke_attempts,
         next_attempt_at=row.next_attempt_at,
         ended_at=row.ended_at,
@@ -406,7 +408,11 @@ class _SqlTx:
         self._c.execute(_UPDATE_AUDIT_HEAD, {"seq": last.seq, "hash": last.hash})
 
     def list_audit(
-        self, after_seq: int, limit: int, identity_id: str | None = None
+        self,
+        after_seq: int,
+        limit: int,
+        identity_id: str | None = None,
+        action_prefix: str | None = None,
     ) -> list[AuditRecord]:
         query = (
             sa.select(t.audit_log)
@@ -414,6 +420,8 @@ class _SqlTx:
             .order_by(t.audit_log.c.seq)
             .limit(limit)
         )
+        if action_prefix is not None:
+            query = query.where(t.audit_log.c.action.startswith(action_prefix, autoescape=True))
         if identity_id is not None:
             query = query.where(t.audit_log.c.identity_id == identity_id)
         return [_audit_record(r) for r in self._c.execute(query)]
@@ -541,6 +549,25 @@ class _SqlTx:
             sa.select(t.leases)
             .where(c.state == "revoking", c.next_attempt_at <= now)
             .order_by(c.id)
+            .limit(limit)
+        )
+        return [_lease(r) for r in rows]
+
+    def live_lease_ids(self, lease_ids: Sequence[str]) -> set[str]:
+        c = t.leases.c
+        found: set[str] = set()
+        for start in range(0, len(lease_ids), _CHUNK):
+            chunk = list(lease_ids[start : start + _CHUNK])
+            rows = self._c.execute(sa.select(c.id).where(c.id.in_(chunk), c.state.in_(_LIVE)))
+            found.update(r.id for r in rows)
+        return found
+
+    def stale_pending(self, before: dt.datetime, limit: int) -> list[Lease]:
+        c = t.leases.c
+        rows = self._c.execute(
+            sa.select(t.leases)
+            .where(c.state == "pending", c.issued_at < before)
+            .order_by(c.issued_at)
             .limit(limit)
         )
         return [_lease(r) for r in rows]

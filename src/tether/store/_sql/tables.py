@@ -174,6 +174,7 @@ leases = Table(
     Column("audience", Text),
     Column("token_hash", String(64), unique=True),
     Column("actor", String(255)),
+    Column("target", String(255)),
     Column("revoke_attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime),
     Column("ended_at", UTCDateTime),
@@ -184,6 +185,7 @@ leases = Table(
     Index("ix_leases_owner", "owner_id"),
     Index("ix_leases_parent", "parent_id"),
     Index("ix_leases_state_retry", "state", "next_attempt_at"),
+    Index("ix_leases_state_issued", "state", "issued_at"),
 )
 
 seen_jti = Table(

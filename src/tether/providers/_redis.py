@@ -1,0 +1,474 @@
+"""Redis ACL users, one per lease (issue #4).
+
+Every user Tether creates is named `OBJECT_PREFIX + <lease id>` so the reconciler can tell
+Tether's users from everyone else's (invariant 1), and revocation ends the user's live
+connections as well as its password (invariant 2).
+
+The target's DSN carries the admin password: it never reaches an exception, a log line or
+a repr. Redis errors are translated into `ProviderError` naming only the error class, and
+are raised outside the `except` block so that not even the exception context survives
+(the server echoes a rejected `ACL SETUSER` rule verbatim, which may be a password).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from redis.retry import Retry
+
+from tether.errors import TetherError
+from tether.model import Identity, Lease, Profile
+from tether.providers._base import OBJECT_PREFIX, IssuedCredential, ProviderError, Target
+
+REDIS_TOKEN_TYPE = "urn:tether:credential:redis"  # noqa: S105 - a type URI, not a secret
+
+_T = TypeVar("_T")
+
+#: Characters a lease id keeps in its user name; everything else is escaped as `.xx`
+#: (hex of each UTF-8 byte), so the mapping is reversible and the reconciler can ask
+#: about exactly the lease a user belongs to.
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]")
+_ESCAPE = re.compile(r"\.([0-9a-f]{2})")
+
+# Allow-lists of the forms a grant may take. Each becomes one RESP argument, so the real
+# danger is a value Redis would read as more than one rule or as a different kind of rule:
+# whitespace, control characters, selectors `(...)`, and bare keywords such as `allkeys`,
+# `allcommands`, `on`, `nopass` or `>password` never match these.
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_:.\-/*?\[\]{}^!@#=+,|\\]{1,256}")
+_CATEGORY = re.compile(r"[+-]@[a-z]{1,64}")
+_COMMAND = re.compile(r"[+-][a-z][a-z_]{0,63}(?:\|[a-z][a-z_-]{0,63})?")
+_GRANT_FIELDS = frozenset({"keys", "channels", "categories", "commands"})
+_MAX_ENTRIES = 256
+#: Categories a grant may not add: `-@dangerous` always follows the categories, so these
+#: would be silently void; refusing them says so at apply time instead.
+_REFUSED_CATEGORIES = frozenset({"+@dangerous", "+@admin"})
+_DEFAULT_CATEGORIES = ("+@read",)
+
+#: How many times revocation kills a user's clients before it gives up and retries later.
+_KILL_ATTEMPTS = 5
+#: How many lease ids the reconciler asks about at once.
+_RECONCILE_CHUNK = 500
+_PASSWORD_BYTES = 32  # token_urlsafe(32): 43 characters, 256 bits
+
+
+class InvalidGrants(TetherError, ValueError):
+    """A profile's Redis grants are malformed. Raised before anything reaches the server."""
+
+    status_code = 422
+    code = "invalid_grants"
+
+
+class CredentialMissing(ProviderError):
+    """The lease's user is gone or disabled at the target: renewing it cannot succeed."""
+
+    status_code = 410
+    code = "credential_missing"
+
+
+@dataclass(frozen=True, slots=True)
+class AclGrants:
+    """A profile's grants, validated; `rules()` renders them as ACL SETUSER rules."""
+
+    keys: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    categories: tuple[str, ...] = _DEFAULT_CATEGORIES
+    commands: tuple[str, ...] = ()
+
+    def rules(self, db: int = 0) -> list[str]:
+        rules = ["resetkeys", *(f"~{k}" for k in self.keys)]
+        rules += ["resetchannels", *(f"&{c}" for c in self.channels)]
+        rules += [*self.categories, "-@dangerous", *self.commands]
+        if db:
+            # ACLs do not scope databases; allow selecting exactly the DSN's database.
+            rules.append(f"+select|{db}")
+        # Last, whatever came before: a leased user must never administer the server
+        # (create users, change config, kill clients), or it could outlive its lease.
+        rules.append("-@admin")
+        return rules
+
+
+def parse_grants(grants: Mapping[str, Any] | None) -> AclGrants:
+    """Validate a profile's `grants`; missing means read-only on no keys (deny by default).
+
+    Raises InvalidGrants naming the bad field, never echoing more than its position.
+    """
+    if grants is None:
+        return AclGrants()
+    if not isinstance(grants, Mapping):
+        raise InvalidGrants("grants: expected a mapping")
+    unknown = sorted(str(k) for k in grants if k not in _GRANT_FIELDS)
+    if unknown:
+        raise InvalidGrants(f"grants: unknown field(s) {', '.join(unknown)}")
+    categories = _entries(grants, "categories", _CATEGORY)
+    refused = sorted(set(categories) & _REFUSED_CATEGORIES)
+    if refused:
+        raise InvalidGrants(f"grants.categories: {', '.join(refused)} cannot be granted")
+    return AclGrants(
+        keys=_entries(grants, "keys", _KEY_PATTERN),
+        channels=_entries(grants, "channels", _KEY_PATTERN),
+        categories=categories if "categories" in grants else _DEFAULT_CATEGORIES,
+        commands=_entries(grants, "commands", _COMMAND),
+    )
+
+
+def _entries(grants: Mapping[str, Any], field: str, form: re.Pattern[str]) -> tuple[str, ...]:
+    value = grants.get(field)
+    if value is None:
+        return ()
+    # A bare string would otherwise be iterated character by character.
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidGrants(f"grants.{field}: expected a list of strings")
+    if len(value) > _MAX_ENTRIES:
+        raise InvalidGrants(f"grants.{field}: at most {_MAX_ENTRIES} entries")
+    for index, entry in enumerate(value):
+        if not isinstance(entry, str) or not form.fullmatch(entry):
+            raise InvalidGrants(f"grants.{field}[{index}]: not an allowed {field[:-1]} form")
+    return tuple(value)
+
+
+def object_name(lease_id: str) -> str:
+    """The ACL user name of a lease: the prefix and the lease id, escaped reversibly."""
+    if not lease_id:
+        raise ValueError("a lease id is required")
+    escaped = "".join(
+        ch if _SAFE_ID.fullmatch(ch) else "".join(f".{b:02x}" for b in ch.encode())
+        for ch in lease_id
+    )
+    return OBJECT_PREFIX + escaped
+
+
+def lease_id_of(name: str) -> str | None:
+    """The lease id a user name stands for, or None when it is not one Tether would make."""
+    if not name.startswith(OBJECT_PREFIX):
+        return None
+    try:
+        raw = _ESCAPE.sub(
+            lambda m: "\\x" + m.group(1), name[len(OBJECT_PREFIX) :].replace("\\", "\\\\")
+        )
+        lease_id = raw.encode("latin-1").decode("unicode_escape").encode("latin-1").decode()
+    except (UnicodeError, ValueError):
+        return None
+    # Only the canonical spelling belongs to the lease; any other is an orphan.
+    if not lease_id or object_name(lease_id) != name:
+        return None
+    return lease_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Dsn:
+    scheme: str
+    host: str
+    port: int
+    db: int
+    username: str
+    password: str
+    netloc_host: str  # host[:port] as written, for rebuilding URLs
+    query: str
+
+    def url(self, username: str, password: str | None) -> str:
+        auth = quote(username, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        return urlunsplit((self.scheme, f"{auth}@{self.netloc_host}", f"/{self.db}", "", ""))
+
+    def admin_url(self, password: str) -> str:
+        return urlunsplit(
+            (
+                self.scheme,
+                f"{quote(self.username, safe='')}:{quote(password, safe='')}@{self.netloc_host}",
+                f"/{self.db}",
+                self.query,
+                "",
+            )
+        )
+
+
+def _parse_dsn(target: Target) -> _Dsn:
+    """Parse without letting any part of the DSN reach an error message."""
+    parsed: _Dsn | None = None
+    try:
+        parts = urlsplit(target.dsn)
+        path = parts.path.strip("/")
+        if (
+            parts.scheme in ("redis", "rediss")
+            and parts.hostname
+            and parts.password is not None
+            and (not path or path.isdigit())
+        ):
+            netloc_host = parts.netloc.rpartition("@")[2]
+            parsed = _Dsn(
+                scheme=parts.scheme,
+                host=parts.hostname,
+                port=parts.port or 6379,
+                db=int(path or "0"),
+                username=unquote(parts.username or "") or "default",
+                password=unquote(parts.password),
+                netloc_host=netloc_host,
+                query=parts.query,
+            )
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ProviderError(
+            f"redis target {target.name!r}: the DSN must be redis[s]://user:password@host"
+            "[:port][/db]"
+        )
+    return parsed
+
+
+def _new_password() -> str:
+    # URL-safe alphabet: no whitespace or separators, so it is one rule and needs no quoting.
+    return secrets.token_urlsafe(_PASSWORD_BYTES)
+
+
+class RedisProvider:
+    """Issues one Redis ACL user per lease and removes it, sessions included, on revoke."""
+
+    name = "redis"
+    external = True
+
+    def __init__(self, target: Target, *, socket_timeout: float = 5.0) -> None:
+        self.target = target
+        self._socket_timeout = socket_timeout
+        self._dsn = _parse_dsn(target)
+        self._lock = threading.Lock()
+        self._client = self._connect(target.dsn)
+
+    def __repr__(self) -> str:
+        return f"RedisProvider(target={self.target.name!r})"
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connect(self, dsn: str) -> redis.Redis:
+        def build() -> redis.Redis:
+            return redis.Redis.from_url(
+                dsn,
+                decode_responses=True,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout,
+                # One immediate retry covers a pooled connection the server closed while
+                # idle; anything longer is the caller's retry with backoff, not ours.
+                retry=Retry(NoBackoff(), 1),
+                client_name="tether",
+            )
+
+        return self._guard("connect", build)
+
+    def _guard(self, op: str, call: Callable[[], _T]) -> _T:
+        """Run `call`; turn any Redis failure into a ProviderError naming only its class."""
+        failure: str | None = None
+        try:
+            return call()
+        except RedisError as exc:
+            failure = type(exc).__name__
+        except (OSError, ValueError) as exc:  # socket and URL errors below redis-py
+            failure = type(exc).__name__
+        # Raised here, outside the except block: the original exception (whose message the
+        # server may have filled with a rule it refused) is not even kept as __context__.
+        raise ProviderError(f"redis target {self.target.name!r}: {op} failed ({failure})")
+
+    @property
+    def _redis(self) -> redis.Redis:
+        with self._lock:
+            return self._client
+
+    # -- the protocol --------------------------------------------------------------
+
+    def object_name(self, lease: Lease) -> str:
+        return object_name(lease.id)
+
+    def issue(self, lease: Lease, identity: Identity, profile: Profile | None) -> IssuedCredential:
+        # Validate before anything is sent: a malformed grant never reaches the server.
+        grants = parse_grants(profile.grants if profile is not None else None)
+        user = self._leased_name(lease)
+        password = _new_password()
+        rules = ["reset", "on", f">{password}", *grants.rules(self._dsn.db)]
+        r = self._redis
+
+        def create() -> None:
+            # A retry after a crash finds the user already there, perhaps with connections
+            # authenticated by a password nobody received: deleting it ends those too.
+            r.acl_deluser(user)
+            r.execute_command("ACL SETUSER", user, *rules)
+
+        self._guard("issue", create)
+        return IssuedCredential(
+            secret=password,
+            token_type=REDIS_TOKEN_TYPE,
+            extra={
+                "username": user,
+                "host": self._dsn.host,
+                "port": self._dsn.port,
+                "db": self._dsn.db,
+                "url": self._dsn.url(user, None),
+            },
+        )
+
+    def renew(self, lease: Lease) -> None:
+        """ACL users have no expiry of their own: check that the user is still there."""
+        user = self._leased_name(lease)
+        r = self._redis
+        info = self._guard("renew", lambda: r.acl_getuser(user))
+        if not info or "on" not in info.get("flags", ()):
+            raise CredentialMissing(
+                f"redis target {self.target.name!r}: the user of lease {lease.id} is gone"
+            )
+
+    def revoke(self, lease: Lease) -> None:
+        self._remove(self._leased_name(lease))
+
+    def reconcile(self, live_lease_ids: Callable[[Sequence[str]], set[str]]) -> list[str]:
+        r = self._redis
+        users: list[str] = self._guard("reconcile", r.acl_users)
+        owned: dict[str, str | None] = {
+            u: lease_id_of(u)
+            for u in users
+            if u.startswith(OBJECT_PREFIX) and u != self._dsn.username
+        }
+        ids = sorted({i for i in owned.values() if i is not None})
+        live: set[str] = set()
+        for start in range(0, len(ids), _RECONCILE_CHUNK):
+            live |= live_lease_ids(ids[start : start + _RECONCILE_CHUNK])
+        dropped: list[str] = []
+        # A prefixed name that maps to no lease id cannot belong to a live lease: drop it.
+        for user, lease_id in sorted(owned.items()):
+            if lease_id is not None and lease_id in live:
+                continue
+            self._remove(user)
+            dropped.append(user)
+        return dropped
+
+    def rotate_root(self) -> Target:
+        """Give the admin user a fresh random password and return the target with it.
+
+        The new password is added and proven on a new connection before the old one is
+        removed, so a failure part-way never leaves Tether without a working credential.
+        """
+        with self._lock:
+            old = self._client
+            admin = self._dsn.username
+            password = _new_password()
+            self._guard("rotate_root", lambda: old.execute_command("ACL SETUSER", admin, f">{password}"))
+            new_dsn = self._dsn.admin_url(password)
+            fresh = self._connect(new_dsn)
+            try:
+                self._guard("rotate_root", lambda: self._whoami_is(fresh, admin))
+                # One command, so the admin has exactly the new password afterwards.
+                self._guard(
+                    "rotate_root",
+                    lambda: fresh.execute_command("ACL SETUSER", admin, "resetpass", f">{password}"),
+                )
+            except ProviderError:
+                fresh.close()
+                # Take back the unproven password if we still can; the old one still works.
+                try:
+                    self._guard(
+                        "rotate_root",
+                        lambda: old.execute_command("ACL SETUSER", admin, f"<{password}"),
+                    )
+                except ProviderError:
+                    pass
+                raise
+            self.target = replace(self.target, dsn=new_dsn)
+            self._dsn = _parse_dsn(self.target)
+            self._client = fresh
+        old.close()
+        return self.target
+
+    def health(self) -> Mapping[str, Any]:
+        r = self._redis
+        failure: str | None = None
+        try:
+            r.ping()
+            version = r.info("server").get("redis_version")
+            user = r.acl_whoami()
+            can_admin = self._can_administer(r, user)
+        except RedisError as exc:
+            failure = type(exc).__name__
+        except OSError as exc:
+            failure = type(exc).__name__
+        if failure is not None:
+            return {"ok": False, "error": failure}
+        return {"ok": can_admin, "version": version, "user": user, "can_admin": can_admin}
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _leased_name(self, lease: Lease) -> str:
+        user = object_name(lease.id)
+        if user == self._dsn.username:
+            # Unreachable with Tether's lease ids; never let a lease touch the admin.
+            raise ProviderError(f"redis target {self.target.name!r}: lease names the admin user")
+        return user
+
+    @staticmethod
+    def _whoami_is(client: redis.Redis, user: str) -> None:
+        if client.acl_whoami() != user:
+            raise ResponseError("authenticated as another user")
+
+    @staticmethod
+    def _can_administer(r: redis.Redis, user: str) -> bool:
+        """May `user` run what issue, revoke and reconcile need?"""
+        try:
+            r.acl_users()
+        except NoPermissionError:
+            return False
+        needed: Iterable[Sequence[str]] = (
+            ("ACL", "SETUSER", "probe"),
+            ("ACL", "DELUSER", "probe"),
+            ("CLIENT", "KILL", "USER", "probe"),
+            ("CLIENT", "LIST"),
+        )
+        for command in needed:
+            try:
+                verdict = r.execute_command("ACL DRYRUN", user, *command)
+            except ResponseError:
+                return True  # no ACL DRYRUN before Redis 7: ACL USERS answered, trust it
+            if verdict != "OK":
+                return False
+        return True
+
+    def _remove(self, user: str) -> None:
+        """Disable, disconnect and delete `user`; a missing user is already removed."""
+        if user == self._dsn.username:
+            raise ProviderError(f"redis target {self.target.name!r}: refusing to remove the admin")
+        r = self._redis
+        if self._guard("revoke", lambda: r.acl_getuser(user)) is None:
+            return
+
+        def disable() -> None:
+            # First: with no password and `off`, nothing can authenticate as it again,
+            # so the kill below cannot race a fresh login.
+            r.execute_command("ACL SETUSER", user, "off", "resetpass")
+
+        self._guard("revoke", disable)
+        for _ in range(_KILL_ATTEMPTS):
+            self._guard("revoke", lambda: self._kill_clients(r, user))
+            remaining = self._guard("revoke", lambda: self._clients_of(r, user))
+            if not remaining:
+                break
+        else:
+            raise ProviderError(
+                f"redis target {self.target.name!r}: connections of {user} survived the kill"
+            )
+        self._guard("revoke", lambda: r.acl_deluser(user))
+
+    @staticmethod
+    def _kill_clients(r: redis.Redis, user: str) -> None:
+        try:
+            r.client_kill_filter(user=user)
+        except ResponseError:
+            # "No such user": deleted meanwhile, and deleting a user ends its clients.
+            pass
+
+    @staticmethod
+    def _clients_of(r: redis.Redis, user: str) -> list[str]:
+        return [str(c.get("id")) for c in r.client_list() if c.get("user") == user]
