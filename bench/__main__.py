@@ -11,13 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import audit_bench, estate_bench, issuance_bench, policy_bench
+from bench import audit_bench, estate_bench, issuance_bench, policy_bench, target_bench
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "audit": audit_bench.run,
     "estate_apply": estate_bench.run,
     "issuance": issuance_bench.run,
     "policy": policy_bench.run,
+    "postgres": target_bench.run,
 }
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg_cluster import pg_cluster  # noqa: F401 - one cluster per session, shared
 from tests.services import throwaway_postgres_database
 from tether.app import Tether
 from tether.config import Settings

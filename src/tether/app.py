@@ -20,7 +20,7 @@ from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
 from tether.issuance import TASK_PROVIDER, IssuanceService, PolicyHolder, StoreJtiStore
 from tether.lease import LeaseService, LifecycleWorker
-from tether.model import AuditEvent
+from tether.model import AuditEvent, LeaseState
 from tether.providers import (
     ExternalProvider,
     JwtProvider,
@@ -106,6 +106,14 @@ class Tether:
             target_provider=self.targets.provider,
         )
         self.worker = LifecycleWorker(self.sweep, interval=settings.sweep_interval)
+        # External revocations (sessions to terminate) start at once, not at the next sweep.
+        self.leases.on_ended.append(
+            lambda ended: (
+                self.worker.wake()
+                if any(lease.state is LeaseState.REVOKING for lease in ended)
+                else None
+            )
+        )
         self.estate.on_applied.append(self._estate_applied)
         self._housekeeping_due = 0.0
         self._rewrap_wakeup = threading.Event()

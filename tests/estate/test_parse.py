@@ -732,3 +732,14 @@ def test_one_bad_field_in_a_large_estate_is_found() -> None:
     document = estate_document(2000)
     document["identities"][1234]["owner"] = "team-gone"
     assert paths_of(document) == ["identities[1234].owner"]
+
+
+def test_postgres_grants_are_checked_when_the_estate_is_applied() -> None:
+    from tests.factories import estate_document
+
+    doc = estate_document(2)
+    doc["profiles"][1]["grants"] = {"schema": "app", "privileges": ["SELECT", "DROP"]}
+    with pytest.raises(EstateInvalid) as refused:
+        parse_estate(doc)
+    assert [p.path for p in refused.value.problems] == ["profiles[1].grants.privileges[1]"]
+    assert "unknown privilege 'DROP'" in refused.value.problems[0].message

@@ -40,6 +40,8 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     #: Every byte any CLI call wrote to stderr, for the secret search.
     cli_stderr: list[str] = field(default_factory=list)
+    #: Extra environment for the server process (not the CLI).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def addr(self) -> str:
@@ -64,7 +66,7 @@ class Server:
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tether", "serve", "--listen", f"127.0.0.1:{self.port}", *extra],
-            env=self.env(),
+            env={**self.env(), **self.extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -177,6 +177,14 @@ def parse_estate(document: Any) -> Estate:
             check.add(f"profiles[{i}].audience", f"is required for provider {provider}")
         if provider in _TARGET_PROVIDERS and "target" not in profile:
             check.add(f"profiles[{i}].target", f"is required for provider {provider}")
+        if provider == "postgres" and "grants" in profile:
+            from tether.providers._postgres import InvalidGrants, parse_grants
+
+            try:
+                parse_grants(profile["grants"])
+            except InvalidGrants as exc:
+                where, _, why = str(exc).partition(": ")
+                check.add(f"profiles[{i}].{where}", why)
 
     kind_overrides: dict[Kind, dict[str, Any]] = {}
     for kind_name, overrides in doc.get("kinds", {}).items():
