@@ -224,3 +224,78 @@ def test_an_outage_delays_revocation_raises_alerts_and_loses_nothing(
     _wait(lambda: all(node.lease(i)["state"] == "revoked" for i in leases), limit=60)
     assert not _tether_roles(pg_cluster) & {node.lease(i).get("username", "") for i in leases}
     assert node.server.cli("audit", "verify").code == 0
+
+
+def test_redis_task_end_kills_the_connection_and_refuses_new_logins(tmp_path: Path) -> None:
+    import redis
+
+    from tests.redis_server import redis_server
+
+    doc = _estate()
+    doc["profiles"].append(
+        {
+            "id": "cache-rw",
+            "provider": "redis",
+            "target": "sessions",
+            "grants": {"keys": ["session:*"], "categories": ["+@read", "+@write"]},
+            "max_ttl": "1h",
+        }
+    )
+    doc["identities"][0]["entitlements"].append({"profile": "cache-rw"})
+    with redis_server() as cache:
+        server = Server(home=tmp_path / "home")
+        server.start()
+        try:
+            init = server.cli("init", "--shares", "1", "--threshold", "1", "--json").json()
+            server.token = init["root_token"]
+            assert server.cli("unseal", init["shares"][0]).code == 0
+            added = server.cli(
+                "target",
+                "add",
+                "sessions",
+                "--kind",
+                "redis",
+                "--dsn-file",
+                "-",
+                stdin=cache.target.dsn,
+            )
+            assert added.code == 0, added.stderr
+            assert server.cli("apply", "-f", str(write_estate(tmp_path / "e.yaml", doc))).code == 0
+            node = Node(server, init["shares"][0], init["root_token"])
+            task = node.task()
+            issued = httpx.post(
+                f"{server.addr}/v1/creds/cache-rw",
+                json={},
+                headers={"Authorization": f"Bearer {task['token']}"},
+            )
+            assert issued.status_code == 200, issued.text
+            creds = issued.json()
+            client = cache.client(creds["username"], creds["password"])
+            client.set("session:42", "alive")
+            assert client.get("session:42") == "alive"
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.get("billing:1")
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.flushall()
+
+            ended = httpx.post(
+                f"{server.addr}/v1/tasks/{task['id']}/end",
+                headers={"Authorization": f"Bearer {task['token']}"},
+            )
+            assert ended.status_code == 200
+
+            def connection_dead() -> bool:
+                try:
+                    client.get("session:42")
+                except redis.exceptions.ConnectionError:
+                    return True
+                except redis.exceptions.AuthenticationError:
+                    return True
+                return False
+
+            _wait(connection_dead)
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                cache.client(creds["username"], creds["password"]).ping()
+            _wait(lambda: node.lease(creds["lease"])["state"] == "revoked")
+        finally:
+            server.stop()

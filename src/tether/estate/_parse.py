@@ -113,6 +113,19 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
     return [Problem(_path(where), make() if make else "is not valid")]
 
 
+def _grants_problem(provider: str, grants: Any) -> str | None:
+    """The target provider's own reading of a profile's grants, so `apply` refuses what
+    issuance would refuse later."""
+    from tether.providers import _postgres, _redis
+
+    module = _postgres if provider == "postgres" else _redis
+    try:
+        module.parse_grants(grants)
+    except module.InvalidGrants as exc:
+        return str(exc)
+    return None
+
+
 class _Checker:
     """Collects semantic problems so one refusal names every bad field."""
 
@@ -177,13 +190,10 @@ def parse_estate(document: Any) -> Estate:
             check.add(f"profiles[{i}].audience", f"is required for provider {provider}")
         if provider in _TARGET_PROVIDERS and "target" not in profile:
             check.add(f"profiles[{i}].target", f"is required for provider {provider}")
-        if provider == "postgres" and "grants" in profile:
-            from tether.providers._postgres import InvalidGrants, parse_grants
-
-            try:
-                parse_grants(profile["grants"])
-            except InvalidGrants as exc:
-                where, _, why = str(exc).partition(": ")
+        if provider in _TARGET_PROVIDERS and "grants" in profile:
+            grants_problem = _grants_problem(provider, profile["grants"])
+            if grants_problem is not None:
+                where, _, why = grants_problem.partition(": ")
                 check.add(f"profiles[{i}].{where}", why)
 
     kind_overrides: dict[Kind, dict[str, Any]] = {}

@@ -99,16 +99,16 @@ class CredentialResult:
     """A credential for a target system: connection details, the secret (shown once)."""
 
     lease: Lease
-    secret: str
-    details: Mapping[str, Any]
-    bounded_by: str
+    secret: str = field(repr=False)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    bounded_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class StartedTask:
     task: Task
-    token: str
-    token_lease: Lease
+    token: str = field(repr=False)
+    token_lease: Lease | None = None
 
 
 def new_id(prefix: str) -> str:

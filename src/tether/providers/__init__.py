@@ -16,6 +16,8 @@ from tether.providers._base import (
 )
 from tether.providers._jwt import JwtProvider, SigningKeys
 from tether.providers._opaque import OpaqueTokenProvider
+from tether.providers._postgres import PostgresProvider
+from tether.providers._redis import RedisProvider
 from tether.providers._registry import InvalidTarget, TargetRegistry
 
 __all__ = [
@@ -27,8 +29,10 @@ __all__ = [
     "IssuedCredential",
     "JwtProvider",
     "OpaqueTokenProvider",
+    "PostgresProvider",
     "Provider",
     "ProviderError",
+    "RedisProvider",
     "SigningKeys",
     "Target",
     "TargetRegistry",

@@ -23,8 +23,8 @@ class ProviderError(TetherError):
 class IssuedCredential:
     """What the caller receives. `secret` is shown once and never stored in the clear."""
 
-    secret: str
-    token_type: str  # an RFC 8693 token type URI
+    secret: str = field(repr=False)
+    token_type: str = ""  # an RFC 8693 token type URI
     #: Lease fields the provider decided (e.g. the keyed hash of an opaque token).
     token_hash: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)

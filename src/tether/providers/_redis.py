@@ -7,18 +7,23 @@ connections as well as its password (invariant 2).
 The target's DSN carries the admin password: it never reaches an exception, a log line or
 a repr. Redis errors are translated into `ProviderError` naming only the error class, and
 are raised outside the `except` block so that not even the exception context survives
-(the server echoes a rejected `ACL SETUSER` rule verbatim, which may be a password).
+(the server echoes a rejected `ACL SETUSER` rule verbatim, and socket errors name hosts).
+Passwords are sent to the server only as SHA-256 hashes (`#...` rules); the clear
+password of a leased user goes to the caller alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -28,6 +33,8 @@ from redis.retry import Retry
 from tether.errors import TetherError
 from tether.model import Identity, Lease, Profile
 from tether.providers._base import OBJECT_PREFIX, IssuedCredential, ProviderError, Target
+
+log = logging.getLogger("tether.providers.redis")
 
 REDIS_TOKEN_TYPE = "urn:tether:credential:redis"  # noqa: S105 - a type URI, not a secret
 
@@ -57,6 +64,18 @@ _DEFAULT_CATEGORIES = ("+@read",)
 _KILL_ATTEMPTS = 5
 #: How many lease ids the reconciler asks about at once.
 _RECONCILE_CHUNK = 500
+#: The DSN query options accepted (TLS settings). redis-py passes any other option to
+#: each new connection and fails only then; `password=` would also shadow the userinfo.
+_DSN_OPTIONS = frozenset(
+    {
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+    }
+)
 _PASSWORD_BYTES = 32  # token_urlsafe(32): 43 characters, 256 bits
 
 
@@ -115,7 +134,7 @@ def parse_grants(grants: Mapping[str, Any] | None) -> AclGrants:
     return AclGrants(
         keys=_entries(grants, "keys", _KEY_PATTERN),
         channels=_entries(grants, "channels", _KEY_PATTERN),
-        categories=categories if "categories" in grants else _DEFAULT_CATEGORIES,
+        categories=categories if grants.get("categories") is not None else _DEFAULT_CATEGORIES,
         commands=_entries(grants, "commands", _COMMAND),
     )
 
@@ -150,12 +169,22 @@ def lease_id_of(name: str) -> str | None:
     """The lease id a user name stands for, or None when it is not one Tether would make."""
     if not name.startswith(OBJECT_PREFIX):
         return None
+    body = name[len(OBJECT_PREFIX) :]
+    raw = bytearray()
+    at = 0
+    while at < len(body):
+        if body[at] == ".":
+            escape = _ESCAPE.match(body, at)
+            if escape is None:
+                return None
+            raw.append(int(escape.group(1), 16))
+            at = escape.end()
+        else:
+            raw += body[at].encode()
+            at += 1
     try:
-        raw = _ESCAPE.sub(
-            lambda m: "\\x" + m.group(1), name[len(OBJECT_PREFIX) :].replace("\\", "\\\\")
-        )
-        lease_id = raw.encode("latin-1").decode("unicode_escape").encode("latin-1").decode()
-    except (UnicodeError, ValueError):
+        lease_id = raw.decode()
+    except UnicodeDecodeError:
         return None
     # Only the canonical spelling belongs to the lease; any other is an orphan.
     if not lease_id or object_name(lease_id) != name:
@@ -203,6 +232,7 @@ def _parse_dsn(target: Target) -> _Dsn:
             and parts.hostname
             and parts.password is not None
             and (not path or path.isdigit())
+            and all(k in _DSN_OPTIONS for k, _ in parse_qsl(parts.query, keep_blank_values=True))
         ):
             netloc_host = parts.netloc.rpartition("@")[2]
             parsed = _Dsn(
@@ -225,9 +255,39 @@ def _parse_dsn(target: Target) -> _Dsn:
     return parsed
 
 
+def _command(client: Any, *args: str) -> Any:
+    """Send one raw command. The rules are built here, one argument each, rather than by
+    redis-py's keyword helpers; redis-py leaves `execute_command` untyped."""
+    return client.execute_command(*args)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: str  # the class name of the Redis or socket error, and nothing it said
+
+
+def _attempt(call: Callable[[], _T]) -> _T | _Failed:
+    try:
+        return call()
+    except RedisError as exc:
+        return _Failed(type(exc).__name__)
+    except (OSError, ValueError) as exc:  # socket and URL errors below redis-py
+        return _Failed(type(exc).__name__)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _new_password() -> str:
     # URL-safe alphabet: no whitespace or separators, so it is one rule and needs no quoting.
     return secrets.token_urlsafe(_PASSWORD_BYTES)
+
+
+def _hashed(password: str) -> str:
+    """The SHA-256 form ACL rules accept (`#hash` adds, `!hash` removes): the clear
+    password then travels only to the caller, never over the admin connection."""
+    return hashlib.sha256(password.encode()).hexdigest()
 
 
 class RedisProvider:
@@ -240,46 +300,12 @@ class RedisProvider:
         self.target = target
         self._socket_timeout = socket_timeout
         self._dsn = _parse_dsn(target)
+        # Guards swapping the admin connection during rotate_root.
         self._lock = threading.Lock()
         self._client = self._connect(target.dsn)
 
     def __repr__(self) -> str:
         return f"RedisProvider(target={self.target.name!r})"
-
-    # -- connections ---------------------------------------------------------------
-
-    def _connect(self, dsn: str) -> redis.Redis:
-        def build() -> redis.Redis:
-            return redis.Redis.from_url(
-                dsn,
-                decode_responses=True,
-                socket_timeout=self._socket_timeout,
-                socket_connect_timeout=self._socket_timeout,
-                # One immediate retry covers a pooled connection the server closed while
-                # idle; anything longer is the caller's retry with backoff, not ours.
-                retry=Retry(NoBackoff(), 1),
-                client_name="tether",
-            )
-
-        return self._guard("connect", build)
-
-    def _guard(self, op: str, call: Callable[[], _T]) -> _T:
-        """Run `call`; turn any Redis failure into a ProviderError naming only its class."""
-        failure: str | None = None
-        try:
-            return call()
-        except RedisError as exc:
-            failure = type(exc).__name__
-        except (OSError, ValueError) as exc:  # socket and URL errors below redis-py
-            failure = type(exc).__name__
-        # Raised here, outside the except block: the original exception (whose message the
-        # server may have filled with a rule it refused) is not even kept as __context__.
-        raise ProviderError(f"redis target {self.target.name!r}: {op} failed ({failure})")
-
-    @property
-    def _redis(self) -> redis.Redis:
-        with self._lock:
-            return self._client
 
     # -- the protocol --------------------------------------------------------------
 
@@ -291,14 +317,14 @@ class RedisProvider:
         grants = parse_grants(profile.grants if profile is not None else None)
         user = self._leased_name(lease)
         password = _new_password()
-        rules = ["reset", "on", f">{password}", *grants.rules(self._dsn.db)]
+        rules = ["reset", "on", f"#{_hashed(password)}", *grants.rules(self._dsn.db)]
         r = self._redis
 
         def create() -> None:
-            # A retry after a crash finds the user already there, perhaps with connections
-            # authenticated by a password nobody received: deleting it ends those too.
+            # A retry after a crash may find the user with connections authenticated by a
+            # password nobody received: deleting it first ends those too.
             r.acl_deluser(user)
-            r.execute_command("ACL SETUSER", user, *rules)
+            _command(r, "ACL SETUSER", user, *rules)
 
         self._guard("issue", create)
         return IssuedCredential(
@@ -318,7 +344,8 @@ class RedisProvider:
         user = self._leased_name(lease)
         r = self._redis
         info = self._guard("renew", lambda: r.acl_getuser(user))
-        if not info or "on" not in info.get("flags", ()):
+        flags = info.get("flags") if info else None
+        if not isinstance(flags, list) or "on" not in flags:
             raise CredentialMissing(
                 f"redis target {self.target.name!r}: the user of lease {lease.id} is gone"
             )
@@ -328,8 +355,8 @@ class RedisProvider:
 
     def reconcile(self, live_lease_ids: Callable[[Sequence[str]], set[str]]) -> list[str]:
         r = self._redis
-        users: list[str] = self._guard("reconcile", r.acl_users)
-        owned: dict[str, str | None] = {
+        users = self._guard("reconcile", lambda: [_text(u) for u in r.acl_users()])
+        owned = {
             u: lease_id_of(u)
             for u in users
             if u.startswith(OBJECT_PREFIX) and u != self._dsn.username
@@ -339,66 +366,117 @@ class RedisProvider:
         for start in range(0, len(ids), _RECONCILE_CHUNK):
             live |= live_lease_ids(ids[start : start + _RECONCILE_CHUNK])
         dropped: list[str] = []
+        failed: list[str] = []
         # A prefixed name that maps to no lease id cannot belong to a live lease: drop it.
         for user, lease_id in sorted(owned.items()):
             if lease_id is not None and lease_id in live:
                 continue
-            self._remove(user)
+            try:
+                self._remove(user)
+            except ProviderError:
+                failed.append(user)
+                continue
             dropped.append(user)
+        if failed:
+            log.warning(
+                "reconcile could not remove some users; the next run retries",
+                extra={"target": self.target.name, "users": failed},
+            )
+            if not dropped:
+                raise ProviderError(f"redis target {self.target.name!r}: reconcile failed")
+        # What was removed is returned even after a partial failure, so it is audited.
         return dropped
 
     def rotate_root(self) -> Target:
         """Give the admin user a fresh random password and return the target with it.
 
         The new password is added and proven on a new connection before the old one is
-        removed, so a failure part-way never leaves Tether without a working credential.
+        removed, so a failure part-way never leaves this provider without a working
+        credential. If the final step fails, this provider already uses the new password
+        and a retried rotate_root completes the rotation from it.
         """
         with self._lock:
             old = self._client
             admin = self._dsn.username
             password = _new_password()
-            self._guard("rotate_root", lambda: old.execute_command("ACL SETUSER", admin, f">{password}"))
+            digest = _hashed(password)
+            self._guard("rotate_root", lambda: _command(old, "ACL SETUSER", admin, f"#{digest}"))
             new_dsn = self._dsn.admin_url(password)
             fresh = self._connect(new_dsn)
             try:
-                self._guard("rotate_root", lambda: self._whoami_is(fresh, admin))
-                # One command, so the admin has exactly the new password afterwards.
-                self._guard(
-                    "rotate_root",
-                    lambda: fresh.execute_command("ACL SETUSER", admin, "resetpass", f">{password}"),
-                )
+                self._guard("rotate_root", lambda: self._authenticated_as(fresh, admin))
             except ProviderError:
                 fresh.close()
-                # Take back the unproven password if we still can; the old one still works.
-                try:
+                # The old password still works: take back the unproven one if we can.
+                with contextlib.suppress(ProviderError):
                     self._guard(
                         "rotate_root",
-                        lambda: old.execute_command("ACL SETUSER", admin, f"<{password}"),
+                        lambda: _command(old, "ACL SETUSER", admin, f"!{digest}"),
                     )
-                except ProviderError:
-                    pass
                 raise
             self.target = replace(self.target, dsn=new_dsn)
             self._dsn = _parse_dsn(self.target)
             self._client = fresh
-        old.close()
+            old.close()
+            # One command, so afterwards the admin has exactly the new password.
+            self._guard(
+                "rotate_root",
+                lambda: _command(fresh, "ACL SETUSER", admin, "resetpass", f"#{digest}"),
+            )
+            # Pooled connections stay logged in whatever the password: prove a new login.
+            fresh.connection_pool.disconnect()
+            self._guard("rotate_root", lambda: self._authenticated_as(fresh, admin))
         return self.target
 
     def health(self) -> Mapping[str, Any]:
         r = self._redis
-        failure: str | None = None
-        try:
+
+        def probe() -> dict[str, Any]:
             r.ping()
             version = r.info("server").get("redis_version")
-            user = r.acl_whoami()
+            user = _text(r.acl_whoami())
             can_admin = self._can_administer(r, user)
-        except RedisError as exc:
-            failure = type(exc).__name__
-        except OSError as exc:
-            failure = type(exc).__name__
-        if failure is not None:
-            return {"ok": False, "error": failure}
-        return {"ok": can_admin, "version": version, "user": user, "can_admin": can_admin}
+            return {"ok": can_admin, "version": version, "user": user, "can_admin": can_admin}
+
+        result = _attempt(probe)
+        if isinstance(result, _Failed):
+            return {"ok": False, "error": result.error}
+        return result
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connect(self, dsn: str) -> redis.Redis:
+        def build() -> redis.Redis:
+            try:
+                # No client name: CLIENT SETNAME failing would fail every connection, and
+                # health should report missing rights, not a connection error.
+                return redis.Redis.from_url(
+                    dsn,
+                    decode_responses=True,
+                    socket_timeout=self._socket_timeout,
+                    socket_connect_timeout=self._socket_timeout,
+                    # One immediate retry covers a pooled connection the server closed
+                    # while idle; anything longer is the caller's retry with backoff.
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except TypeError:  # redis-py refusing an option; _parse_dsn should have
+                raise ValueError("unsupported DSN option") from None
+
+        return self._guard("connect", build)
+
+    def _guard(self, op: str, call: Callable[[], _T]) -> _T:
+        """Run `call`; turn any Redis failure into a ProviderError naming only its class."""
+        result = _attempt(call)
+        if not isinstance(result, _Failed):
+            return result
+        # Raised outside the except block that caught the original, so not even its
+        # __context__ survives: no traceback shows what the server or the socket said.
+        raise ProviderError(f"redis target {self.target.name!r}: {op} failed ({result.error})")
+
+    @property
+    def _redis(self) -> redis.Redis:
+        with self._lock:
+            return self._client
 
     # -- helpers -------------------------------------------------------------------
 
@@ -410,7 +488,7 @@ class RedisProvider:
         return user
 
     @staticmethod
-    def _whoami_is(client: redis.Redis, user: str) -> None:
+    def _authenticated_as(client: redis.Redis, user: str) -> None:
         if client.acl_whoami() != user:
             raise ResponseError("authenticated as another user")
 
@@ -421,7 +499,7 @@ class RedisProvider:
             r.acl_users()
         except NoPermissionError:
             return False
-        needed: Iterable[Sequence[str]] = (
+        needed = (
             ("ACL", "SETUSER", "probe"),
             ("ACL", "DELUSER", "probe"),
             ("CLIENT", "KILL", "USER", "probe"),
@@ -429,7 +507,9 @@ class RedisProvider:
         )
         for command in needed:
             try:
-                verdict = r.execute_command("ACL DRYRUN", user, *command)
+                verdict = _command(r, "ACL DRYRUN", user, *command)
+            except NoPermissionError:
+                return False  # cannot tell: report it rather than assume
             except ResponseError:
                 return True  # no ACL DRYRUN before Redis 7: ACL USERS answered, trust it
             if verdict != "OK":
@@ -443,17 +523,12 @@ class RedisProvider:
         r = self._redis
         if self._guard("revoke", lambda: r.acl_getuser(user)) is None:
             return
-
-        def disable() -> None:
-            # First: with no password and `off`, nothing can authenticate as it again,
-            # so the kill below cannot race a fresh login.
-            r.execute_command("ACL SETUSER", user, "off", "resetpass")
-
-        self._guard("revoke", disable)
+        # First: with no password and `off`, nothing can authenticate as it again, so the
+        # kill below cannot race a fresh login.
+        self._guard("revoke", lambda: _command(r, "ACL SETUSER", user, "off", "resetpass"))
         for _ in range(_KILL_ATTEMPTS):
             self._guard("revoke", lambda: self._kill_clients(r, user))
-            remaining = self._guard("revoke", lambda: self._clients_of(r, user))
-            if not remaining:
+            if not self._guard("revoke", lambda: self._clients_of(r, user)):
                 break
         else:
             raise ProviderError(
@@ -463,11 +538,9 @@ class RedisProvider:
 
     @staticmethod
     def _kill_clients(r: redis.Redis, user: str) -> None:
-        try:
+        # "No such user": deleted meanwhile, and deleting a user ends its clients.
+        with contextlib.suppress(ResponseError):
             r.client_kill_filter(user=user)
-        except ResponseError:
-            # "No such user": deleted meanwhile, and deleting a user ends its clients.
-            pass
 
     @staticmethod
     def _clients_of(r: redis.Redis, user: str) -> list[str]:
