@@ -31,6 +31,7 @@ from tether.providers import (
     Target,
     TargetRegistry,
 )
+from tether.static import StaticBackend, StaticCredential, StaticSecrets, VaultOnly
 from tether.store import Store, open_store
 
 log = logging.getLogger("tether")
@@ -105,6 +106,10 @@ class Tether:
             issuer_url=lambda: settings.issuer_url,
             target_provider=self.targets.provider,
         )
+        self.statics = StaticSecrets(
+            self.store, self.barrier, self.audit, self._static_backend, utcnow
+        )
+        self._static_due = 0.0
         self.worker = LifecycleWorker(self.sweep, interval=settings.sweep_interval)
         # External revocations (sessions to terminate) start at once, not at the next sweep.
         self.leases.on_ended.append(
@@ -145,6 +150,10 @@ class Tether:
         self.leases.revoke_unjustified(self.view.current.ended_vendor_ids(utcnow()))
         self.leases.retry_revocations()
         self.leases.settle_stale_pending(dt.timedelta(seconds=self.settings.pending_grace))
+        if not self.barrier.sealed and time.monotonic() >= self._static_due:
+            # Once a second: overlaps that ended, old versions still in use, rotations due.
+            self._static_due = time.monotonic() + 1.0
+            self.statics.sweep()
         if time.monotonic() >= self._housekeeping_due:
             self._housekeeping_due = time.monotonic() + self.settings.reconcile_interval
             with self.store.transaction() as tx:
@@ -152,6 +161,19 @@ class Tether:
             if not self.barrier.sealed:
                 self.signing_keys.ensure_current()
                 self.reconcile_targets()
+
+    def _static_backend(self, credential: StaticCredential) -> StaticBackend:
+        if credential.kind == "postgres-static":
+            from tether.static._postgres import PostgresStaticBackend
+
+            assert credential.target is not None
+            assert credential.users is not None
+            return PostgresStaticBackend(
+                self.targets.get(credential.target),
+                credential.users,
+                grant_from=credential.grant_from,
+            )
+        return VaultOnly()
 
     def reconcile_targets(self) -> dict[str, list[str]]:
         """Drop objects in target systems that carry Tether's prefix but no live lease."""

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tether._internal.timeutil import InvalidValue, format_time, parse_duration
+from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
 from tether.api._deps import Caller
 from tether.app import Tether
 from tether.auth import Forbidden, Principal, Unauthenticated
@@ -20,6 +20,7 @@ from tether.issuance import ExchangeRequest, OAuthError, Subject
 from tether.lease import RevokeTarget
 from tether.model import Lease, Task
 from tether.providers import ACCESS_TOKEN_TYPE
+from tether.static import StaticCredential
 from tether.store import LeaseFilter, TaskFilter
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
@@ -54,6 +55,32 @@ class CredsRequest(_Body):
     task: str | None = Field(default=None, max_length=64)
     ttl: str | None = Field(default=None, max_length=40)
     intent: str | None = Field(default=None, max_length=500)
+
+
+class CredentialCreateRequest(_Body):
+    id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(default="static", pattern="^(static|postgres-static)$")
+    owner: str = Field(min_length=1, max_length=255)
+    readers: list[str] = Field(min_length=1, max_length=100)
+    overlap: str = Field(default="1h", max_length=40)
+    rotate_every: str | None = Field(default="30d", max_length=40)
+    target: str | None = Field(default=None, max_length=128)
+    users: tuple[str, str] | None = None
+    grant_from: str | None = Field(default=None, max_length=63)
+    value: str | None = Field(default=None, min_length=16, max_length=4096, repr=False)
+
+
+class RotateRequest(_Body):
+    overlap: str | None = Field(default=None, max_length=40)
+
+
+class ExposedRequest(_Body):
+    evidence: str = Field(min_length=1, max_length=2000)
+
+
+class VerifyRequest(_Body):
+    secret: str = Field(min_length=1, max_length=4096, repr=False)
+    caller: str = Field(min_length=1, max_length=255)
 
 
 class RenewRequest(_Body):
@@ -441,6 +468,87 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
             },
             headers={"Cache-Control": "no-store"},
         )
+
+    # -- static (legacy) secrets --
+    def _credential_json(credential: StaticCredential) -> dict[str, Any]:
+        spec = credential.to_spec()
+        for version in spec["versions"]:
+            version.pop("fingerprint", None)
+        return spec
+
+    @app.post("/v1/credentials", tags=["credentials"], status_code=201)
+    def create_credential(body: CredentialCreateRequest, caller: Caller) -> dict[str, Any]:
+        caller.require_admin()
+        credential = StaticCredential(
+            id=body.id,
+            kind=body.kind,
+            owner_id=body.owner,
+            readers=tuple(body.readers),
+            overlap=_duration("overlap", body.overlap),
+            rotate_every=None
+            if body.rotate_every is None
+            else _duration("rotate_every", body.rotate_every),
+            last_rotated_at=utcnow(),
+            target=body.target,
+            users=body.users,
+            grant_from=body.grant_from,
+        )
+        node.statics.create(credential, caller.actor, body.value)
+        return _credential_json(node.statics.get(body.id))
+
+    @app.get("/v1/credentials", tags=["credentials"])
+    def list_credentials(caller: Caller) -> dict[str, Any]:
+        caller.require_reader()
+        return {"items": [_credential_json(c) for c in node.statics.all()]}
+
+    @app.get("/v1/credentials/{credential_id}", tags=["credentials"])
+    def read_credential(credential_id: str, request: Request) -> JSONResponse:
+        """A reader identity's task token gets the current version; admins get metadata."""
+        token = _bearer(request)
+        try:
+            principal = node.auth.authenticate(token)
+        except Unauthenticated:
+            subject = node.issuance.task_of(token or "")
+            secret, version = node.statics.read(credential_id, subject.identity.id)
+            return JSONResponse(
+                {
+                    "id": credential_id,
+                    "version": version.number,
+                    "value": secret,
+                    **version.details,
+                },
+                headers={"Cache-Control": "no-store"},
+            )
+        principal.require_reader()
+        return JSONResponse(_credential_json(node.statics.get(credential_id)))
+
+    @app.post("/v1/credentials/{credential_id}/rotate", tags=["credentials"])
+    def rotate_credential(
+        credential_id: str, body: RotateRequest, caller: Caller
+    ) -> dict[str, Any]:
+        caller.require_admin()
+        overlap = None if body.overlap is None else _duration("overlap", body.overlap)
+        node.statics.rotate(credential_id, caller.actor, "rotated by an operator", overlap)
+        return _credential_json(node.statics.get(credential_id))
+
+    @app.post("/v1/credentials/{credential_id}/exposed", tags=["credentials"])
+    def credential_exposed(
+        credential_id: str, body: ExposedRequest, caller: Caller
+    ) -> dict[str, Any]:
+        """Exposure evidence: rotate at once and retire the exposed version, no overlap."""
+        caller.require_admin()
+        node.statics.exposed(credential_id, body.evidence, caller.actor)
+        return _credential_json(node.statics.get(credential_id))
+
+    @app.post("/v1/credentials/{credential_id}/verify", tags=["credentials"])
+    def verify_credential(
+        credential_id: str, body: VerifyRequest, caller: Caller
+    ) -> dict[str, Any]:
+        """For systems that check a presented static secret with Tether."""
+        if not ({"admin", "introspect"} & set(caller.roles)):
+            raise Forbidden("verification needs the admin or introspect role")
+        result = node.statics.verify(credential_id, body.secret, body.caller)
+        return {"valid": result.valid, "version": result.version, "state": result.state}
 
     # -- join tokens --
     @app.post("/v1/join-tokens", tags=["tasks"], status_code=201)

@@ -658,6 +658,24 @@ def creds(
     out.print(f"  password: {result['password']}", markup=False)
 
 
+@cli.command()
+@click.argument("credential_id")
+@click.option("--overlap", help="How long the old version stays valid (default: its setting).")
+@json_option
+def rotate(credential_id: str, overlap: str | None, as_json: bool) -> None:
+    """Rotate a static credential in stages: new, tested, promoted; the old one overlaps."""
+    with _client() as client:
+        result = client.post(f"/v1/credentials/{credential_id}/rotate", {"overlap": overlap})
+    if as_json:
+        _emit_json(result)
+        return
+    current = next(v for v in result["versions"] if v["state"] == "current")
+    previous = [v for v in result["versions"] if v["state"] == "previous"]
+    out.print(f"{credential_id}: version {current['number']} is current.")
+    for version in previous:
+        out.print(f"  version {version['number']} stays valid until {version['overlap_ends_at']}.")
+
+
 cli.add_command(policy_group)
 
 

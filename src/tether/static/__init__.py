@@ -1,0 +1,26 @@
+"""Static (legacy) secrets: vaulted through the barrier, bound to the identities that may
+read them, rotated in stages with an overlap window; use of an old version is an alert."""
+
+from tether.static._backend import SecretUse, StaticBackend, VaultOnly
+from tether.static._service import (
+    InvalidCredential,
+    NotAReader,
+    SecretVersion,
+    StaticCredential,
+    StaticError,
+    StaticSecrets,
+    Verification,
+)
+
+__all__ = [
+    "InvalidCredential",
+    "NotAReader",
+    "SecretUse",
+    "SecretVersion",
+    "StaticBackend",
+    "StaticCredential",
+    "StaticError",
+    "StaticSecrets",
+    "VaultOnly",
+    "Verification",
+]
