@@ -31,7 +31,13 @@ from tether.providers import (
     Target,
     TargetRegistry,
 )
-from tether.static import StaticBackend, StaticCredential, StaticSecrets, VaultOnly
+from tether.static import (
+    PostgresStaticBackend,
+    StaticBackend,
+    StaticCredential,
+    StaticSecrets,
+    VaultOnly,
+)
 from tether.store import Store, open_store
 
 log = logging.getLogger("tether")
@@ -164,8 +170,6 @@ class Tether:
 
     def _static_backend(self, credential: StaticCredential) -> StaticBackend:
         if credential.kind == "postgres-static":
-            from tether.static._postgres import PostgresStaticBackend
-
             assert credential.target is not None
             assert credential.users is not None
             return PostgresStaticBackend(

@@ -2,6 +2,11 @@
 read them, rotated in stages with an overlap window; use of an old version is an alert."""
 
 from tether.static._backend import SecretUse, StaticBackend, VaultOnly
+from tether.static._postgres import (
+    InvalidStaticBackend,
+    PostgresStaticBackend,
+    StaticUserConflict,
+)
 from tether.static._service import (
     InvalidCredential,
     NotAReader,
@@ -14,13 +19,16 @@ from tether.static._service import (
 
 __all__ = [
     "InvalidCredential",
+    "InvalidStaticBackend",
     "NotAReader",
+    "PostgresStaticBackend",
     "SecretUse",
     "SecretVersion",
     "StaticBackend",
     "StaticCredential",
     "StaticError",
     "StaticSecrets",
+    "StaticUserConflict",
     "VaultOnly",
     "Verification",
 ]

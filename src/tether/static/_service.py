@@ -423,7 +423,7 @@ class StaticSecrets:
         for credential in self.all():
             try:
                 self.sweep_one(credential.id)
-            except ProviderError as exc:
+            except TetherError as exc:  # one credential's trouble must not stall the others
                 log.warning(
                     "static sweep failed; will retry",
                     extra={"credential": credential.id, "error": exc.code},
