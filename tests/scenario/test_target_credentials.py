@@ -299,3 +299,22 @@ def test_redis_task_end_kills_the_connection_and_refuses_new_logins(tmp_path: Pa
             _wait(lambda: node.lease(creds["lease"])["state"] == "revoked")
         finally:
             server.stop()
+
+
+def test_tether_creds_from_the_cli(node: Node, pg_cluster: PgCluster) -> None:
+    task = node.task()
+    admin_token = node.server.token
+    node.server.token = task["token"]  # a workload's CLI speaks with its task token
+    try:
+        got = node.server.cli("creds", "postgres", "payments-db-ro", "--json")
+        assert got.code == 0, got.stderr
+        creds = got.json()
+        human = node.server.cli("creds", "postgres", "payments-db-ro")
+        assert human.code == 0 and "username:" in human.stdout
+    finally:
+        node.server.token = admin_token
+    with psycopg.connect(pg_cluster.dsn(creds["username"], creds["password"])) as db:
+        assert db.execute("SELECT count(*) FROM payments.accounts").fetchone() == (3,)
+    assert creds["dsn"].startswith("postgresql://") and creds["password"] not in creds["dsn"]
+    listed = node.server.cli("lease", "list", "--task", task["id"], "--json").json()
+    assert creds["lease"] in {x["id"] for x in listed}
