@@ -7,7 +7,7 @@ import secrets
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 from tether._internal.timeutil import format_time, utcnow
 from tether.attest import (
@@ -34,7 +34,7 @@ from tether.model import (
     TaskStatus,
     bounded_expiry,
 )
-from tether.policy import Decision, PolicyEngine, PolicyRequest
+from tether.policy import Decision, PolicyEngine, PolicyRequest, entitled_scopes
 from tether.providers import (
     ACCESS_TOKEN_TYPE,
     JWT_TOKEN_TYPE,
@@ -457,51 +457,35 @@ class IssuanceService:
             actor = actor_subject.identity.id
         identity = subject.identity
         profile = self._select_profile(req, identity)
-        view = self._view.current
         now = self._clock()
-        entitlement = next((e for e in identity.entitlements if e.profile_id == profile.id), None)
-        entitled_scopes: tuple[str, ...] | None = None
-        if entitlement is not None:
-            entitled_scopes = (
-                entitlement.scopes if entitlement.scopes is not None else profile.scopes
-            )
+        entitled = entitled_scopes(identity, profile)
         parent = subject.lease if subject.via == "token" else None
-        if parent is not None and entitled_scopes is not None:
+        if parent is not None and entitled is not None:
             # A derived credential can only narrow what it was exchanged from.
-            entitled_scopes = tuple(s for s in entitled_scopes if s in parent.scopes)
-        scopes = req.scope if req.scope is not None else (entitled_scopes or ())
+            entitled = tuple(s for s in entitled if s in parent.scopes)
+        scopes = req.scope if req.scope is not None else (entitled or ())
         ttl = req.requested_ttl or profile.max_ttl
         task = subject.task
         if req.task_id is not None and (task is None or task.id != req.task_id):
             task = self._own_task(req.task_id, identity)
-        vendor = view.vendors.get(identity.vendor_id or "")
-        control = view.control(identity.kind)
         action = "exchange" if (parent is not None or actor is not None) else "issue"
-        request = PolicyRequest(
-            identity=identity,
-            action=action,
-            profile=profile,
-            entitled_scopes=entitled_scopes,
-            requested_scopes=tuple(scopes),
-            requested_ttl=ttl,
-            now=now,
-            vendor=vendor,
-            attested=subject.attested,
-            issuer_id=subject.issuer_id,
-            claims=subject.claims,
-            task_id=task.id if task else None,
-            task_name=task.name if task else None,
+        request = self._policy_request(
+            action,
+            identity,
+            profile,
+            entitled,
+            tuple(scopes),
+            ttl,
+            now,
+            subject,
+            task,
             intent=req.intent,
             source_ip=req.source_ip,
             actor=actor,
-            kind_max_ttl=control.max_ttl,
-            attestation_required=control.attestation_required,
         )
         decision = self._decide(request)
         if not decision.allowed:
-            self._audit_decision(subject, profile, decision, None, None, req, task)
-            reasons = "; ".join(decision.reasons) or "denied by policy"
-            raise OAuthError("access_denied", f"denied: {reasons}", 403)
+            self._deny(subject, profile, decision, req, task, "token.exchange")
 
         bound = self._bound(identity, profile, now, ttl, task, subject.evidence, parent)
         provider = self._providers[profile.provider]
@@ -605,42 +589,32 @@ class IssuanceService:
         if identity is None or profile is None:
             raise OAuthError("invalid_grant", "the lease's identity or profile was removed")
         ttl = ttl or profile.max_ttl
-        entitlement = next((e for e in identity.entitlements if e.profile_id == profile.id), None)
-        entitled = None
-        if entitlement is not None:
-            entitled = entitlement.scopes if entitlement.scopes is not None else profile.scopes
-        control = view.control(identity.kind)
+        subject = Subject(
+            identity=identity,
+            via="renewal",
+            attested=True,
+            issuer_id=task.issuer_id if task else None,
+            claims=dict(task.claims) if task else {},
+            task=task,
+            lease=lease,
+        )
         decision = self._decide(
-            PolicyRequest(
-                identity=identity,
-                action="renew",
-                profile=profile,
-                entitled_scopes=entitled,
-                requested_scopes=lease.scopes,
-                requested_ttl=ttl,
-                now=now,
-                vendor=view.vendors.get(identity.vendor_id or ""),
-                attested=True,
-                issuer_id=task.issuer_id if task else None,
-                claims=dict(task.claims) if task else {},
-                task_id=lease.task_id,
-                task_name=task.name if task else None,
+            self._policy_request(
+                "renew",
+                identity,
+                profile,
+                entitled_scopes(identity, profile),
+                lease.scopes,
+                ttl,
+                now,
+                subject,
+                task,
                 actor=lease.actor,
-                kind_max_ttl=control.max_ttl,
-                attestation_required=control.attestation_required,
             )
         )
-        subject = Subject(identity=identity, via="renewal", attested=True, task=task, lease=lease)
         renewal = ExchangeRequest(subject_token="", subject_token_type="")
         if not decision.allowed:
-            self._audit_decision(
-                subject, profile, decision, None, None, renewal, task, action="lease.renew"
-            )
-            raise OAuthError(
-                "access_denied",
-                "denied: " + ("; ".join(decision.reasons) or "denied by policy"),
-                403,
-            )
+            self._deny(subject, profile, decision, renewal, task, "lease.renew")
         bound = self._bound(identity, profile, now, ttl, task, None, parent)
         with self._store.transaction() as tx:
             current = tx.get_lease(lease_id)
@@ -692,43 +666,26 @@ class IssuanceService:
         task = subject.task
         if task_id is not None and (task is None or task.id != task_id):
             task = self._own_task(task_id, identity)
-        entitlement = next((e for e in identity.entitlements if e.profile_id == profile.id), None)
-        entitled = None
-        if entitlement is not None:
-            entitled = entitlement.scopes if entitlement.scopes is not None else profile.scopes
+        entitled = entitled_scopes(identity, profile)
         ttl = ttl or profile.max_ttl
-        control = view.control(identity.kind)
         decision = self._decide(
-            PolicyRequest(
-                identity=identity,
-                action="issue",
-                profile=profile,
-                entitled_scopes=entitled,
-                requested_scopes=tuple(entitled or ()),
-                requested_ttl=ttl,
-                now=now,
-                vendor=view.vendors.get(identity.vendor_id or ""),
-                attested=subject.attested,
-                issuer_id=subject.issuer_id,
-                claims=subject.claims,
-                task_id=task.id if task else None,
-                task_name=task.name if task else None,
+            self._policy_request(
+                "issue",
+                identity,
+                profile,
+                entitled,
+                tuple(entitled or ()),
+                ttl,
+                now,
+                subject,
+                task,
                 intent=intent,
                 source_ip=source_ip,
-                kind_max_ttl=control.max_ttl,
-                attestation_required=control.attestation_required,
             )
         )
         request = ExchangeRequest(subject_token="", subject_token_type="", source_ip=source_ip)
         if not decision.allowed:
-            self._audit_decision(
-                subject, profile, decision, None, None, request, task, action="credential.issue"
-            )
-            raise OAuthError(
-                "access_denied",
-                "denied: " + ("; ".join(decision.reasons) or "denied by policy"),
-                403,
-            )
+            self._deny(subject, profile, decision, request, task, "credential.issue")
         bound = self._bound(identity, profile, now, ttl, task, subject.evidence, None)
         with self._store.transaction() as tx:
             if task is None and subject.evidence is not None:
@@ -817,6 +774,60 @@ class IssuanceService:
         )
         tx.put_task(task)
         return task
+
+    def _policy_request(
+        self,
+        action: str,
+        identity: Identity,
+        profile: Profile,
+        entitled: tuple[str, ...] | None,
+        scopes: tuple[str, ...],
+        ttl: dt.timedelta,
+        now: dt.datetime,
+        subject: Subject,
+        task: Task | None,
+        *,
+        intent: str | None = None,
+        source_ip: str | None = None,
+        actor: str | None = None,
+    ) -> PolicyRequest:
+        """Everything a decision is made over; the kind's controls and vendor from the view."""
+        view = self._view.current
+        control = view.control(identity.kind)
+        return PolicyRequest(
+            identity=identity,
+            action=action,
+            profile=profile,
+            entitled_scopes=entitled,
+            requested_scopes=scopes,
+            requested_ttl=ttl,
+            now=now,
+            vendor=view.vendors.get(identity.vendor_id or ""),
+            attested=subject.attested,
+            issuer_id=subject.issuer_id,
+            claims=subject.claims,
+            task_id=task.id if task else None,
+            task_name=task.name if task else None,
+            intent=intent,
+            source_ip=source_ip,
+            actor=actor,
+            kind_max_ttl=control.max_ttl,
+            attestation_required=control.attestation_required,
+        )
+
+    def _deny(
+        self,
+        subject: Subject,
+        profile: Profile,
+        decision: Decision,
+        request: ExchangeRequest,
+        task: Task | None,
+        action: str,
+    ) -> NoReturn:
+        """A denial is evidence too: audited with its policy ids, then a 403 with the reasons."""
+        self._audit_decision(subject, profile, decision, None, None, request, task, action=action)
+        reasons = "; ".join(decision.reasons) or "denied by policy"
+        raise OAuthError("access_denied", f"denied: {reasons}", 403)
 
     def _decide(self, request: PolicyRequest) -> Decision:
         engine = self._policy.engine
