@@ -318,3 +318,28 @@ def test_tether_creds_from_the_cli(node: Node, pg_cluster: PgCluster) -> None:
     assert creds["dsn"].startswith("postgresql://") and creds["password"] not in creds["dsn"]
     listed = node.server.cli("lease", "list", "--task", task["id"], "--json").json()
     assert creds["lease"] in {x["id"] for x in listed}
+
+
+def test_renewal_moves_valid_until_after_a_fresh_decision(
+    node: Node, pg_cluster: PgCluster
+) -> None:
+    task = node.task()
+    creds = node.creds(task["token"], ttl="1m").json()
+
+    def valid_until() -> Any:
+        with pg_cluster.superuser() as db:
+            row = db.execute(
+                "SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s", (creds["username"],)
+            ).fetchone()
+        assert row is not None
+        return row[0]
+
+    before = valid_until()
+    renewed = httpx.post(
+        f"{node.server.addr}/v1/leases/{creds['lease']}/renew",
+        json={"ttl": "30m"},
+        headers={"Authorization": f"Bearer {task['token']}"},
+    )
+    assert renewed.status_code == 200, renewed.text
+    assert valid_until() > before
+    assert node.lease(creds["lease"])["expires_at"] == renewed.json()["expires_at"]

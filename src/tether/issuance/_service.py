@@ -38,6 +38,7 @@ from tether.policy import Decision, PolicyEngine, PolicyRequest, entitled_scopes
 from tether.providers import (
     ACCESS_TOKEN_TYPE,
     JWT_TOKEN_TYPE,
+    ExternalProvider,
     JwtProvider,
     OpaqueTokenProvider,
     Provider,
@@ -174,7 +175,7 @@ class IssuanceService:
         leases: LeaseService,
         token_key: Callable[[], bytes],
         issuer_url: Callable[[], str],
-        target_provider: Callable[[str], Provider] | None = None,
+        target_provider: Callable[[str], ExternalProvider] | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -576,10 +577,10 @@ class IssuanceService:
             raise OAuthError("invalid_request", f"no lease {lease_id!r} for this caller", 404)
         if lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:
             raise OAuthError("invalid_grant", f"lease {lease_id} is no longer active")
-        if lease.provider != "token":
+        if lease.provider not in ("token", "postgres", "redis"):
             raise OAuthError(
                 "invalid_request",
-                "only opaque tokens are renewed in place; exchange again for a new JWT",
+                f"{lease.provider} credentials are not renewed in place; exchange again",
             )
         if task is not None and task.status is not TaskStatus.ACTIVE:
             raise OAuthError("invalid_grant", "the lease's task has ended")
@@ -616,6 +617,11 @@ class IssuanceService:
         if not decision.allowed:
             self._deny(subject, profile, decision, renewal, task, "lease.renew")
         bound = self._bound(identity, profile, now, ttl, task, None, parent)
+        if lease.target is not None:
+            # The target's own expiry (VALID UNTIL) moves first: if the lease moved and the
+            # role did not, the credential would die before its lease says it does.
+            extended = replace(lease, expires_at=max(lease.expires_at, bound.at))
+            self._target_provider(lease.target).renew(extended)
         with self._store.transaction() as tx:
             current = tx.get_lease(lease_id)
             if current is None or current.state is not LeaseState.ACTIVE:
@@ -937,7 +943,7 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _no_targets(name: str) -> Provider:
+def _no_targets(name: str) -> ExternalProvider:
     raise OAuthError("invalid_target", f"no target {name!r} is registered", 404)
 
 
