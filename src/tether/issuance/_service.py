@@ -491,27 +491,17 @@ class IssuanceService:
         bound = self._bound(identity, profile, now, ttl, task, subject.evidence, parent)
         provider = self._providers[profile.provider]
         with self._store.transaction() as tx:
-            if task is None and subject.evidence is not None:
-                task = self._implicit_task(tx, subject, now)
-            lease = Lease(
-                id=new_id("lse"),
-                identity_id=identity.id,
-                owner_id=identity.owner_id,
-                provider=profile.provider,
-                issued_at=now,
-                expires_at=bound.at,
-                state=LeaseState.PENDING,
-                task_id=task.id if task else None,
-                parent_id=(
-                    parent.id if parent else subject.lease.id if subject.lease is not None else None
-                ),
-                profile_id=profile.id,
-                scopes=tuple(scopes),
+            lease, task = self._pending_lease(
+                tx,
+                subject,
+                profile,
+                task,
+                bound,
+                now,
+                tuple(scopes),
                 audience=profile.audience or profile.id,
                 actor=actor,
             )
-            # Invariant 1: the lease exists before the credential does.
-            tx.insert_leases([lease])
             credential = provider.issue(lease, identity, profile)
             lease = replace(lease, state=LeaseState.ACTIVE, token_hash=credential.token_hash)
             tx.put_lease(lease)
@@ -694,24 +684,17 @@ class IssuanceService:
             self._deny(subject, profile, decision, request, task, "credential.issue")
         bound = self._bound(identity, profile, now, ttl, task, subject.evidence, None)
         with self._store.transaction() as tx:
-            if task is None and subject.evidence is not None:
-                task = self._implicit_task(tx, subject, now)
-            lease = Lease(
-                id=new_id("lse"),
-                identity_id=identity.id,
-                owner_id=identity.owner_id,
-                provider=profile.provider,
-                issued_at=now,
-                expires_at=bound.at,
-                state=LeaseState.PENDING,
-                task_id=task.id if task else None,
-                parent_id=subject.lease.id if subject.lease is not None else None,
-                profile_id=profile.id,
-                scopes=tuple(entitled or ()),
+            lease, task = self._pending_lease(
+                tx,
+                subject,
+                profile,
+                task,
+                bound,
+                now,
+                tuple(entitled or ()),
                 audience=profile.target,
                 target=profile.target,
             )
-            tx.insert_leases([lease])
         crash_point("after-lease-commit")
         try:
             credential = provider.issue(lease, identity, profile)
@@ -753,6 +736,45 @@ class IssuanceService:
             details=dict(credential.extra),
             bounded_by=bound.name,
         )
+
+    def _pending_lease(
+        self,
+        tx: Tx,
+        subject: Subject,
+        profile: Profile,
+        task: Task | None,
+        bound: ExpiryBound,
+        now: dt.datetime,
+        scopes: tuple[str, ...],
+        *,
+        audience: str | None,
+        actor: str | None = None,
+        target: str | None = None,
+    ) -> tuple[Lease, Task | None]:
+        """Invariant 1, first step: the lease is written, `pending`, before anything is
+        minted. A credential from bare attestation gets its implicit task here too."""
+        if task is None and subject.evidence is not None:
+            task = self._implicit_task(tx, subject, now)
+        identity = subject.identity
+        lease = Lease(
+            id=new_id("lse"),
+            identity_id=identity.id,
+            owner_id=identity.owner_id,
+            provider=profile.provider,
+            issued_at=now,
+            expires_at=bound.at,
+            state=LeaseState.PENDING,
+            task_id=task.id if task else None,
+            # Derived from the presented credential (a task token or an issued token).
+            parent_id=subject.lease.id if subject.lease is not None else None,
+            profile_id=profile.id,
+            scopes=scopes,
+            audience=audience,
+            actor=actor,
+            target=target,
+        )
+        tx.insert_leases([lease])
+        return lease, task
 
     def _own_task(self, task_id: str, identity: Identity) -> Task:
         with self._store.read() as tx:
