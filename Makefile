@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | cksum | cut -d' ' -f1)
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.9
+#: pytest-xdist workers: one per core of this 2-core class of machine.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test lint typecheck unit bench clean lock
 
@@ -34,7 +36,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## Benchmarks; prints JSON.
 bench: $(STAMP)

@@ -14,7 +14,7 @@ from tether._internal.timeutil import utcnow
 from tether.attest import Attestor
 from tether.audit import AuditLog, Verification, verify_chain
 from tether.auth import Authenticator, Principal
-from tether.barrier import Barrier, BarrierError, BarrierStatus, encode_share
+from tether.barrier import Barrier, BarrierStatus, UnsealFailures, encode_share
 from tether.barrier._service import write_private_file
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
@@ -204,6 +204,10 @@ class Tether:
         return dropped
 
     def stop(self) -> None:
+        try:
+            self._flush_unseal_failures()
+        except Exception:  # stopping goes on; the log says what was not recorded
+            log.exception("could not record the last failed unseal attempts")
         self.worker.stop()
         self._stopping.set()
         self._rewrap_wakeup.set()
@@ -294,21 +298,54 @@ class Tether:
         return InitResult(shares=[encode_share(p) for p in parts], root_token=token)
 
     def unseal(self, share: str, source: str) -> BarrierStatus:
+        """Give one share from `source`. Failed attempts are rate-limited per source and
+        audited as per-window summaries (`sys.unseal.failed`), not one entry each."""
         was_sealed = self.barrier.sealed
-        try:
-            status = self.barrier.submit_share(share)
-        except BarrierError as exc:
-            if self.barrier.status().initialized:
-                self._audit_system("sys.unseal", f"remote:{source}", {}, "error", str(exc))
-            raise
+        status = self.barrier.submit_share(share, source, record=self._audit_unseal_failures)
         if was_sealed and not status.sealed:
+            self._flush_unseal_failures()
             self._audit_system("sys.unseal", f"remote:{source}", {"term": status.term})
             self.signing_keys.ensure_current()
             self._rewrap_wakeup.set()
         return status
 
+    def _flush_unseal_failures(self) -> None:
+        """Audit the failed unseal attempts not yet recorded (on unseal; also due on seal
+        and stop, so the counts in the log add up to the attempts)."""
+        self.barrier.unseal_guard.flush(self._audit_unseal_failures)
+
+    def _audit_unseal_failures(self, batch: Sequence[UnsealFailures]) -> None:
+        events = []
+        for failures in batch:
+            plural = "" if failures.count == 1 else "s"
+            reason = f"{failures.count} failed unseal attempt{plural}"
+            if failures.closed:
+                reason += " (window closed)"
+            elif failures.limited:
+                reason += f"; this source is refused for {failures.retry_after} s"
+            events.append(
+                AuditEvent(
+                    action="sys.unseal.failed",
+                    actor=f"remote:{failures.source}",
+                    result="error",
+                    reason=reason,
+                    details={
+                        "count": failures.count,
+                        "reasons": dict(failures.reasons),
+                        "window": "closed" if failures.closed else "open",
+                        "window_total": failures.window_total,
+                        "window_seconds": self.barrier.unseal_guard.window,
+                        "limit": self.barrier.unseal_guard.limit,
+                        "limited": failures.limited,
+                    },
+                )
+            )
+        with self.store.transaction() as tx:
+            self.audit.append(tx, events)
+
     def seal(self, principal: Principal) -> BarrierStatus:
         principal.require_admin()
+        self._flush_unseal_failures()
         # The entry is written while the keys are still there; if it fails, nothing seals.
         self._audit_system("sys.seal", principal.actor, {})
         self.barrier.seal()

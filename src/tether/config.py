@@ -23,10 +23,25 @@ class Settings:
     pending_grace: float = 60.0
     #: How often target systems are reconciled against live leases (seconds).
     reconcile_interval: float = 60.0
+    #: Peers (addresses or CIDR networks) whose `X-Forwarded-For`/`Forwarded` headers are
+    #: believed. None by default: the client address is the TCP peer's.
+    trusted_proxies: tuple[str, ...] = ()
+    #: HTTPS: the server's certificate chain and key (PEM), and optionally a CA whose
+    #: client certificates are verified.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    #: Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
+    allow_plain_http: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def issuer_url(self) -> str:
-        return (self.public_url or f"http://{self.listen}").rstrip("/")
+        scheme = "https" if self.tls else "http"
+        return (self.public_url or f"{scheme}://{self.listen}").rstrip("/")
 
     @property
     def dev_key_file(self) -> Path:
@@ -48,4 +63,17 @@ class Settings:
             public_url=os.environ.get("TETHER_PUBLIC_URL", ""),
             pending_grace=float(os.environ.get("TETHER_PENDING_GRACE", "60")),
             reconcile_interval=float(os.environ.get("TETHER_RECONCILE_INTERVAL", "60")),
+            trusted_proxies=_list(os.environ.get("TETHER_TRUSTED_PROXIES", "")),
+            tls_cert=_path(os.environ.get("TETHER_TLS_CERT")),
+            tls_key=_path(os.environ.get("TETHER_TLS_KEY")),
+            tls_client_ca=_path(os.environ.get("TETHER_TLS_CLIENT_CA")),
+            allow_plain_http=os.environ.get("TETHER_ALLOW_PLAIN_HTTP", "") in ("1", "true", "yes"),
         )
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import itertools
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -162,29 +164,101 @@ def test_two_shares_leave_it_sealed(barrier: Barrier, shares: list[str]) -> None
         barrier.encrypt("r", "test", b"x")
 
 
-def test_shares_from_another_initialization_fail_and_reset_progress(
-    store: Store, barrier: Barrier, shares: list[str]
-) -> None:
-    foreign = _foreign_shares()
-    barrier.submit_share(foreign[0])
-    barrier.submit_share(foreign[1])
-    with pytest.raises(UnsealFailed):
-        barrier.submit_share(foreign[2])
-    status = barrier.status()
-    assert status.sealed
-    assert status.progress == 0
-    # Unsealing starts again from nothing and works with the right shares.
-    _unseal(barrier, shares[2:5])
-
-
-def test_one_foreign_share_among_good_ones_fails_and_resets_progress(
+def test_shares_from_another_initialization_are_refused_one_by_one(
     barrier: Barrier, shares: list[str]
 ) -> None:
-    foreign = _foreign_shares()
+    barrier.submit_share(shares[0])
+    for foreign in _foreign_shares():
+        with pytest.raises(InvalidShare, match="not one of the shares made at init"):
+            barrier.submit_share(foreign)
+        status = barrier.status()
+        assert (status.sealed, status.progress) == (True, 1)
+    _unseal(barrier, shares[2:4])
+
+
+def _bogus_shares(good: str) -> list[str]:
+    """Well-formed shares that were never made: right length, non-zero x."""
+    x = base64.b64decode(good)[-1]
+    other_x = x % 255 + 1
+    return [
+        base64.b64encode(os.urandom(32) + bytes([x])).decode(),  # a real share's x
+        base64.b64encode(os.urandom(32) + bytes([other_x])).decode(),
+        base64.b64encode(bytes(32) + b"\x01").decode(),
+        base64.b64encode(bytes([255]) * 33).decode(),
+    ]
+
+
+def test_a_well_formed_bogus_share_is_refused_and_progress_is_unchanged(
+    barrier: Barrier, shares: list[str]
+) -> None:
     barrier.submit_share(shares[0])
     barrier.submit_share(shares[1])
+    for bogus in [*_bogus_shares(shares[2]), *_bogus_shares(shares[0])]:
+        with pytest.raises(InvalidShare, match="not one of the shares made at init") as caught:
+            barrier.submit_share(bogus)
+        assert bogus not in str(caught.value)
+        status = barrier.status()
+        assert (status.sealed, status.progress) == (True, 2)
+    third = barrier.submit_share(shares[3])
+    assert not third.sealed
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations([1, 3, 4])))
+def test_the_right_shares_unseal_in_any_order_after_bogus_ones(
+    barrier: Barrier, shares: list[str], order: tuple[int, int, int]
+) -> None:
+    for index in order:
+        with pytest.raises(InvalidShare):
+            barrier.submit_share(_bogus_shares(shares[index])[0])
+        barrier.submit_share(shares[index])
+    assert not barrier.sealed
+
+
+def test_the_config_holds_a_commitment_per_share_and_never_a_share(
+    store: Store, barrier: Barrier, shares: list[str]
+) -> None:
+    with store.read() as tx:
+        raw = tx.get_meta("barrier/config")
+    assert raw is not None
+    doc = json.loads(raw)
+    assert len(base64.b64decode(doc["commitment_key"])) == 32
+    xs = {str(base64.b64decode(s)[-1]) for s in shares}
+    assert set(doc["commitments"]) == xs
+    assert all(len(bytes.fromhex(d)) == 32 for d in doc["commitments"].values())
+    persisted = _persisted_bytes(store)
+    for share in shares:
+        raw_share = base64.b64decode(share)
+        for rendering in [*_renderings(raw_share), *_renderings(raw_share[:-1])]:
+            assert rendering not in persisted
+
+
+def _make_legacy(store: Store) -> None:
+    """Rewrite the config as Tether wrote it before share commitments existed."""
+    with store.transaction() as tx:
+        raw = tx.get_meta("barrier/config")
+        assert raw is not None
+        doc = json.loads(raw)
+        legacy = {k: doc[k] for k in ("shares", "threshold", "dev")}
+        tx.put_meta("barrier/config", json.dumps(legacy).encode())
+
+
+def test_a_legacy_config_without_commitments_still_unseals(store: Store, shares: list[str]) -> None:
+    _make_legacy(store)
+    barrier = Barrier(store)
+    assert barrier.status().shares == 5
+    _unseal(barrier, [shares[4], shares[0], shares[2]])
+
+
+def test_a_legacy_config_falls_back_to_checking_shares_when_combined(
+    store: Store, shares: list[str]
+) -> None:
+    _make_legacy(store)
+    barrier = Barrier(store)
+    foreign = _foreign_shares()
+    barrier.submit_share(shares[0])
+    barrier.submit_share(foreign[0])  # nothing to check it against on its own
     with pytest.raises(UnsealFailed):
-        barrier.submit_share(foreign[0])
+        barrier.submit_share(shares[1])
     assert barrier.status().progress == 0
     assert barrier.sealed
     _unseal(barrier, [shares[1], shares[3], shares[0]])
@@ -518,6 +592,10 @@ def test_dev_mode_writes_an_owner_only_key_file_and_unseals_from_it(
     assert status.dev
     assert (status.shares, status.threshold) == (1, 1)
     assert not status.sealed
+    with store.read() as tx:
+        raw = tx.get_meta("barrier/config")
+    assert raw is not None
+    assert set(json.loads(raw)["commitments"]) == {"1"}
 
     with store.transaction() as tx:
         barrier.put_secret(tx, "r", "test", b"dev secret")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -42,10 +43,27 @@ class Server:
     cli_stderr: list[str] = field(default_factory=list)
     #: Extra environment for the server process (not the CLI).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: HTTPS: the CA the CLI (TETHER_CACERT) and the health check verify the server with;
+    #: the TLS flags themselves go to `start`.
+    cacert: Path | None = None
+    #: mTLS: the client certificate and key the CLI and the health check present.
+    client_cert: tuple[Path, Path] | None = None
+    #: The host `start` listens on; clients always connect to 127.0.0.1.
+    listen_host: str = "127.0.0.1"
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.cacert else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx should verify this server with (`verify=`)."""
+        if self.cacert is None:
+            return True
+        context = ssl.create_default_context(cafile=self.cacert)
+        if self.client_cert:
+            context.load_cert_chain(*self.client_cert)
+        return context
 
     @property
     def log_file(self) -> Path:
@@ -59,23 +77,31 @@ class Server:
             env["TETHER_DATABASE_URL"] = self.database_url
         if self.token:
             env["TETHER_TOKEN"] = self.token
+        if self.cacert:
+            env["TETHER_CACERT"] = str(self.cacert)
+        if self.client_cert:
+            env["TETHER_CLIENT_CERT"] = str(self.client_cert[0])
+            env["TETHER_CLIENT_KEY"] = str(self.client_cert[1])
         return env
 
     def start(self, *extra: str) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
+        listen = f"{self.listen_host}:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tether", "serve", "--listen", f"127.0.0.1:{self.port}", *extra],
+            [sys.executable, "-m", "tether", "serve", "--listen", listen, *extra],
             env={**self.env(), **self.extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
+        verify = self.verify()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_file.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{self.addr}/v1/sys/health", timeout=1, verify=verify)
+                if health.status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)

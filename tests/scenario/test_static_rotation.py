@@ -170,4 +170,4 @@ def test_bad_credential_definitions_are_refused_with_the_field(api: Api) -> None
         headers=api.admin(),
         json={"id": "mainframe", "owner": "ops", "readers": ["settlement-batch"]},
     )
-    assert duplicate.status_code == 422 and "exists" in duplicate.json()["message"]
+    assert duplicate.status_code == 409 and "exists" in duplicate.json()["message"]

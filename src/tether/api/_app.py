@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import (
@@ -18,12 +19,16 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tether
 from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
+from tether.api._access import ESTATE_BODY, ROUTES, rule_for
 from tether.api._core import register_core_routes
 from tether.api._deps import Caller
+from tether.api._proxies import ClientAddress
+from tether.api._routing import TetherRoute
 from tether.api._schemas import (
     ErrorBody,
     HmacRequest,
@@ -38,33 +43,51 @@ from tether.api._schemas import (
 )
 from tether.app import Tether
 from tether.audit import record_to_json
-from tether.errors import NotFoundError, TetherError
-from tether.estate import EstateInvalid, estate_schema, parse_estate
+from tether.barrier import RateLimited
+from tether.errors import ConflictError, NotFoundError, TetherError
+from tether.estate import (
+    SAFE_ID_MAX_LENGTH,
+    SAFE_ID_PATTERN,
+    EstateInvalid,
+    estate_schema,
+    parse_estate,
+)
 from tether.model import AuditEvent, Kind
 from tether.store import ApiTokenRecord, IdentityFilter
 
 log = logging.getLogger("tether.api")
 
-#: Reachable without a token (and, but for init/unseal, while sealed).
-_PUBLIC = {
+_WHILE_SEALED = {
     "/v1/sys/health",
     "/v1/sys/status",
     "/openapi.json",
     "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
+    "/v1/sys/init",
+    "/v1/sys/unseal",
 }
-_WHILE_SEALED = _PUBLIC | {"/v1/sys/init", "/v1/sys/unseal"}
-MAX_BODY_BYTES = 64 * 1024 * 1024
+#: The ceiling for any body before routing; each route has its own, lower, limit.
+MAX_BODY_BYTES = ESTATE_BODY
+#: Sequence numbers and other integers in queries fit a signed 64-bit column.
+MAX_SEQ = 2**63 - 1
 
 
 class _Gate:
-    """Seal gate, metrics and the access log, as plain ASGI (no per-request task group)."""
+    """The client address, the seal gate, request ids, metrics, the access log, and the
+    last word on errors: an exception no handler took is a logged, counted 500 with a
+    request id and no detail. Plain ASGI (no per-request task group)."""
 
     def __init__(
-        self, app: ASGIApp, node: Tether, requests_total: Counter, latency: Histogram
+        self,
+        app: ASGIApp,
+        node: Tether,
+        requests_total: Counter,
+        latency: Histogram,
+        addresses: ClientAddress,
     ) -> None:
         self.app, self.node = app, node
         self.requests_total, self.latency = requests_total, latency
+        self.addresses = addresses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,34 +95,61 @@ class _Gate:
             return
         started = time.perf_counter()
         status = 500
+        response_started = False
+        request_id = secrets.token_hex(8)
+        peer = scope.get("client")
+        client = self.addresses.resolve(peer[0] if peer else None, scope["headers"])
+        if peer is not None and client != peer[0]:
+            scope["client"] = (client, peer[1])
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
-        if self.node.barrier.sealed and scope["path"] not in _WHILE_SEALED:
-            await _error(503, "sealed", "Tether is sealed: unseal it with `tether unseal`")(
-                scope, receive, send_status
+        try:
+            if self.node.barrier.sealed and scope["path"] not in _WHILE_SEALED:
+                await _error(503, "sealed", "Tether is sealed: unseal it with `tether unseal`")(
+                    scope, receive, send_status
+                )
+            else:
+                await self.app(scope, receive, send_status)
+        except Exception as exc:
+            status = 500
+            log.error(
+                "unhandled error",
+                exc_info=exc,
+                extra={"request_id": request_id, "path": scope["path"]},
             )
-        else:
-            await self.app(scope, receive, send_status)
-        route_path = getattr(scope.get("route"), "path", "unmatched")
-        elapsed = time.perf_counter() - started
-        self.requests_total.labels(scope["method"], route_path, str(status)).inc()
-        self.latency.labels(route_path).observe(elapsed)
-        client = scope.get("client")
-        log.info(
-            "request",
-            extra={
-                "method": scope["method"],
-                "path": route_path,
-                "status": status,
-                "ms": round(elapsed * 1000, 2),
-                "client": client[0] if client else None,
-            },
-        )
+            if not response_started:
+                await _error(
+                    500,
+                    "internal",
+                    f"internal error (request id {request_id}); see the server log",
+                    request_id=request_id,
+                )(scope, receive, send_status)
+        finally:
+            route_path = getattr(scope.get("route"), "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            self.requests_total.labels(scope["method"], route_path, str(status)).inc()
+            self.latency.labels(route_path).observe(elapsed)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": route_path,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                    "client": client,
+                    "request_id": request_id,
+                },
+            )
 
 
 class _BodyLimit:
@@ -161,11 +211,11 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _error(status: int, code: str, message: str, problems: Any = None) -> JSONResponse:
-    return JSONResponse(
-        ErrorBody(error=code, message=message, problems=problems).model_dump(exclude_none=True),
-        status_code=status,
-    )
+def _error(
+    status: int, code: str, message: str, problems: Any = None, **extra: Any
+) -> JSONResponse:
+    body = ErrorBody(error=code, message=message, problems=problems).model_dump(exclude_none=True)
+    return JSONResponse({**body, **extra}, status_code=status)
 
 
 def _token_info(record: ApiTokenRecord) -> dict[str, Any]:
@@ -188,6 +238,7 @@ def create_app(node: Tether) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.router.route_class = TetherRoute
     app.state.node = node
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     registry = CollectorRegistry()
@@ -214,15 +265,26 @@ def create_app(node: Tether) -> FastAPI:
 
     audit_entries.set_function(_audit_head)
 
-    app.add_middleware(_Gate, node=node, requests_total=requests_total, latency=latency)
+    app.add_middleware(
+        _Gate,
+        node=node,
+        requests_total=requests_total,
+        latency=latency,
+        addresses=ClientAddress(node.settings.trusted_proxies),
+    )
 
     @app.exception_handler(TetherError)
     async def _tether_error(_request: Request, exc: TetherError) -> JSONResponse:
         problems = None
+        extra: dict[str, Any] = {}
         if isinstance(exc, EstateInvalid):
             problems = [{"path": p.path, "message": p.message} for p in exc.problems]
+            extra["problem_count"] = getattr(exc, "count", len(problems))
+            extra["problems_truncated"] = bool(getattr(exc, "truncated", False))
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        response = _error(exc.status_code, exc.code, str(exc), problems)
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        response = _error(exc.status_code, exc.code, str(exc), problems, **extra)
         if headers:
             response.headers.update(headers)
         return response
@@ -230,29 +292,28 @@ def create_app(node: Tether) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Unparseable bodies, unknown routes and wrong methods: the same shape as the rest.
-        codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        codes = {
+            400: "invalid_request",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }
         response = _error(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Every method the path has, not only those of the first route that matched.
+            response.headers["Allow"] = ", ".join(_methods_of(app, _request.scope))
         return response
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {
-                "path": ".".join(str(p) for p in e["loc"] if p != "body") or "(body)",
-                "message": e["msg"],
-            }
-            for e in exc.errors()
+            {"path": _field_path(e["loc"]), "message": e["msg"]} for e in exc.errors()[:100]
         ]
         message = "; ".join(f"{p['path']}: {p['message']}" for p in problems[:5])
         return _error(422, "invalid_request", f"invalid request: {message}", problems)
-
-    @app.exception_handler(Exception)
-    async def _internal(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
-        return _error(500, "internal", "internal error; see the server log")
 
     # -- system --
     @app.get("/v1/sys/health", tags=["sys"])
@@ -265,6 +326,8 @@ def create_app(node: Tether) -> FastAPI:
 
     @app.post("/v1/sys/init", tags=["sys"], response_model=InitResponse)
     def init(body: InitRequest) -> Any:
+        if node.barrier.status().initialized:
+            raise ConflictError("Tether is already initialized")
         return node.initialize(body.shares, body.threshold, seal_after=True)
 
     @app.post("/v1/sys/unseal", tags=["sys"], response_model=StatusResponse)
@@ -282,7 +345,6 @@ def create_app(node: Tether) -> FastAPI:
     # -- tokens --
     @app.post("/v1/tokens", tags=["tokens"], response_model=TokenCreateResponse, status_code=201)
     def create_token(body: TokenCreateRequest, caller: Caller) -> Any:
-        caller.require_admin()
         try:
             ttl = None if body.ttl is None else parse_duration(body.ttl)
         except InvalidValue as exc:
@@ -307,13 +369,11 @@ def create_app(node: Tether) -> FastAPI:
 
     @app.get("/v1/tokens", tags=["tokens"], response_model=list[TokenInfo])
     def list_tokens(caller: Caller) -> Any:
-        caller.require_admin()
         with node.store.read() as tx:
             return [_token_info(r) for r in tx.list_api_tokens()]
 
     @app.delete("/v1/tokens/{token_id}", tags=["tokens"], status_code=204)
     def revoke_token(token_id: str, caller: Caller) -> Response:
-        caller.require_admin()
         with node.store.transaction() as tx:
             if not tx.revoke_api_token(token_id, utcnow()):
                 raise NotFoundError(f"no active token {token_id!r}")
@@ -339,7 +399,6 @@ def create_app(node: Tether) -> FastAPI:
         document: Annotated[Any, Body()],
         dry_run: Annotated[bool, Query()] = False,
     ) -> dict[str, Any]:
-        caller.require_admin()
         estate = parse_estate(document)
         plan = (
             node.estate.plan(estate)
@@ -372,30 +431,40 @@ def create_app(node: Tether) -> FastAPI:
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
     @app.get("/v1/identities/{identity_id}", tags=["inventory"])
-    def show_identity(identity_id: str, caller: Caller) -> dict[str, Any]:
+    def show_identity(
+        identity_id: Annotated[str, Path(pattern=SAFE_ID_PATTERN, max_length=SAFE_ID_MAX_LENGTH)],
+        caller: Caller,
+    ) -> dict[str, Any]:
         return node.estate.get_identity(identity_id, caller.owner_scope())
 
     # -- audit --
     @app.get("/v1/audit", tags=["audit"])
     def list_audit(
         caller: Caller,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
         identity: Annotated[str | None, Query(max_length=255)] = None,
     ) -> dict[str, Any]:
-        caller.require_reader()
         with node.store.read() as tx:
             records = tx.list_audit(after, limit, identity)
         return {"items": [record_to_json(r) for r in records]}
 
     @app.get("/v1/audit/verify", tags=["audit"])
     def verify_audit(caller: Caller) -> dict[str, Any]:
-        caller.require_reader()
         return node.verify_audit().to_dict()
 
-    @app.get("/v1/audit/export", tags=["audit"])
+    @app.get(
+        "/v1/audit/export",
+        tags=["audit"],
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "The audit log, one JSON object a line",
+                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def export_audit(caller: Caller) -> StreamingResponse:
-        caller.require_reader()
 
         def lines() -> Iterator[str]:
             for record in node.store.iter_audit():
@@ -409,11 +478,10 @@ def create_app(node: Tether) -> FastAPI:
     @app.get("/v1/alerts", tags=["audit"])
     def list_alerts(
         caller: Caller,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 100,
     ) -> dict[str, Any]:
         """Alerts (failed revocations, use of retired secrets ...): audit entries `alert.*`."""
-        caller.require_reader()
         with node.store.read() as tx:
             records = tx.list_audit(after, limit, action_prefix="alert.")
         return {"items": [record_to_json(r) for r in records]}
@@ -421,18 +489,66 @@ def create_app(node: Tether) -> FastAPI:
     @app.post("/v1/audit/hmac", tags=["audit"])
     def audit_hmac(body: HmacRequest, caller: Caller) -> dict[str, str]:
         """The HMAC a sensitive value would have in the log, to look for it there."""
-        caller.require_reader()
         return {"hmac": node.audit.fingerprint(body.value)}
 
     register_core_routes(app, node)
 
     # -- observability --
-    @app.get("/metrics", tags=["sys"])
+    @app.get(
+        "/metrics",
+        tags=["sys"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def metrics(caller: Caller) -> Response:
-        caller.require_reader()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    _check_every_route_has_a_rule(app)
     return app
+
+
+def _field_path(loc: Any) -> str:
+    """`roles[1]`, `query.after`: the path of a bad field as the estate names them."""
+    out = ""
+    for part in loc:
+        if part == "body":
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
+def _methods_of(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods of the most specific routes the path matches: `/v1/leases/revoke`
+    is its own resource, not a lease named "revoke"."""
+    by_params: dict[int, set[str]] = {}
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches({**scope, "method": "__none__"})
+            if match is not Match.NONE:
+                by_params.setdefault(route.path.count("{"), set()).update(route.methods)
+    return sorted(by_params[min(by_params)]) if by_params else []
+
+
+def _check_every_route_has_a_rule(app: FastAPI) -> None:
+    """Building the app fails if a route is missing from the access table, or the table
+    names a route that does not exist (a rule nobody reads is a rule that drifted)."""
+    seen: set[tuple[str, str]] = set()
+    for route in app.routes:
+        if not isinstance(route, Route):
+            continue
+        for method in route.methods or ():
+            if method == "HEAD":
+                continue
+            rule_for(method, route.path)  # raises LookupError naming the route
+            seen.add((method, route.path))
+    stale = set(ROUTES) - seen
+    if stale:
+        raise LookupError(f"access rules for routes that do not exist: {sorted(stale)}")
 
 
 class _Invalid(TetherError):

@@ -8,13 +8,15 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
-from tether.api._deps import Caller
+from tether.api._access import Admitted
+from tether.api._deps import Admission, Caller
+from tether.api._schemas import DURATION_PATTERN, _Body
 from tether.app import Tether
-from tether.auth import Forbidden, Principal, Unauthenticated
+from tether.auth import Forbidden
 from tether.errors import NotFoundError
 from tether.issuance import ExchangeRequest, OAuthError, Subject
 from tether.lease import RevokeTarget
@@ -27,13 +29,9 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 _MAX_FIELD = 16 * 1024
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class TaskStartRequest(_Body):
     name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
-    ttl: str = Field(default="1h", max_length=40)
+    ttl: str = Field(default="1h", max_length=40, pattern=DURATION_PATTERN)
 
 
 class RevokeRequest(_Body):
@@ -53,7 +51,7 @@ class TargetAddRequest(_Body):
 
 class CredsRequest(_Body):
     task: str | None = Field(default=None, max_length=64)
-    ttl: str | None = Field(default=None, max_length=40)
+    ttl: str | None = Field(default=None, max_length=40, pattern=DURATION_PATTERN)
     intent: str | None = Field(default=None, max_length=500)
 
 
@@ -62,8 +60,8 @@ class CredentialCreateRequest(_Body):
     kind: str = Field(default="static", pattern="^(static|postgres-static)$")
     owner: str = Field(min_length=1, max_length=255)
     readers: list[str] = Field(min_length=1, max_length=100)
-    overlap: str = Field(default="1h", max_length=40)
-    rotate_every: str | None = Field(default="30d", max_length=40)
+    overlap: str = Field(default="1h", max_length=40, pattern=DURATION_PATTERN)
+    rotate_every: str | None = Field(default="30d", max_length=40, pattern=DURATION_PATTERN)
     target: str | None = Field(default=None, max_length=128)
     users: tuple[str, str] | None = None
     grant_from: str | None = Field(default=None, max_length=63)
@@ -71,7 +69,7 @@ class CredentialCreateRequest(_Body):
 
 
 class RotateRequest(_Body):
-    overlap: str | None = Field(default=None, max_length=40)
+    overlap: str | None = Field(default=None, max_length=40, pattern=DURATION_PATTERN)
 
 
 class ExposedRequest(_Body):
@@ -84,12 +82,64 @@ class VerifyRequest(_Body):
 
 
 class RenewRequest(_Body):
-    ttl: str | None = Field(default=None, max_length=40)
+    ttl: str | None = Field(default=None, max_length=40, pattern=DURATION_PATTERN)
 
 
 class JoinTokenRequest(_Body):
     identity: str = Field(min_length=1, max_length=255)
-    ttl: str = Field(default="1h", max_length=40)
+    ttl: str = Field(default="1h", max_length=40, pattern=DURATION_PATTERN)
+
+
+_DURATION = {"type": "string", "pattern": DURATION_PATTERN, "maxLength": 40}
+_FORM_FIELD = {"type": "string", "maxLength": _MAX_FIELD}
+_REQUIRED_FIELD = {"type": "string", "minLength": 1, "maxLength": _MAX_FIELD}
+
+
+def _form_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An `application/x-www-form-urlencoded` request body, for the OpenAPI document."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": properties,
+                        "required": required,
+                    }
+                }
+            },
+        }
+    }
+
+
+_TOKEN_FORM = _form_body(
+    {
+        "grant_type": {"type": "string", "enum": [TOKEN_EXCHANGE]},
+        "subject_token": _REQUIRED_FIELD,
+        "subject_token_type": {
+            "type": "string",
+            "enum": [
+                "urn:ietf:params:oauth:token-type:access_token",
+                "urn:ietf:params:oauth:token-type:jwt",
+            ],
+        },
+        "audience": _FORM_FIELD,
+        "resource": _FORM_FIELD,
+        "scope": _FORM_FIELD,
+        "ttl": _DURATION,
+        "requested_token_type": _FORM_FIELD,
+        "actor_token": _FORM_FIELD,
+        "actor_token_type": _FORM_FIELD,
+        "task": {"type": "string", "maxLength": 64},
+        "intent": {"type": "string", "maxLength": 500},
+    },
+    ["grant_type", "subject_token", "subject_token_type"],
+)
+_TOKEN_ONLY_FORM = _form_body(
+    {"token": _REQUIRED_FIELD, "token_type_hint": _FORM_FIELD},
+    ["token"],
+)
 
 
 def _duration(field: str, text: str) -> Any:
@@ -169,18 +219,6 @@ def _lease_json(lease: Lease) -> dict[str, Any]:
 
 
 def register_core_routes(app: FastAPI, node: Tether) -> None:
-    def admin_or_task(request: Request, task_id: str) -> tuple[str, Principal | Subject]:
-        """An admin or owner token, or the task's own task token."""
-        token = _bearer(request)
-        try:
-            principal = node.auth.authenticate(token)
-        except Unauthenticated:
-            subject = node.issuance.task_of(token or "")
-            if subject.task is None or subject.task.id != task_id:
-                raise Forbidden("this task token belongs to another task") from None
-            return f"workload:{subject.identity.id}", subject
-        return principal.actor, principal
-
     @app.exception_handler(OAuthError)
     async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
         headers = {"Cache-Control": "no-store"}
@@ -214,7 +252,7 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
     def jwks() -> dict[str, Any]:
         return node.signing_keys.jwks()
 
-    @app.post("/oauth2/token", tags=["oauth"])
+    @app.post("/oauth2/token", tags=["oauth"], openapi_extra=_TOKEN_FORM)
     async def token(request: Request) -> JSONResponse:
         form = await _form(request)
         if form.get("grant_type") != TOKEN_EXCHANGE:
@@ -246,18 +284,20 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         }
         return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    @app.post("/oauth2/introspect", tags=["oauth"])
+    @app.post("/oauth2/introspect", tags=["oauth"], openapi_extra=_TOKEN_ONLY_FORM)
     async def introspect(request: Request, caller: Caller) -> JSONResponse:
-        if not ({"admin", "introspect"} & set(caller.roles)):
-            raise Forbidden("introspection needs the admin or introspect role")
         form = await _form(request)
-        result = await run_in_threadpool(node.issuance.introspect, form.get("token", ""))
+        if not form.get("token"):
+            raise OAuthError("invalid_request", "token is required")
+        result = await run_in_threadpool(node.issuance.introspect, form["token"])
         return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
-    @app.post("/oauth2/revoke", tags=["oauth"])
+    @app.post("/oauth2/revoke", tags=["oauth"], openapi_extra=_TOKEN_ONLY_FORM)
     async def revoke(request: Request) -> JSONResponse:
         form = await _form(request)
-        token_value = form.get("token", "")
+        token_value = form.get("token")
+        if not token_value:
+            raise OAuthError("invalid_request", "token is required")
         bearer = _bearer(request)
         actor = "holder"
         if bearer is not None:
@@ -286,11 +326,12 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         return {**_task_json(started.task), "token": started.token, "token_type": ACCESS_TOKEN_TYPE}
 
     @app.post("/v1/tasks/{task_id}/end", tags=["tasks"])
-    def end_task(task_id: str, request: Request) -> dict[str, Any]:
-        actor, who = admin_or_task(request, task_id)
+    def end_task(task_id: str, admitted: Admission) -> dict[str, Any]:
+        """The task's own task token, an admin, or the owner of the task's identity."""
+        actor = _actor(admitted)
         with node.store.read() as tx:
             task = tx.get_task(task_id)
-        if task is None or (isinstance(who, Principal) and not _may_see(node, who, task)):
+        if task is None:
             raise NotFoundError(f"no task {task_id!r}")
         revoked = node.leases.end_task(task, "task ended", actor)
         node.worker.wake()
@@ -324,7 +365,7 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
     def show_task(task_id: str, caller: Caller) -> dict[str, Any]:
         with node.store.read() as tx:
             task = tx.get_task(task_id)
-        if task is None or not _may_see(node, caller, task):
+        if task is None:
             raise NotFoundError(f"no task {task_id!r}")
         return _task_json(task)
 
@@ -369,23 +410,15 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
     def show_lease(lease_id: str, caller: Caller) -> dict[str, Any]:
         with node.store.read() as tx:
             lease = tx.get_lease(lease_id)
-        if lease is None or not caller.may_see_owner(lease.owner_id):
+        if lease is None:
             raise NotFoundError(f"no lease {lease_id!r}")
         return _lease_json(lease)
 
     @app.post("/v1/leases/{lease_id}/renew", tags=["leases"])
-    def renew_lease(lease_id: str, body: RenewRequest, request: Request) -> dict[str, Any]:
+    def renew_lease(lease_id: str, body: RenewRequest, admitted: Admission) -> dict[str, Any]:
         """Extend an opaque token's lease; policy decides again (action `renew`)."""
-        token = _bearer(request)
-        caller: Subject | None
-        try:
-            principal = node.auth.authenticate(token)
-        except Unauthenticated:
-            caller = node.issuance.task_of(token or "")
-            actor = f"workload:{caller.identity.id}"
-        else:
-            principal.require_admin()
-            caller, actor = None, principal.actor
+        caller: Subject | None = admitted.task_subject
+        actor = _actor(admitted)
         ttl = None if body.ttl is None else _duration("ttl", body.ttl)
         lease, bound = node.issuance.renew(lease_id, caller, actor, ttl)
         return {**_lease_json(lease), "bounded_by": bound.name}
@@ -398,11 +431,8 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
             raise OAuthError(
                 "invalid_request", "give exactly one of lease, task, identity, owner or all", 422
             )
-        if body.owner is not None and caller.owner_scope() is not None:
-            if body.owner not in caller.owned():
-                raise Forbidden("owners may revoke only their own identities' leases")
-        else:
-            caller.require_admin()
+        if not caller.is_admin and (body.owner is None or body.owner not in caller.owned()):
+            raise Forbidden("owners may revoke only by `owner`, naming one of their own")
         target = RevokeTarget(
             lease_id=body.lease,
             task_id=body.task,
@@ -417,23 +447,19 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
     # -- target systems and their credentials --
     @app.post("/v1/targets", tags=["targets"], status_code=201)
     def add_target(body: TargetAddRequest, caller: Caller) -> dict[str, Any]:
-        caller.require_admin()
         node.targets.add(body.name, body.kind, body.dsn, caller.actor)
         return {"name": body.name, "kind": body.kind}
 
     @app.get("/v1/targets", tags=["targets"])
     def list_targets(caller: Caller) -> dict[str, Any]:
-        caller.require_reader()
         return {"items": [{"name": n, "kind": k} for n, k in sorted(node.targets.kinds().items())]}
 
     @app.get("/v1/targets/{name}/health", tags=["targets"])
     def target_health(name: str, caller: Caller) -> dict[str, Any]:
-        caller.require_reader()
         return {"name": name, **node.targets.provider(name).health()}
 
     @app.post("/v1/targets/{name}/rotate-root", tags=["targets"])
     def rotate_target_root(name: str, caller: Caller) -> dict[str, Any]:
-        caller.require_admin()
         node.targets.rotate_root(name, caller.actor)
         return {"name": name, "rotated": True}
 
@@ -478,7 +504,6 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
 
     @app.post("/v1/credentials", tags=["credentials"], status_code=201)
     def create_credential(body: CredentialCreateRequest, caller: Caller) -> dict[str, Any]:
-        caller.require_admin()
         credential = StaticCredential(
             id=body.id,
             kind=body.kind,
@@ -498,17 +523,13 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
 
     @app.get("/v1/credentials", tags=["credentials"])
     def list_credentials(caller: Caller) -> dict[str, Any]:
-        caller.require_reader()
         return {"items": [_credential_json(c) for c in node.statics.all()]}
 
     @app.get("/v1/credentials/{credential_id}", tags=["credentials"])
-    def read_credential(credential_id: str, request: Request) -> JSONResponse:
+    def read_credential(credential_id: str, admitted: Admission) -> JSONResponse:
         """A reader identity's task token gets the current version; admins get metadata."""
-        token = _bearer(request)
-        try:
-            principal = node.auth.authenticate(token)
-        except Unauthenticated:
-            subject = node.issuance.task_of(token or "")
+        subject = admitted.task_subject
+        if subject is not None:
             secret, version = node.statics.read(credential_id, subject.identity.id)
             return JSONResponse(
                 {
@@ -519,14 +540,12 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
                 },
                 headers={"Cache-Control": "no-store"},
             )
-        principal.require_reader()
         return JSONResponse(_credential_json(node.statics.get(credential_id)))
 
     @app.post("/v1/credentials/{credential_id}/rotate", tags=["credentials"])
     def rotate_credential(
         credential_id: str, body: RotateRequest, caller: Caller
     ) -> dict[str, Any]:
-        caller.require_admin()
         overlap = None if body.overlap is None else _duration("overlap", body.overlap)
         node.statics.rotate(credential_id, caller.actor, "rotated by an operator", overlap)
         return _credential_json(node.statics.get(credential_id))
@@ -536,7 +555,6 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         credential_id: str, body: ExposedRequest, caller: Caller
     ) -> dict[str, Any]:
         """Exposure evidence: rotate at once and retire the exposed version, no overlap."""
-        caller.require_admin()
         node.statics.exposed(credential_id, body.evidence, caller.actor)
         return _credential_json(node.statics.get(credential_id))
 
@@ -545,15 +563,12 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         credential_id: str, body: VerifyRequest, caller: Caller
     ) -> dict[str, Any]:
         """For systems that check a presented static secret with Tether."""
-        if not ({"admin", "introspect"} & set(caller.roles)):
-            raise Forbidden("verification needs the admin or introspect role")
         result = node.statics.verify(credential_id, body.secret, body.caller)
         return {"valid": result.valid, "version": result.version, "state": result.state}
 
     # -- join tokens --
     @app.post("/v1/join-tokens", tags=["tasks"], status_code=201)
     def create_join_token(body: JoinTokenRequest, caller: Caller) -> dict[str, Any]:
-        caller.require_admin()
         token_value, record = node.issuance.create_join_token(
             body.identity, _duration("ttl", body.ttl), caller.actor
         )
@@ -565,8 +580,8 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         }
 
 
-def _may_see(node: Tether, principal: Principal, task: Task) -> bool:
-    if principal.owner_scope() is None:
-        return True
-    identity = node.view.current.identities.get(task.identity_id)
-    return identity is not None and principal.may_see_owner(identity.owner_id)
+def _actor(admitted: Admitted) -> str:
+    if admitted.task_subject is not None:
+        return f"workload:{admitted.task_subject.identity.id}"
+    assert admitted.principal is not None
+    return admitted.principal.actor

@@ -6,17 +6,23 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tether.app import Tether
-from tether.auth import Principal
+from tether.api._access import Admitted
+from tether.auth import Principal, Unauthenticated
+
+
+def admission(request: Request) -> Admitted:
+    """What the access table admitted for this request (see `tether.api._access`)."""
+    admitted: Admitted = request.state.admitted
+    return admitted
 
 
 def principal(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer <Tether API token>`."""
-    node: Tether = request.app.state.node
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
-    return node.auth.authenticate(token.strip() or None)
+    """The caller's API token, as the access table admitted it."""
+    admitted = admission(request)
+    if admitted.principal is None:
+        raise Unauthenticated("an API token is required: set TETHER_TOKEN or send a bearer token")
+    return admitted.principal
 
 
 Caller = Annotated[Principal, Depends(principal)]
+Admission = Annotated[Admitted, Depends(admission)]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from tether.auth import ROLE_PATTERN
+
+#: A duration as Tether writes it (`90s`, `15m`, `1h30m`, `30d`, `2w`), longer than zero.
+DURATION_PATTERN = r"^(?=.*[1-9])([0-9]{1,9}[smhdw])+$"
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
 
 class InitRequest(_Body):
@@ -20,7 +27,8 @@ class InitResponse(BaseModel):
 
 
 class UnsealRequest(_Body):
-    share: str = Field(min_length=1, max_length=128)
+    # 33 bytes (the x coordinate and 32 of the root key) in base64.
+    share: str = Field(pattern=r"^[A-Za-z0-9+/]{44}$", repr=False)
 
 
 class StatusResponse(BaseModel):
@@ -39,8 +47,8 @@ class RotateResponse(BaseModel):
 
 class TokenCreateRequest(_Body):
     name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
-    roles: list[str] = Field(min_length=1, max_length=20)
-    ttl: str | None = Field(default=None, max_length=40)
+    roles: list[Annotated[str, Field(pattern=ROLE_PATTERN)]] = Field(min_length=1, max_length=20)
+    ttl: str | None = Field(default=None, max_length=40, pattern=DURATION_PATTERN)
 
 
 class TokenInfo(BaseModel):
@@ -58,7 +66,7 @@ class TokenCreateResponse(TokenInfo):
 
 
 class HmacRequest(_Body):
-    value: str = Field(min_length=1, max_length=65536)
+    value: str = Field(min_length=1, max_length=4096, repr=False)
 
 
 class ErrorBody(BaseModel):

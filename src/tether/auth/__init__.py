@@ -1,13 +1,16 @@
 """Authentication and authorization of API callers by Tether tokens and roles.
 
-Roles: `admin` (everything), `auditor` (read-only, audit included), `owner:<id>` (read
-that owner's identities).
+Roles: `admin` (everything), `auditor` (read-only, audit included), `owner:<id>` (that
+owner's identities: read them, end their tasks, revoke their leases), `introspect`
+(resource servers: RFC 7662 introspection and static-secret verification). Which role
+reaches which route is one table, `tether.api._access.ROUTES`.
 """
 
-from tether.auth._service import Authenticator, Principal, validate_roles
+from tether.auth._service import ROLE_PATTERN, Authenticator, Principal, validate_roles
 from tether.auth.errors import AuthError, Forbidden, InvalidRole, Unauthenticated
 
 __all__ = [
+    "ROLE_PATTERN",
     "AuthError",
     "Authenticator",
     "Forbidden",

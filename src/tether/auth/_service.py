@@ -13,7 +13,11 @@ from tether.auth.errors import Forbidden, InvalidRole, Unauthenticated
 from tether.auth.tokens import is_well_formed, new_token, token_hash
 from tether.store import ApiTokenRecord, Store, Tx
 
-_ROLE = re.compile(r"admin|auditor|introspect|owner:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+#: An API token's role, as a pattern the HTTP schema publishes too.
+ROLE_PATTERN = (
+    r"^(admin|auditor|introspect|owner:[A-Za-z0-9]([A-Za-z0-9_:@-]|\.[A-Za-z0-9_:@-]){0,127}\.?)$"
+)
+_ROLE = re.compile(ROLE_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,8 @@ def validate_roles(roles: Sequence[str]) -> tuple[str, ...]:
             "roles: at least one role is required (admin, auditor, introspect, owner:<id>)"
         )
     for index, role in enumerate(roles):
-        if not isinstance(role, str) or not _ROLE.fullmatch(role):
+        # An owner id is a safe id: at most 128 characters, no "..".
+        if not isinstance(role, str) or not _ROLE.fullmatch(role) or len(role) > 6 + 128:
             raise InvalidRole(f"roles[{index}]: must be admin, auditor, introspect or owner:<id>")
     return tuple(dict.fromkeys(roles))
 

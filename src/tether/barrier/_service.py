@@ -2,11 +2,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
+import math
 import os
 import threading
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.barrier import shamir
@@ -15,6 +21,7 @@ from tether.barrier.errors import (
     DecryptionFailed,
     InvalidShare,
     NotInitialized,
+    RateLimited,
     Sealed,
     UnknownTerm,
     UnsealFailed,
@@ -25,6 +32,16 @@ from tether.store import SealedRecord, Store, Tx
 _CONFIG_KEY = "barrier/config"
 _KEYRING_KEY = "barrier/keyring"
 _ROOT_KEY_BYTES = 32
+_COMMITMENT_KEY_BYTES = 32
+
+#: Failed unseal attempts one source may make in a window before it is refused.
+UNSEAL_FAILURE_LIMIT = 10
+#: Seconds a source's failure window lasts, from its first failure.
+UNSEAL_FAILURE_WINDOW = 60.0
+#: Sources tracked at once; past this the oldest window is closed early (and summarized).
+UNSEAL_MAX_SOURCES = 10_000
+#: The reason recorded for an attempt refused by the limit (its share is never read).
+REFUSED_UNREAD = "refused unread: too many failed attempts from this source"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +49,39 @@ class SealConfig:
     shares: int
     threshold: int
     dev: bool = False
+    #: Key of the share commitments; None in configs written before commitments existed.
+    commitment_key: bytes | None = None
+    #: Share x coordinate -> HMAC-SHA256(commitment_key, share). Never the share itself.
+    commitments: Mapping[int, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> SealConfig:
+        doc = json.loads(raw)
+        key = doc.get("commitment_key")
+        return cls(
+            shares=doc["shares"],
+            threshold=doc["threshold"],
+            dev=doc.get("dev", False),
+            commitment_key=None if key is None else base64.b64decode(key),
+            commitments={
+                int(x): bytes.fromhex(digest) for x, digest in doc.get("commitments", {}).items()
+            },
+        )
+
+    def to_json(self) -> bytes:
+        doc: dict[str, object] = {
+            "shares": self.shares,
+            "threshold": self.threshold,
+            "dev": self.dev,
+        }
+        if self.commitment_key is not None:
+            doc["commitment_key"] = base64.b64encode(self.commitment_key).decode()
+            doc["commitments"] = {str(x): d.hex() for x, d in sorted(self.commitments.items())}
+        return json.dumps(doc).encode()
+
+
+def _commitment(key: bytes, share: bytes) -> bytes:
+    return hmac.new(key, share, hashlib.sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,25 +109,172 @@ def decode_share(text: str) -> bytes:
     return share
 
 
+@dataclass(frozen=True, slots=True)
+class UnsealFailures:
+    """Failed unseal attempts from one source that the audit log has not yet recorded.
+
+    Reasons are fixed error messages, never anything taken from a submitted share.
+    """
+
+    source: str
+    #: Attempts this summary records (each failed attempt is in exactly one summary).
+    count: int
+    #: How many of `count` failed for each reason.
+    reasons: Mapping[str, int]
+    #: Failed attempts in the source's window so far, earlier summaries included.
+    window_total: int
+    #: The source is refused until its window ends.
+    limited: bool
+    #: Whole seconds until the window ends (0 once it has).
+    retry_after: int
+    #: The window has ended (or was dropped to bound memory): no more attempts join it.
+    closed: bool
+
+
+#: Receives summaries as they fall due; it writes them to the audit log.
+FailureSink = Callable[[Sequence[UnsealFailures]], None]
+
+
+class _Window:
+    __slots__ = ("failures", "started", "total", "unrecorded")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.failures = 0  # attempts that were read and failed: what the limit counts
+        self.total = 0  # every failed attempt, refused ones included
+        self.unrecorded: dict[str, int] = {}  # reason -> attempts not yet summarized
+
+
+class UnsealGuard:
+    """Rate-limits failed unseal attempts per source and tallies them for the audit log.
+
+    A source's window opens at its first failure and lasts `window` seconds; after
+    `limit` failures in it, further attempts are refused unread until it ends. Instead of
+    one audit entry per failure, a window yields a summary at its first failure, one when
+    it reaches the limit, and one for the rest when it closes or is flushed, so the
+    counts of a source's summaries add up to its failed attempts. At most `max_sources`
+    windows are held: a new source past that closes the oldest window early.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        limit: int = UNSEAL_FAILURE_LIMIT,
+        window: float = UNSEAL_FAILURE_WINDOW,
+        max_sources: int = UNSEAL_MAX_SOURCES,
+    ) -> None:
+        self.clock, self.limit, self.window, self.max_sources = clock, limit, window, max_sources
+        self._lock = threading.RLock()
+        # Ordered by window start (and so by window end): ended windows are at the front.
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    @contextmanager
+    def attempt(self, source: str, record: FailureSink | None = None) -> Iterator[None]:
+        """Admit one attempt from `source` (see `check`), holding the guard until it is
+        done, so concurrent attempts cannot overrun the limit."""
+        with self._lock:
+            self.check(source, record)
+            yield
+
+    def check(self, source: str, record: FailureSink | None = None) -> None:
+        """Raise RateLimited (itself a failed attempt) if `source` used up its window."""
+        with self._lock:
+            now = self.clock()
+            self._close_ended(now, record)
+            window = self._windows.get(source)
+            if window is None or window.failures < self.limit:
+                return
+            window.total += 1
+            window.unrecorded[REFUSED_UNREAD] = window.unrecorded.get(REFUSED_UNREAD, 0) + 1
+            retry_after = self._retry_after(window, now)
+        raise RateLimited(
+            f"too many failed unseal attempts from this address; try again in {retry_after} s",
+            retry_after=retry_after,
+        )
+
+    def failed(self, source: str, reason: str, record: FailureSink | None = None) -> None:
+        """Count a failed attempt from `source`; `reason` must be a fixed message."""
+        with self._lock:
+            now = self.clock()
+            self._close_ended(now, record)
+            window = self._windows.get(source)
+            if window is None:
+                window = self._windows[source] = _Window(now)
+                while len(self._windows) > self.max_sources:
+                    oldest = next(iter(self._windows))
+                    self._emit(record, [(oldest, self._windows[oldest], True)], now)
+                    del self._windows[oldest]
+            window.failures += 1
+            window.total += 1
+            window.unrecorded[reason] = window.unrecorded.get(reason, 0) + 1
+            if window.failures in (1, self.limit):
+                self._emit(record, [(source, window, False)], now)
+
+    def flush(self, record: FailureSink | None = None) -> None:
+        """Summarize every failure not yet recorded; windows (and their limits) go on."""
+        with self._lock:
+            now = self.clock()
+            self._close_ended(now, record)
+            self._emit(record, [(s, w, False) for s, w in self._windows.items()], now)
+
+    def _close_ended(self, now: float, record: FailureSink | None) -> None:
+        ended = []
+        for source, window in self._windows.items():
+            if window.started + self.window > now:
+                break
+            ended.append((source, window, True))
+        self._emit(record, ended, now)
+        for source, _, _ in ended:
+            del self._windows[source]
+
+    def _emit(
+        self, record: FailureSink | None, items: Sequence[tuple[str, _Window, bool]], now: float
+    ) -> None:
+        summaries = [
+            UnsealFailures(
+                source=source,
+                count=sum(window.unrecorded.values()),
+                reasons=dict(sorted(window.unrecorded.items())),
+                window_total=window.total,
+                limited=window.failures >= self.limit,
+                retry_after=0 if closed else self._retry_after(window, now),
+                closed=closed,
+            )
+            for source, window, closed in items
+            if window.unrecorded
+        ]
+        if summaries and record is not None:
+            record(summaries)  # if the audit log cannot be written, the tally is kept
+        for _, window, _ in items:
+            window.unrecorded.clear()
+
+    def _retry_after(self, window: _Window, now: float) -> int:
+        return max(1, math.ceil(window.started + self.window - now))
+
+
 class Barrier:
     """Holds the unsealed keyring in memory and nowhere else.
 
     Sealed, it can say only whether it is initialized and how far unsealing has got.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._lock = threading.RLock()
         self._keyring: Keyring | None = None
         # Held while unsealed, as Vault does, so the keyring can be re-wrapped on rotation.
         self._root_key: bytes | None = None
         self._pending: list[bytes] = []
+        self.unseal_guard = UnsealGuard(clock)
 
     # -- state --
     def _config(self) -> SealConfig | None:
         with self._store.read() as tx:
             raw = tx.get_meta(_CONFIG_KEY)
-        return None if raw is None else SealConfig(**json.loads(raw))
+        return None if raw is None else SealConfig.from_json(raw)
 
     @property
     def sealed(self) -> bool:
@@ -116,24 +313,56 @@ class Barrier:
                 raise AlreadyInitialized("Tether is already initialized")
             root_key = os.urandom(_ROOT_KEY_BYTES)
             keyring = Keyring.generate()
-            tx.put_meta(_KEYRING_KEY, keyring.wrap(root_key))
-            tx.put_meta(
-                _CONFIG_KEY,
-                json.dumps({"shares": shares, "threshold": threshold, "dev": dev}).encode(),
+            parts = shamir.split(root_key, shares, threshold)
+            commitment_key = os.urandom(_COMMITMENT_KEY_BYTES)
+            config = SealConfig(
+                shares=shares,
+                threshold=threshold,
+                dev=dev,
+                commitment_key=commitment_key,
+                commitments={p[-1]: _commitment(commitment_key, p) for p in parts},
             )
+            tx.put_meta(_KEYRING_KEY, keyring.wrap(root_key))
+            tx.put_meta(_CONFIG_KEY, config.to_json())
             self._keyring = keyring
             self._root_key = root_key
             self._pending.clear()
-            return shamir.split(root_key, shares, threshold)
+            return parts
 
-    def submit_share(self, share_text: str) -> BarrierStatus:
-        share = decode_share(share_text)
-        with self._lock:
+    def submit_share(
+        self, share_text: str, source: str | None = None, record: FailureSink | None = None
+    ) -> BarrierStatus:
+        """Add one share toward unsealing.
+
+        With a `source`, failed attempts are rate-limited per source (a refused attempt's
+        share is not read) and summarized to `record` as they fall due. A share that is
+        not one of those made at init is refused on its own and leaves progress as it was.
+        """
+        if source is None:
+            return self._submit(self._config(), share_text)
+        # The guard's lock, not the barrier's, is held while summaries are written: a
+        # writer holding the store (init, rotate) may be waiting for the barrier's lock.
+        with self.unseal_guard.attempt(source, record):
             config = self._config()
-            if config is None:
-                raise NotInitialized("Tether is not initialized: run `tether init`")
+            try:
+                return self._submit(config, share_text)
+            except (InvalidShare, UnsealFailed) as exc:
+                if config is not None:  # before init there is nothing to guard
+                    self.unseal_guard.failed(source, str(exc), record)
+                raise
+
+    def _submit(self, config: SealConfig | None, share_text: str) -> BarrierStatus:
+        share = decode_share(share_text)
+        if config is None:
+            raise NotInitialized("Tether is not initialized: run `tether init`")
+        with self._lock:
             if self._keyring is not None:
                 return self.status()
+            if config.commitment_key is not None:
+                expected = config.commitments.get(share[-1])
+                actual = _commitment(config.commitment_key, share)
+                if expected is None or not hmac.compare_digest(expected, actual):
+                    raise InvalidShare("this share is not one of the shares made at init")
             if any(hmac.compare_digest(share, seen) for seen in self._pending):
                 raise InvalidShare("this share was already given")
             if self._pending and len(self._pending[0]) != len(share):

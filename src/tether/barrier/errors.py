@@ -32,6 +32,18 @@ class UnsealFailed(BarrierError):
     code = "unseal_failed"
 
 
+class RateLimited(BarrierError):
+    """Too many failed unseal attempts from one source: refused without being read."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        #: Whole seconds until the source may try again (for a `Retry-After` header).
+        self.retry_after = retry_after
+
+
 class DecryptionFailed(BarrierError):
     """A ciphertext did not authenticate: wrong record, wrong key, or tampered."""
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -17,6 +17,9 @@ from tether.cli._policy import policy as policy_group
 from tether.client import ClientError, TetherClient
 from tether.errors import TetherError
 from tether.estate import EstateInvalid, estate_schema, load_estate_file
+
+if TYPE_CHECKING:
+    from tether.cli._server import ServeOptions
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -71,14 +74,78 @@ def cli() -> None:
 
 
 # -- running a server --
+def listener_options(func: F) -> F:
+    """TLS, trusted proxies and the plain-HTTP guard, shared by `serve` and `dev`."""
+    file_type = click.Path(dir_okay=False, path_type=Path)
+    options = [
+        click.option(
+            "--tls-cert",
+            type=file_type,
+            metavar="FILE",
+            help="Serve HTTPS with this PEM certificate chain (env TETHER_TLS_CERT).",
+        ),
+        click.option(
+            "--tls-key",
+            type=file_type,
+            metavar="FILE",
+            help="The certificate's PEM private key, unencrypted (env TETHER_TLS_KEY).",
+        ),
+        click.option(
+            "--tls-client-ca",
+            type=file_type,
+            metavar="FILE",
+            help="Verify client certificates against this PEM CA bundle (env "
+            "TETHER_TLS_CLIENT_CA).",
+        ),
+        click.option(
+            "--tls-client-auth",
+            type=click.Choice(["optional", "required"]),
+            envvar="TETHER_TLS_CLIENT_AUTH",
+            help="With --tls-client-ca: refuse clients without a certificate (required, the "
+            "default) or verify one only when presented (optional).",
+        ),
+        click.option(
+            "--trusted-proxy",
+            "trusted_proxies",
+            multiple=True,
+            metavar="ADDR_OR_CIDR",
+            help="A proxy whose X-Forwarded-For is believed; repeatable (env "
+            "TETHER_TRUSTED_PROXIES, comma-separated). Default: none.",
+        ),
+        click.option(
+            "--allow-plain-http",
+            is_flag=True,
+            help="Allow plain HTTP on a non-loopback address, e.g. behind a TLS-terminating "
+            "proxy (env TETHER_ALLOW_PLAIN_HTTP=1).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _serve_options(**flags: Any) -> ServeOptions:
+    from tether.cli._server import ServeOptions
+
+    return ServeOptions(
+        tls_cert=flags["tls_cert"],
+        tls_key=flags["tls_key"],
+        tls_client_ca=flags["tls_client_ca"],
+        tls_client_auth=flags["tls_client_auth"],
+        trusted_proxies=tuple(p.strip() for p in flags["trusted_proxies"]),
+        allow_plain_http=flags["allow_plain_http"],
+    )
+
+
 @cli.command()
 @click.option("--listen", default=None, help="host:port to listen on (default 127.0.0.1:8737).")
 @click.option("--dev", is_flag=True, help="Dev mode: auto-initialize and auto-unseal.")
-def serve(listen: str | None, dev: bool) -> None:
+@listener_options
+def serve(listen: str | None, dev: bool, **flags: Any) -> None:
     """Run the Tether server."""
     from tether.cli._server import run_server
 
-    run_server(listen=listen, dev=dev)
+    run_server(listen=listen, dev=dev, options=_serve_options(**flags))
 
 
 @cli.command()
@@ -91,15 +158,17 @@ def serve(listen: str | None, dev: bool) -> None:
     help="Estate to load instead of the demo estate.",
 )
 @click.option("--once", is_flag=True, help="Set up, show what was done, and exit without serving.")
-def dev(listen: str | None, estate_file: Path | None, once: bool) -> None:
+@listener_options
+def dev(listen: str | None, estate_file: Path | None, once: bool, **flags: Any) -> None:
     """Run Tether on the embedded default: SQLite, auto-unseal, a demo estate."""
     from tether.cli._server import run_dev
 
+    options = _serve_options(**flags)
     if estate_file is None:
         with resources.as_file(resources.files("tether").joinpath("_demo/estate.yaml")) as path:
-            run_dev(listen=listen, estate_file=Path(path), once=once, console=out)
+            run_dev(listen=listen, estate_file=Path(path), once=once, console=out, options=options)
     else:
-        run_dev(listen=listen, estate_file=estate_file, once=once, console=out)
+        run_dev(listen=listen, estate_file=estate_file, once=once, console=out, options=options)
 
 
 # -- seal --

@@ -54,15 +54,29 @@ class WorkloadClient:
         addr: str | None = None,
         attestation: str | Callable[[], str] | None = None,
         timeout: float = 30.0,
+        *,
+        cacert: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._api = TetherClient(addr=addr, token="", timeout=timeout)
+        """`addr` defaults to TETHER_ADDR; HTTPS is verified against `cacert` (default
+        TETHER_CACERT) or the system trust store; `client_cert`/`client_key` (default
+        TETHER_CLIENT_CERT/TETHER_CLIENT_KEY) are presented for mTLS."""
+        self._api = TetherClient(
+            addr=addr,
+            token="",
+            timeout=timeout,
+            cacert=cacert,
+            client_cert=client_cert,
+            client_key=client_key,
+        )
         self._attestation = attestation
 
     @classmethod
     def from_env(cls) -> WorkloadClient:
-        """TETHER_ADDR, and the attestation token from TETHER_ATTESTATION_TOKEN or the file
-        named by TETHER_ATTESTATION_TOKEN_FILE (e.g. a projected Kubernetes token), re-read
-        on every use so rotated tokens are picked up."""
+        """TETHER_ADDR (TETHER_CACERT for HTTPS), and the attestation token from
+        TETHER_ATTESTATION_TOKEN or the file named by TETHER_ATTESTATION_TOKEN_FILE (e.g. a
+        projected Kubernetes token), re-read on every use so rotated tokens are picked up."""
         path = os.environ.get("TETHER_ATTESTATION_TOKEN_FILE")
         if path:
             return cls(attestation=lambda: Path(path).read_text().strip())

@@ -10,7 +10,7 @@ import yaml
 
 from tether._internal.timeutil import format_time
 from tether.estate._parse import _path
-from tether.estate.errors import EstateInvalid, Problem
+from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 
@@ -46,11 +46,28 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _to_json(value: Any, where: list[Any], problems: list[Problem]) -> Any:
+#: Where a value is, as (parent, key) links: built in constant time per value, turned
+#: into a path only for a problem (a list per value would cost the depth, each time).
+_Where = tuple[Any, Any] | None
+
+
+def _parts(where: _Where) -> list[Any]:
+    parts: list[Any] = []
+    while where is not None:
+        where, key = where
+        parts.append(key)
+    return parts[::-1]
+
+
+class _Enough(Exception):
+    """MAX_COUNTED problems found: stop looking."""
+
+
+def _to_json(value: Any, where: _Where, problems: list[Problem]) -> Any:
     if isinstance(value, dict):
-        return {str(k): _to_json(v, [*where, str(k)], problems) for k, v in value.items()}
+        return {str(k): _to_json(v, (where, str(k)), problems) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_json(v, [*where, i], problems) for i, v in enumerate(value)]
+        return [_to_json(v, (where, i), problems) for i, v in enumerate(value)]
     if isinstance(value, dt.datetime):
         # A timestamp without offset is left for validation to refuse, with its path.
         return format_time(value) if value.tzinfo else value.isoformat()
@@ -59,14 +76,18 @@ def _to_json(value: Any, where: list[Any], problems: list[Problem]) -> Any:
     if value is None or isinstance(value, str | int | float):
         return value
     # !!binary, !!set, !!omap ...: nothing JSON can carry to the server.
-    problems.append(Problem(_path(where), f"a YAML {type(value).__name__} is not allowed here"))
+    problems.append(
+        Problem(_path(_parts(where)), f"a YAML {type(value).__name__} is not allowed here")
+    )
+    if len(problems) >= MAX_COUNTED:
+        raise _Enough
     return None
 
 
 def load_estate_text(text: str, source: str = "<estate>") -> Any:
     problems: list[Problem] = []
     try:
-        document = _to_json(yaml.load(text, Loader=_NoAliasLoader), [], problems)  # noqa: S506 - safe loader subclass
+        document = _to_json(yaml.load(text, Loader=_NoAliasLoader), None, problems)  # noqa: S506 - safe loader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else source
@@ -76,6 +97,8 @@ def load_estate_text(text: str, source: str = "<estate>") -> Any:
         raise EstateInvalid([Problem(source, "nested too deeply")]) from None
     except ValueError as exc:  # e.g. an integer with more digits than Python will convert
         raise EstateInvalid([Problem(source, f"not a valid value: {exc}")]) from None
+    except _Enough:
+        raise EstateInvalid(problems, truncated=True) from None
     if problems:
         raise EstateInvalid(problems)
     return document

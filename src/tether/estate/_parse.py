@@ -1,8 +1,16 @@
-"""From a parsed estate document to a validated `Estate`, or every problem with it."""
+"""From a parsed estate document to a validated `Estate`, or the problems with it.
+
+One request, bounded work: validation stops once it has found `MAX_COUNTED` problems and
+a refusal lists the first `MAX_REPORTED`. Schema errors are drawn from the validator one
+at a time, the size limits of lists and mappings are checked before their contents, and
+nothing past a limit is looked at, so a million bad items cost as much as a thousand.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,7 +21,8 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from tether._internal.timeutil import InvalidValue, parse_duration, parse_time
-from tether.estate.errors import EstateInvalid, Problem
+from tether.estate._ids import SAFE_ID_PATTERN, SAFE_ID_RULE
+from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
 from tether.model import (
     KIND_CONTROL_DEFAULTS,
     Estate,
@@ -48,21 +57,169 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+# -- keywords, bounded --
+#
+# jsonschema's own keywords put `repr(instance)` in every message (the whole list, for a
+# list that is too long), look at every item of a list or key of a mapping however far
+# past its limit, and collect every error of every `oneOf` branch. These do none of that.
+# The messages are never shown: `_schema_problems` writes its own from the keyword.
+
+Keyword = Callable[[Any, Any, Any, dict[str, Any]], Iterator[ValidationError]]
+_STANDARD: dict[str, Keyword] = dict(jsonschema.Draft202012Validator.VALIDATORS)
+
+
+def _limit(schema: dict[str, Any], keyword: str) -> int | None:
+    value = schema.get(keyword)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _checked(size: int, schema: dict[str, Any], keyword: str) -> int:
+    """How many of a list's items (a mapping's keys) to look at: all of them, unless there
+    are more than the `maxItems` (`maxProperties`) limit allows. Then the refusal is
+    certain and the first MAX_COUNTED are a sample enough to show what else is wrong:
+    a list of a million items is refused for the cost of a thousand, valid or not."""
+    limit = _limit(schema, keyword)
+    return size if limit is None or size <= limit else min(limit, MAX_COUNTED)
+
+
 def _pattern(
     validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+    if not validator.is_type(instance, "string"):
+        return
+    limit = _limit(schema, "maxLength")
+    if limit is not None and len(instance) > limit:
+        return  # `maxLength` refuses it; a megabyte is not worth matching
+    if not _compiled(pattern).search(instance):
         yield ValidationError("does not match the pattern")
 
 
+def _type(
+    validator: Any, types: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    wanted = types if isinstance(types, list) else [types]
+    if not any(validator.is_type(instance, t) for t in wanted):
+        yield ValidationError("is not of the type")
+
+
+def _max_items(
+    validator: Any, limit: int, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "array") and len(instance) > limit:
+        yield ValidationError("has too many items")
+
+
+def _max_properties(
+    validator: Any, limit: int, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "object") and len(instance) > limit:
+        yield ValidationError("has too many entries")
+
+
+def _items(
+    validator: Any, items: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if "prefixItems" in schema or isinstance(items, bool):
+        yield from _STANDARD["items"](validator, items, instance, schema)
+        return
+    if not validator.is_type(instance, "array"):
+        return
+    for index in range(_checked(len(instance), schema, "maxItems")):
+        yield from validator.descend(instance=instance[index], schema=items, path=index)
+
+
+def _keys(instance: dict[str, Any], schema: dict[str, Any]) -> Iterator[str]:
+    return itertools.islice(instance, _checked(len(instance), schema, "maxProperties"))
+
+
+def _property_names(
+    validator: Any, names: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for key in _keys(instance, schema):
+        yield from validator.descend(instance=key, schema=names)
+
+
+def _additional_properties(
+    validator: Any, additional: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if "patternProperties" in schema:
+        yield from _STANDARD["additionalProperties"](validator, additional, instance, schema)
+        return
+    if not validator.is_type(instance, "object") or additional is True:
+        return
+    known = schema.get("properties", {})
+    # One error per unknown key, lazily, at the key's own path (jsonschema makes one
+    # error naming every unknown key, sorted: a million keys, one message).
+    for key in _keys(instance, schema):
+        if key in known:
+            continue
+        if additional is False:
+            yield ValidationError("is not a known field", path=[key])
+        else:
+            yield from validator.descend(instance[key], additional, path=key)
+
+
+def _one_of(
+    validator: Any, branches: list[Any], instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    # As jsonschema's, but keeping at most MAX_COUNTED errors of each branch (and without
+    # `repr` of the instance and of every branch in the messages).
+    context: list[ValidationError] = []
+    valid = [
+        index
+        for index, branch in enumerate(branches)
+        if not _first_errors(validator.descend(instance, branch, schema_path=index), context)
+    ]
+    if not valid:
+        yield ValidationError("is not valid under any of the accepted forms", context=context)
+    elif len(valid) > 1:
+        yield ValidationError("is valid under more than one of the accepted forms")
+
+
+def _first_errors(errors: Iterator[ValidationError], into: list[ValidationError]) -> bool:
+    """Add at most MAX_COUNTED of `errors` to `into`; whether there was any."""
+    before = len(into)
+    into.extend(itertools.islice(errors, MAX_COUNTED))
+    return len(into) > before
+
+
+_BOUNDED: dict[str, Keyword] = {
+    "pattern": _pattern,
+    "type": _type,
+    "maxItems": _max_items,
+    "maxProperties": _max_properties,
+    "items": _items,
+    "propertyNames": _property_names,
+    "additionalProperties": _additional_properties,
+    "oneOf": _one_of,
+}
 _EstateValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator, {"pattern": _pattern}
+    jsonschema.Draft202012Validator, _BOUNDED
 )
+
+#: Checked before anything else at the same place, so "has more than N items" is found
+#: before the cap on problems is reached by the items themselves.
+_SIZE_FIRST = ("type", "maxItems", "maxProperties")
+
+
+def _size_first(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_size_first(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    first = {k: schema[k] for k in _SIZE_FIRST if k in schema}
+    rest = {k: v for k, v in schema.items() if k not in first}
+    return {k: _size_first(v) for k, v in {**first, **rest}.items()}
 
 
 @functools.cache
 def _validator() -> Any:
-    return _EstateValidator(estate_schema())
+    return _EstateValidator(_size_first(estate_schema()))
+
+
+# -- from errors to problems --
 
 
 def _path(parts: Iterable[Any]) -> str:
@@ -70,6 +227,33 @@ def _path(parts: Iterable[Any]) -> str:
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(document)"
+
+
+def _too_many_items(limit: int) -> str:
+    return f"has more than {limit} items"
+
+
+def _leaves(error: ValidationError) -> Iterator[ValidationError]:
+    """The errors to report for `error`: itself, or for a `oneOf`, those of the form the
+    value has (say, an object), so a missing or unknown field inside it is named, not
+    just the whole item."""
+    if error.validator == "oneOf":
+        inner = [e for e in error.context or () if e.validator != "type"]
+        if inner:
+            for e in inner:
+                yield from _leaves(e)
+            return
+    yield error
+
+
+def _skipped_some(error: ValidationError) -> bool:
+    """Whether, past the limit this error reports, some contents were not checked."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "maxItems":
+        return "items" in schema
+    if error.validator == "maxProperties":
+        return "propertyNames" in schema or isinstance(schema.get("additionalProperties"), dict)
+    return False
 
 
 def _schema_problems(error: ValidationError) -> list[Problem]:
@@ -82,28 +266,22 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
         # One problem per missing field: several missing fields are several problems.
         missing = [name for name in arg if name not in instance] or [arg[0]]
         return [Problem(_path([*where, name]), "is required") for name in missing]
-    if v == "additionalProperties":
-        allowed = set(schema.get("properties", {}))
-        extra = sorted(str(k) for k in instance if k not in allowed) or ["?"]
-        return [Problem(_path([*where, name]), "is not a known field") for name in extra]
+    if v == "additionalProperties":  # the path already names the key
+        return [Problem(_path(where), "is not a known field")]
     if "propertyNames" in error.schema_path and isinstance(instance, str):
         return [Problem(_path([*where, instance]), "is not an allowed key")]
-    if v == "oneOf":
-        # The form the value has (say, an object) decides which branch's errors to show,
-        # so a missing or unknown field inside it is named, not just the whole item.
-        inner = [e for e in error.context or () if e.validator != "type"]
-        if inner:
-            return [p for e in inner for p in _schema_problems(e)]
     messages: dict[str, Callable[[], str]] = {
         "type": lambda: f"must be of type {arg}",
         "enum": lambda: "must be one of: " + ", ".join(str(x) for x in arg),
         "const": lambda: f"must be {arg!r}",
         "pattern": lambda: (
-            schema.get("description") or "contains characters or a form that is not allowed"
+            f"is not a valid id: use {SAFE_ID_RULE}"
+            if arg == SAFE_ID_PATTERN
+            else schema.get("description") or "contains characters or a form that is not allowed"
         ),
         "maxLength": lambda: f"is longer than {arg} characters",
         "minLength": lambda: "must not be empty" if arg == 1 else f"is shorter than {arg}",
-        "maxItems": lambda: f"has more than {arg} items",
+        "maxItems": lambda: _too_many_items(arg),
         "minItems": lambda: f"needs at least {arg} item(s)",
         "maxProperties": lambda: f"has more than {arg} entries",
         "propertyNames": lambda: "has a key that is not allowed",
@@ -111,6 +289,55 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
     }
     make = messages.get(str(v))
     return [Problem(_path(where), make() if make else "is not valid")]
+
+
+class _Enough(Exception):
+    """MAX_COUNTED problems found: stop looking."""
+
+
+class _Found:
+    """The problems found so far, each once, up to MAX_COUNTED."""
+
+    def __init__(self) -> None:
+        #: Each problem, in the order found, with the key that orders schema problems by path.
+        self.found: dict[Problem, tuple[Any, ...]] = {}
+        self.truncated = False
+
+    def add(self, problem: Problem, key: tuple[Any, ...] = ()) -> None:
+        self.found.setdefault(problem, key)
+        if len(self.found) >= MAX_COUNTED:
+            self.truncated = True
+            raise _Enough
+
+    def refusal(self, by_path: bool) -> EstateInvalid:
+        problems = list(self.found)
+        if by_path:  # stable: problems of one error keep their order
+            problems.sort(key=lambda p: self.found[p])
+        return EstateInvalid(problems, count=len(problems), truncated=self.truncated)
+
+
+def _sort_key(parts: Iterable[Any]) -> tuple[Any, ...]:
+    # Ints (list indexes) and strs (keys) never meet at one place, but say so anyway.
+    return tuple((isinstance(part, int), part) for part in parts)
+
+
+def _check_schema(document: Any, found: _Found) -> None:
+    schema = _validator().schema
+    if isinstance(document, dict):
+        # An oversized section is named first, whatever else is wrong before it.
+        for name, section in schema["properties"].items():
+            limit = _limit(section, "maxItems")
+            value = document.get(name)
+            if limit is not None and isinstance(value, list) and len(value) > limit:
+                found.truncated = True
+                found.add(Problem(name, _too_many_items(limit)), _sort_key([name]))
+    for error in _validator().iter_errors(document):
+        for leaf in _leaves(error):
+            if _skipped_some(leaf):
+                found.truncated = True
+            key = _sort_key(leaf.absolute_path)
+            for problem in _schema_problems(leaf):
+                found.add(problem, key)
 
 
 def _grants_problem(provider: str, grants: Any) -> str | None:
@@ -127,13 +354,13 @@ def _grants_problem(provider: str, grants: Any) -> str | None:
 
 
 class _Checker:
-    """Collects semantic problems so one refusal names every bad field."""
+    """Collects semantic problems so one refusal names every bad field (up to a bound)."""
 
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
+    def __init__(self, found: _Found) -> None:
+        self.found = found
 
     def add(self, path: str, message: str) -> None:
-        self.problems.append(Problem(path, message))
+        self.found.add(Problem(path, message))
 
     def duplicates(self, section: str, items: Sequence[dict[str, Any]]) -> None:
         seen: set[str] = set()
@@ -156,14 +383,39 @@ class _Checker:
 
 
 def parse_estate(document: Any) -> Estate:
-    """Validate an estate document (as parsed from YAML/JSON). Raise with every problem."""
-    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        problems = list(dict.fromkeys(p for e in errors for p in _schema_problems(e)))
-        raise EstateInvalid(problems)
+    """Validate an estate document (as parsed from YAML/JSON).
 
-    check = _Checker()
+    Raise `EstateInvalid` with the problems, schema ones first: only a document that
+    passes the schema is checked for unknown references, bad durations and the like.
+    Either pass stops at `MAX_COUNTED` problems (`EstateInvalid.truncated`).
+    """
+    found = _Found()
+    with contextlib.suppress(_Enough):
+        _check_schema(document, found)
+    if found.found:
+        raise found.refusal(by_path=True)
     doc: dict[str, Any] = document
+    try:
+        kind_overrides, policies = _check_semantics(doc, _Checker(found))
+    except _Enough:
+        raise found.refusal(by_path=False) from None
+    if found.found:
+        raise found.refusal(by_path=False)
+    return Estate(
+        owners=tuple(Owner.from_spec(o) for o in doc.get("owners", [])),
+        vendors=tuple(Vendor.from_spec(v) for v in doc.get("vendors", [])),
+        issuers=tuple(Issuer.from_spec(i) for i in doc.get("issuers", [])),
+        profiles=tuple(Profile.from_spec(p) for p in doc.get("profiles", [])),
+        identities=tuple(Identity.from_spec(i) for i in doc.get("identities", [])),
+        kind_overrides=kind_overrides,
+        policies=tuple(policies),
+    )
+
+
+def _check_semantics(
+    doc: dict[str, Any], check: _Checker
+) -> tuple[dict[Kind, dict[str, Any]], list[Policy]]:
+    """What the schema cannot say; returns the kind overrides and the inlined policies."""
     owners = doc.get("owners", [])
     vendors = doc.get("vendors", [])
     issuers = doc.get("issuers", [])
@@ -270,14 +522,4 @@ def parse_estate(document: Any) -> Estate:
         for problem in validate_policies(policies):
             check.add(f"policies[{positions[problem.index]}]", problem.message)
 
-    if check.problems:
-        raise EstateInvalid(check.problems)
-    return Estate(
-        owners=tuple(Owner.from_spec(o) for o in owners),
-        vendors=tuple(Vendor.from_spec(v) for v in vendors),
-        issuers=tuple(Issuer.from_spec(i) for i in issuers),
-        profiles=tuple(Profile.from_spec(p) for p in profiles),
-        identities=tuple(Identity.from_spec(i) for i in identities),
-        kind_overrides=kind_overrides,
-        policies=tuple(policies),
-    )
+    return kind_overrides, policies

@@ -655,9 +655,15 @@ class IssuanceService:
         view = self._view.current
         identity = subject.identity
         profile = view.profiles.get(profile_id)
+        # Decide before looking: a caller not entitled to a profile learns nothing of
+        # whether it, or its target, exists; the answer is the same either way.
+        not_entitled = OAuthError(
+            "access_denied",
+            f"denied: identity {identity.id} is not entitled to profile {profile_id}",
+            403,
+        )
         if profile is None or profile.target is None:
-            raise OAuthError("invalid_target", f"no target-system profile {profile_id!r}", 404)
-        provider = self._target_provider(profile.target)
+            raise not_entitled
         now = self._clock()
         task = subject.task
         if task_id is not None and (task is None or task.id != task_id):
@@ -681,7 +687,13 @@ class IssuanceService:
         )
         request = ExchangeRequest(subject_token="", subject_token_type="", source_ip=source_ip)
         if not decision.allowed:
+            if entitled is None:
+                self._audit_decision(
+                    subject, profile, decision, None, None, request, task, action="credential.issue"
+                )
+                raise not_entitled
             self._deny(subject, profile, decision, request, task, "credential.issue")
+        provider = self._target_provider(profile.target)
         bound = self._bound(identity, profile, now, ttl, task, subject.evidence, None)
         with self._store.transaction() as tx:
             lease, task = self._pending_lease(

@@ -35,6 +35,11 @@ class InvalidCredential(StaticError):
     code = "invalid_credential"
 
 
+class CredentialExists(StaticError):
+    status_code = 409
+    code = "conflict"
+
+
 class NotAReader(StaticError):
     status_code = 403
     code = "not_a_reader"
@@ -230,7 +235,7 @@ class StaticSecrets:
             raise InvalidCredential("postgres-static needs a target and two users")
         with self._store.read() as tx:
             if credential.id in tx.estate_objects(_TYPE):
-                raise InvalidCredential(f"id: credential {credential.id!r} exists")
+                raise CredentialExists(f"id: credential {credential.id!r} exists")
         secret = value or secrets.token_urlsafe(32)
         version = self._staged(credential, 1, secret)
         now = self._clock()
