@@ -33,15 +33,6 @@ def barrier(store: Store) -> Barrier:
     return Barrier(store)
 
 
-@pytest.fixture
-def shares(store: Store, barrier: Barrier) -> list[str]:
-    """Initialize with 5 shares, threshold 3, and seal: the state after `tether init`."""
-    with store.transaction() as tx:
-        parts = barrier.initialize(tx, shares=5, threshold=3)
-    barrier.seal()
-    return [encode_share(p) for p in parts]
-
-
 def _unseal(barrier: Barrier, shares: list[str]) -> None:
     for share in shares:
         barrier.submit_share(share)

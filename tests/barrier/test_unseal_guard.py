@@ -78,14 +78,6 @@ def barrier(store: Store, clock: Clock) -> Barrier:
     return Barrier(store, clock=clock)
 
 
-@pytest.fixture
-def shares(store: Store, barrier: Barrier) -> list[str]:
-    with store.transaction() as tx:
-        parts = barrier.initialize(tx, shares=5, threshold=3)
-    barrier.seal()
-    return [encode_share(p) for p in parts]
-
-
 def _fail(barrier: Barrier, source: str, sink: Sink, times: int, share: str = "") -> None:
     for _ in range(times):
         with pytest.raises(InvalidShare):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.cli.test_core_cli import _estate
+from tests.cli.test_errors import _tether
 from tests.factories import write_estate
 from tests.scenario.harness import Server
 from tether.cli._server import is_loopback
@@ -175,17 +174,6 @@ def _one_line_error(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
     assert stderr.strip().count("\n") == 0, stderr
     return stderr
-
-
-def _tether(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tether", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _refused(server: Server, *flags: str) -> str:
