@@ -20,8 +20,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from tether._internal.ids import SAFE_ID_PATTERN, SAFE_ID_RULE
 from tether._internal.timeutil import InvalidValue, parse_duration, parse_time
-from tether.estate._ids import SAFE_ID_PATTERN, SAFE_ID_RULE
 from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
 from tether.model import (
     KIND_CONTROL_DEFAULTS,

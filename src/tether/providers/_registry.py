@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Callable, Mapping
 
+from tether._internal.ids import SAFE_ID_RULE, is_safe_id
 from tether.audit import AuditLog
 from tether.barrier import Barrier
 from tether.errors import NotFoundError, TetherError
@@ -14,7 +14,6 @@ from tether.model import AuditEvent
 from tether.providers._base import ExternalProvider, Target
 from tether.store import Store
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SCHEMES = {"postgres": ("postgresql://", "postgres://"), "redis": ("redis://", "rediss://")}
 
 
@@ -45,8 +44,8 @@ class TargetRegistry:
         self._providers: dict[str, ExternalProvider] = {}
 
     def add(self, name: str, kind: str, dsn: str, actor: str) -> None:
-        if not _NAME.fullmatch(name):
-            raise InvalidTarget("name: letters, digits, '.', '_' and '-' only (≤ 128)")
+        if not is_safe_id(name):
+            raise InvalidTarget(f"name: is not a valid id: use {SAFE_ID_RULE}")
         if kind not in self._factories:
             raise InvalidTarget(f"kind: must be one of {', '.join(sorted(self._factories))}")
         if not dsn.startswith(_SCHEMES[kind]) or len(dsn) > 4096:

@@ -4,13 +4,13 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tether._internal.ids import SAFE_ID_RULE, is_safe_id
 from tether._internal.timeutil import format_duration, format_time, parse_duration, parse_time
 from tether.audit import AuditLog
 from tether.barrier import Barrier
@@ -22,7 +22,6 @@ from tether.store import Store, Tx
 
 log = logging.getLogger("tether.static")
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TYPE = "credential"
 
 
@@ -227,8 +226,8 @@ class StaticSecrets:
 
     # -- lifecycle --
     def create(self, credential: StaticCredential, actor: str, value: str | None = None) -> None:
-        if not _ID.fullmatch(credential.id):
-            raise InvalidCredential("id: letters, digits, '.', '_' and '-' only (≤ 128)")
+        if not is_safe_id(credential.id):
+            raise InvalidCredential(f"id: is not a valid id: use {SAFE_ID_RULE}")
         if not credential.readers:
             raise InvalidCredential("readers: at least one identity must be allowed to read it")
         if credential.kind == "postgres-static" and (not credential.target or not credential.users):

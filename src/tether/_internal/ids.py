@@ -1,4 +1,5 @@
-"""The one shape every id in an estate has, so that every id can be put in a URL path.
+"""The one shape every id has (estate objects, targets, static secrets): one that a URL
+path can carry.
 
 An id is 1 to 128 ASCII letters, digits and `-` `_` `.` `:` `@`; it starts with a letter
 or a digit and never contains `..`. No `/`, no spaces, no `%`, nothing outside ASCII:
