@@ -23,12 +23,13 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tether
+from tether._internal.fieldpath import field_path
 from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
-from tether.api._access import ESTATE_BODY, ROUTES, rule_for
+from tether.api._access import ROUTES, rule_for
 from tether.api._core import register_core_routes
 from tether.api._deps import Caller
 from tether.api._proxies import ClientAddress
-from tether.api._routing import TetherRoute
+from tether.api._routing import TetherRoute, text_response
 from tether.api._schemas import (
     ErrorBody,
     HmacRequest,
@@ -66,8 +67,6 @@ _WHILE_SEALED = {
     "/v1/sys/init",
     "/v1/sys/unseal",
 }
-#: The ceiling for any body before routing; each route has its own, lower, limit.
-MAX_BODY_BYTES = ESTATE_BODY
 #: Sequence numbers and other integers in queries fit a signed 64-bit column.
 MAX_SEQ = 2**63 - 1
 
@@ -152,65 +151,6 @@ class _Gate:
             )
 
 
-class _BodyLimit:
-    """Refuse request bodies over the limit, declared or streamed, before anything reads them."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(send, self.limit)
-            return
-        seen = 0
-        over = responded = False
-
-        async def limited() -> Message:
-            # Past the limit the app sees a disconnect; whatever it answers is dropped
-            # and the 413 below is sent instead.
-            nonlocal seen, over
-            if over:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                over = True
-                return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal responded
-            if not over:
-                responded = True
-                await send(message)
-
-        try:
-            await self.app(scope, limited, guarded_send)
-        except Exception:
-            if not over:
-                raise
-        if over and not responded:
-            await _too_large(send, self.limit)
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": "too_large", "message": f"request body over {limit} bytes"}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 def _error(
     status: int, code: str, message: str, problems: Any = None, **extra: Any
 ) -> JSONResponse:
@@ -240,7 +180,6 @@ def create_app(node: Tether) -> FastAPI:
     )
     app.router.route_class = TetherRoute
     app.state.node = node
-    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     registry = CollectorRegistry()
     requests_total = Counter(
         "tether_http_requests_total",
@@ -310,7 +249,11 @@ def create_app(node: Tether) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"path": _field_path(e["loc"]), "message": e["msg"]} for e in exc.errors()[:100]
+            {
+                "path": field_path((p for p in e["loc"] if p != "body"), whole="(body)"),
+                "message": e["msg"],
+            }
+            for e in exc.errors()[:100]
         ]
         message = "; ".join(f"{p['path']}: {p['message']}" for p in problems[:5])
         return _error(422, "invalid_request", f"invalid request: {message}", problems)
@@ -457,12 +400,7 @@ def create_app(node: Tether) -> FastAPI:
         "/v1/audit/export",
         tags=["audit"],
         response_class=StreamingResponse,
-        responses={
-            200: {
-                "description": "The audit log, one JSON object a line",
-                "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
-            }
-        },
+        responses=text_response("application/x-ndjson", "The audit log, one JSON object a line"),
     )
     def export_audit(caller: Caller) -> StreamingResponse:
 
@@ -498,28 +436,13 @@ def create_app(node: Tether) -> FastAPI:
         "/metrics",
         tags=["sys"],
         response_class=Response,
-        responses={
-            200: {
-                "description": "Prometheus text exposition format",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            }
-        },
+        responses=text_response("text/plain", "Prometheus text exposition format"),
     )
     def metrics(caller: Caller) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     _check_every_route_has_a_rule(app)
     return app
-
-
-def _field_path(loc: Any) -> str:
-    """`roles[1]`, `query.after`: the path of a bad field as the estate names them."""
-    out = ""
-    for part in loc:
-        if part == "body":
-            continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(body)"
 
 
 def _methods_of(app: FastAPI, scope: Scope) -> list[str]:

@@ -12,7 +12,7 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
-from tether.api._access import Admitted
+from tether.api._access import Admitted, bearer_of
 from tether.api._deps import Admission, Caller
 from tether.api._schemas import DURATION_PATTERN, _Body
 from tether.app import Tether
@@ -176,11 +176,6 @@ def _client_ip(request: Request) -> str | None:
         return None
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 def _task_json(task: Task) -> dict[str, Any]:
     return {
         "id": task.id,
@@ -298,7 +293,7 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
         token_value = form.get("token")
         if not token_value:
             raise OAuthError("invalid_request", "token is required")
-        bearer = _bearer(request)
+        bearer = bearer_of(request.headers)
         actor = "holder"
         if bearer is not None:
             principal = await run_in_threadpool(node.auth.authenticate, bearer)
@@ -310,7 +305,7 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
     # -- tasks --
     @app.post("/v1/tasks", tags=["tasks"], status_code=201)
     def start_task(body: TaskStartRequest, request: Request) -> dict[str, Any]:
-        bearer = _bearer(request)
+        bearer = bearer_of(request.headers)
         if bearer is None:
             raise OAuthError(
                 "invalid_request",
@@ -466,7 +461,7 @@ def register_core_routes(app: FastAPI, node: Tether) -> None:
     @app.post("/v1/creds/{profile_id}", tags=["targets"])
     def creds(profile_id: str, body: CredsRequest, request: Request) -> JSONResponse:
         """Credentials for a target system, authorized by a task token or attestation."""
-        bearer = _bearer(request)
+        bearer = bearer_of(request.headers)
         if bearer is None:
             raise OAuthError(
                 "invalid_request",

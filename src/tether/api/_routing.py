@@ -89,7 +89,9 @@ class _BoundedRequest(Request):
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
             declared = self.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.body_limit:
+            if declared is not None and not declared.isdigit():
+                raise HTTPException(400, "Content-Length must be a number of bytes")
+            if declared is not None and int(declared) > self.body_limit:
                 raise HTTPException(413, f"request body over {self.body_limit} bytes")
             chunks: list[bytes] = []
             size = 0
@@ -111,15 +113,23 @@ def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
 
+def text_response(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 that is not JSON, declared as what it is."""
+    return {
+        200: {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+    }
+
+
 def error_responses(rule: Rule, path: str, method: str) -> dict[int | str, dict[str, Any]]:
     """The error responses a route with this rule can give."""
-    responses: dict[int | str, dict[str, Any]] = {}
-    if method in ("POST", "PUT", "PATCH") or "{" in path or method == "GET":
-        responses[400] = _error("Malformed request or body (bad JSON, duplicate keys)")
-    if rule.who != {Who.ANYONE} or path.startswith("/oauth2/") or path == "/v1/tasks":
+    responses: dict[int | str, dict[str, Any]] = {
+        400: _error("Malformed request or body (bad JSON, duplicate keys)")
+    }
+    # Routes open to anyone but /oauth2/* check the evidence in the body.
+    if rule.who != {Who.ANYONE} or path.startswith("/oauth2/"):
         responses[401] = _error("No token, or a token that is not valid")
         responses[403] = _error("The token may not do this")
-    if "{" in path or rule.subject is not None or method != "GET":
+    if "{" in path or method != "GET":
         responses[404] = _error("No such object, or not one the caller may see")
     if method != "GET":
         responses[409] = _error("Conflicts with the current state")

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
+from tether._internal.fieldpath import field_path
 from tether._internal.timeutil import format_time
-from tether.estate._parse import _path
 from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
@@ -77,7 +77,7 @@ def _to_json(value: Any, where: _Where, problems: list[Problem]) -> Any:
         return value
     # !!binary, !!set, !!omap ...: nothing JSON can carry to the server.
     problems.append(
-        Problem(_path(_parts(where)), f"a YAML {type(value).__name__} is not allowed here")
+        Problem(field_path(_parts(where)), f"a YAML {type(value).__name__} is not allowed here")
     )
     if len(problems) >= MAX_COUNTED:
         raise _Enough

@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from tether._internal.fieldpath import field_path
 from tether._internal.ids import SAFE_ID_PATTERN, SAFE_ID_RULE
 from tether._internal.timeutil import InvalidValue, parse_duration, parse_time
 from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
@@ -222,13 +223,6 @@ def _validator() -> Any:
 # -- from errors to problems --
 
 
-def _path(parts: Iterable[Any]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(document)"
-
-
 def _too_many_items(limit: int) -> str:
     return f"has more than {limit} items"
 
@@ -265,11 +259,11 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
     if v == "required":
         # One problem per missing field: several missing fields are several problems.
         missing = [name for name in arg if name not in instance] or [arg[0]]
-        return [Problem(_path([*where, name]), "is required") for name in missing]
+        return [Problem(field_path([*where, name]), "is required") for name in missing]
     if v == "additionalProperties":  # the path already names the key
-        return [Problem(_path(where), "is not a known field")]
+        return [Problem(field_path(where), "is not a known field")]
     if "propertyNames" in error.schema_path and isinstance(instance, str):
-        return [Problem(_path([*where, instance]), "is not an allowed key")]
+        return [Problem(field_path([*where, instance]), "is not an allowed key")]
     messages: dict[str, Callable[[], str]] = {
         "type": lambda: f"must be of type {arg}",
         "enum": lambda: "must be one of: " + ", ".join(str(x) for x in arg),
@@ -288,7 +282,7 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
         "oneOf": lambda: "is not in any of the accepted forms",
     }
     make = messages.get(str(v))
-    return [Problem(_path(where), make() if make else "is not valid")]
+    return [Problem(field_path(where), make() if make else "is not valid")]
 
 
 class _Enough(Exception):
