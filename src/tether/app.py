@@ -11,16 +11,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tether._internal.timeutil import utcnow
-from tether.attest import Attestor
+from tether.attest import Attestor, StoreJtiStore
 from tether.audit import AuditLog, Verification, verify_chain
 from tether.auth import Authenticator, Principal
 from tether.barrier import Barrier, BarrierStatus, UnsealFailures, encode_share
 from tether.barrier._service import write_private_file
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
-from tether.issuance import TASK_PROVIDER, IssuanceService, PolicyHolder, StoreJtiStore
+from tether.issuance import TASK_PROVIDER, IssuanceParts, IssuanceService
 from tether.lease import LeaseService, LifecycleWorker
 from tether.model import AuditEvent, LeaseState
+from tether.policy import PolicyHolder
 from tether.providers import (
     ExternalProvider,
     JwtProvider,
@@ -99,18 +100,20 @@ class Tether:
             ),
         )
         self.issuance = IssuanceService(
-            store=self.store,
-            audit=self.audit,
-            view=self.view,
-            attestor=self.attestor,
-            policy=self.policy,
-            providers=providers,
-            jwt_provider=self.jwt_provider,
-            task_tokens=task_tokens,
-            leases=self.leases,
-            token_key=self.barrier.token_key,
-            issuer_url=lambda: settings.issuer_url,
-            target_provider=self.targets.provider,
+            IssuanceParts(
+                store=self.store,
+                audit=self.audit,
+                view=self.view,
+                attestor=self.attestor,
+                policy=self.policy,
+                providers=providers,
+                jwt_provider=self.jwt_provider,
+                task_tokens=task_tokens,
+                leases=self.leases,
+                token_key=self.barrier.token_key,
+                issuer_url=lambda: settings.issuer_url,
+                target_provider=self.targets.provider,
+            )
         )
         self.statics = StaticSecrets(
             self.store, self.barrier, self.audit, self._static_backend, utcnow
@@ -153,7 +156,7 @@ class Tether:
         while self.leases.expire_due():
             pass
         self.leases.end_due_tasks()
-        self.leases.revoke_unjustified(self.view.current.ended_vendor_ids(utcnow()))
+        self.leases.revoke_unjustified()
         self.leases.retry_revocations()
         self.leases.settle_stale_pending(dt.timedelta(seconds=self.settings.pending_grace))
         if not self.barrier.sealed and time.monotonic() >= self._static_due:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from tests.attest.oidc_issuer import Clock, OidcIssuer
-from tether.attest import Attestor, MemoryJtiStore
+from tether.attest import Attestor, AttestorLimits, MemoryJtiStore
 from tether.model import Issuer
 
 MakeAttestor = Callable[..., Attestor]
@@ -36,8 +36,11 @@ def make_attestor(clock: Clock, jti_store: MemoryJtiStore) -> Iterator[MakeAttes
 
     def make(issuers: Issuer | Sequence[Issuer], **kwargs: Any) -> Attestor:
         listed = [issuers] if isinstance(issuers, Issuer) else list(issuers)
-        kwargs.setdefault("clock", clock)
-        attestor = Attestor(lambda: listed, kwargs.pop("jti_store", jti_store), **kwargs)
+        store = kwargs.pop("jti_store", jti_store)
+        http = kwargs.pop("http", None)
+        at = kwargs.pop("clock", clock)
+        limits = AttestorLimits(**kwargs)
+        attestor = Attestor(lambda: listed, store, http=http, limits=limits, clock=at)
         made.append(attestor)
         return attestor
 

@@ -28,6 +28,7 @@ from tests.attest.oidc_issuer import (
 )
 from tether.attest import (
     Attestor,
+    AttestorLimits,
     Evidence,
     MemoryJtiStore,
     ReplayedToken,
@@ -715,4 +716,4 @@ def test_the_default_http_client_works(idp: OidcIssuer, clock: Clock) -> None:
 )
 def test_nonsensical_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"negative|positive"):
-        Attestor(list, MemoryJtiStore(), **kwargs)
+        AttestorLimits(**kwargs)

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from tether.model import Lease, LeaseState, Task, TaskStatus
+from tests.store.test_store_contract import _identity
+from tether.model import Lease, LeaseState, Placement, Task, TaskStatus
 from tether.store import JoinTokenRecord, LeaseFilter, Store, StoreError, TaskFilter
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -141,20 +142,10 @@ def test_due_and_retry_queues(store: Store) -> None:
 
 
 def test_unjustified_identities_hold_live_leases(store: Store) -> None:
-    def spec(identity_id: str, **extra: object) -> dict[str, object]:
-        base: dict[str, object] = {
-            "id": identity_id,
-            "kind": "workload",
-            "owner": "team-a",
-            "purpose": "p",
-            "justification": "j",
-            "environment": "prod",
-            "status": "active",
-        }
-        base.update(extra)
-        return base
-
+    spec = _identity
     with store.transaction() as tx:
+        tx.put_estate_object("owner", "team-a", {"id": "team-a", "contact": "a@example.com"})
+        tx.put_estate_object("vendor", "acme", {"id": "acme", "contract_ends": "2099-01-01"})
         tx.put_identity(spec("fine", approval={"by": "x", "expires": "2099-01-01"}))
         tx.put_identity(spec("lapsed", approval={"by": "x", "expires": "2026-01-01"}))
         tx.put_identity(spec("retired", status="retired"))
@@ -168,6 +159,50 @@ def test_unjustified_identities_hold_live_leases(store: Store) -> None:
         assert found == ["lapsed", "retired"]
         with_vendor = [s["id"] for s in tx.unjustified_identities(T0, ["acme"], 10)]
         assert with_vendor == ["lapsed", "retired", "vendored"]
+
+
+def test_the_prefilter_names_identities_with_a_removed_owner_or_vendor_or_a_moved_lease(
+    store: Store,
+) -> None:
+    def spec(identity_id: str, **extra: object) -> dict[str, object]:
+        return _identity(identity_id, **{"region": "eu-west-1", **extra})
+
+    here = Placement("team-a", "prod", "eu-west-1")
+    with store.transaction() as tx:
+        tx.put_estate_object("owner", "team-a", {"id": "team-a", "contact": "a@example.com"})
+        for identity_id, extra in [
+            ("fine", {}),
+            ("orphaned", {"owner": "gone"}),
+            ("unknown-vendor", {"vendor": "gone"}),
+            ("moving", {}),
+            ("stays", {}),
+        ]:
+            tx.put_identity(spec(identity_id, **extra))
+        tx.insert_leases(
+            [
+                _lease("l-fine", identity_id="fine", placement=here),
+                _lease("l-orphaned", identity_id="orphaned", placement=here),
+                _lease("l-unknown-vendor", identity_id="unknown-vendor"),
+                _lease("l-moving", identity_id="moving", placement=here),
+                _lease("l-stays", identity_id="stays", placement=here),
+            ]
+        )
+    with store.read() as tx:
+        assert [s["id"] for s in tx.unjustified_identities(T0, [], 10)] == [
+            "orphaned",
+            "unknown-vendor",
+        ]
+    with store.transaction() as tx:
+        tx.put_identity(spec("moving", region="us-east-1"))
+        tx.put_identity(spec("stays", purpose="changed, placement kept"))
+    with store.read() as tx:
+        assert [s["id"] for s in tx.unjustified_identities(T0, [], 10)] == [
+            "moving",
+            "orphaned",
+            "unknown-vendor",
+        ]
+        moved = tx.get_lease("l-moving")
+        assert moved is not None and moved.placement == here
 
 
 def test_jti_is_remembered_once_and_forgotten_after_expiry(store: Store) -> None:

@@ -14,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
 from tether.api._access import Admitted, bearer_of
 from tether.api._deps import Admission, Caller
+from tether.api._oauth_errors import OAuthError, register
 from tether.api._schemas import DURATION_PATTERN, _Body
 from tether.app import Tether
 from tether.auth import Forbidden
 from tether.errors import NotFoundError
-from tether.issuance import ExchangeRequest, OAuthError, Subject
+from tether.issuance import ExchangeRequest, Subject
 from tether.lease import RevokeTarget
 from tether.model import Lease, Task
 from tether.providers import ACCESS_TOKEN_TYPE
@@ -214,16 +215,7 @@ def _lease_json(lease: Lease) -> dict[str, Any]:
 
 
 def register_core_routes(app: FastAPI, node: Tether) -> None:
-    @app.exception_handler(OAuthError)
-    async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
-        headers = {"Cache-Control": "no-store"}
-        if exc.status_code == 401:
-            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return JSONResponse(
-            {"error": exc.error, "error_description": str(exc)},
-            status_code=exc.status_code,
-            headers=headers,
-        )
+    register(app)
 
     @app.get("/.well-known/openid-configuration", tags=["oauth"])
     def discovery() -> dict[str, Any]:

@@ -7,9 +7,9 @@ preset. `match_identity` maps evidence to the one active identity whose registra
 rule (`attest: {issuer, claims}`) it satisfies.
 """
 
-from tether.attest._attestor import Attestor
+from tether.attest._attestor import Attestor, AttestorLimits
 from tether.attest._evidence import GITHUB_ACTIONS_SELECTORS, Evidence, selector_value
-from tether.attest._jti import JtiStore, MemoryJtiStore
+from tether.attest._jti import JtiStore, MemoryJtiStore, StoreJtiStore
 from tether.attest._rules import match_identity, rule_matches
 from tether.attest.errors import (
     AmbiguousIdentity,
@@ -24,12 +24,14 @@ __all__ = [
     "AmbiguousIdentity",
     "AttestationError",
     "Attestor",
+    "AttestorLimits",
     "Evidence",
     "IssuerUnavailable",
     "JtiStore",
     "MemoryJtiStore",
     "NoMatchingIdentity",
     "ReplayedToken",
+    "StoreJtiStore",
     "match_identity",
     "rule_matches",
     "selector_value",

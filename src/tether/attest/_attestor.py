@@ -61,16 +61,35 @@ def _time(value: float, name: str) -> dt.datetime:
         raise AttestationError(f"{name} is out of range") from None
 
 
-class Attestor:
-    """Verifies attestation JWTs against the estate's trusted issuers.
-
-    Thread-safe. Keys are fetched and parsed once per issuer and reused; the issuer list
-    is read once and again only after `invalidate()`.
+@dataclass(frozen=True, slots=True)
+class AttestorLimits:
+    """How strict and how patient verification is.
 
     `leeway` is the clock skew allowed on exp/nbf/iat; `max_expires_in` refuses tokens
     whose exp is further ahead than that; `min_refresh_interval` bounds how often an
     unknown kid may refetch an issuer's JWKS; `jwks_max_age` is how long fetched keys
     are used before a (non-blocking) refresh; `http_timeout` bounds every fetch.
+    """
+
+    leeway: dt.timedelta = dt.timedelta(seconds=30)
+    min_refresh_interval: dt.timedelta = dt.timedelta(seconds=30)
+    max_expires_in: dt.timedelta = dt.timedelta(hours=24)
+    jwks_max_age: dt.timedelta = dt.timedelta(hours=1)
+    http_timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if min(self.leeway, self.min_refresh_interval) < dt.timedelta(0):
+            raise ValueError("leeway and min_refresh_interval may not be negative")
+        if min(self.max_expires_in, self.jwks_max_age) <= dt.timedelta(0) or self.http_timeout <= 0:
+            raise ValueError("max_expires_in, jwks_max_age and http_timeout must be positive")
+
+
+class Attestor:
+    """Verifies attestation JWTs against the estate's trusted issuers.
+
+    Thread-safe. Keys are fetched and parsed once per issuer and reused; the issuer list
+    is read once and again only after `invalidate()`. `limits` (AttestorLimits) says
+    how much clock skew, token lifetime and key age are accepted.
     """
 
     def __init__(
@@ -79,31 +98,26 @@ class Attestor:
         jti_store: JtiStore,
         *,
         http: httpx.Client | None = None,
-        leeway: dt.timedelta = dt.timedelta(seconds=30),
-        min_refresh_interval: dt.timedelta = dt.timedelta(seconds=30),
+        limits: AttestorLimits | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
-        max_expires_in: dt.timedelta = dt.timedelta(hours=24),
-        jwks_max_age: dt.timedelta = dt.timedelta(hours=1),
-        http_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if min(leeway, min_refresh_interval) < dt.timedelta(0):
-            raise ValueError("leeway and min_refresh_interval may not be negative")
-        if min(max_expires_in, jwks_max_age) <= dt.timedelta(0) or http_timeout <= 0:
-            raise ValueError("max_expires_in, jwks_max_age and http_timeout must be positive")
+        limits = limits or AttestorLimits()
         self._issuers = issuers
         self._jti_store = jti_store
         self._own_http = http is None
         # follow_redirects=False: redirects are followed by hand, same origin only.
         self._http = (
-            http if http is not None else httpx.Client(timeout=http_timeout, follow_redirects=False)
+            http
+            if http is not None
+            else httpx.Client(timeout=limits.http_timeout, follow_redirects=False)
         )
-        self._leeway = leeway.total_seconds()
-        self._leeway_delta = leeway
-        self._min_refresh_interval = min_refresh_interval
+        self._leeway = limits.leeway.total_seconds()
+        self._leeway_delta = limits.leeway
+        self._min_refresh_interval = limits.min_refresh_interval
         self._clock = clock
-        self._max_expires_in = max_expires_in.total_seconds()
-        self._jwks_max_age = jwks_max_age
-        self._http_timeout = http_timeout
+        self._max_expires_in = limits.max_expires_in.total_seconds()
+        self._jwks_max_age = limits.jwks_max_age
+        self._http_timeout = limits.http_timeout
         self._lock = threading.Lock()
         self._registry: Mapping[str, tuple[_Trusted, ...]] | None = None
 

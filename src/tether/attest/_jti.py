@@ -6,9 +6,12 @@ import datetime as dt
 import heapq
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tether._internal.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from tether.store import Store
 
 
 class JtiStore(Protocol):
@@ -56,3 +59,14 @@ class MemoryJtiStore:
         while self._expiries and self._expiries[0][0] <= now:
             _, issuer, jti = heapq.heappop(self._expiries)
             self._seen.pop((issuer, jti), None)
+
+
+class StoreJtiStore:
+    """Single-use attestation token ids, remembered in the shared store (all replicas)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def remember(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:
+        with self._store.transaction() as tx:
+            return tx.remember_jti(issuer, jti, expires_at)

@@ -260,7 +260,7 @@ def run_server(listen: str | None, dev: bool, options: ServeOptions | None = Non
 
 def _show_core_loop(node: Tether, console: Console) -> None:
     """One pass of the core loop, in process, printed step by step."""
-    from tether.issuance import ExchangeRequest, OAuthError
+    from tether.issuance import ExchangeRequest, IssuanceError
     from tether.providers import ACCESS_TOKEN_TYPE
 
     identity = node.view.current.identities.get("payments-deployer")
@@ -293,7 +293,7 @@ def _show_core_loop(node: Tether, console: Console) -> None:
                 audience="opaque-api",
             )
         )
-    except OAuthError as exc:
+    except IssuanceError as exc:
         console.print(f"  3. a profile it is not entitled to was refused: {exc}")
     active = node.issuance.introspect(issued.access_token)["active"]
     console.print(f"  4. introspection: active={active}")

@@ -7,7 +7,6 @@ apply commits (or when another replica's apply is noticed), never mutated in pla
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,9 +43,6 @@ class EstateView:
 
     def control(self, kind: Kind) -> ControlProfile:
         return self.controls.get(kind) or KIND_CONTROL_DEFAULTS[kind]
-
-    def ended_vendor_ids(self, now: dt.datetime) -> list[str]:
-        return [v.id for v in self.vendors.values() if v.contract_ends <= now]
 
 
 def load_view(store: Store) -> EstateView:

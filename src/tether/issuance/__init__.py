@@ -1,30 +1,50 @@
 """Issuance: a workload proves what it is, policy decides, a lease is written, a
-credential is minted, and all of it is audited — at request time, fail closed."""
+credential is minted, and all of it is audited — at request time, fail closed.
 
-from tether.issuance._service import (
-    MAX_TASK_TTL,
-    TASK_PROVIDER,
-    CredentialResult,
-    ExchangeRequest,
-    ExchangeResult,
-    IssuanceService,
-    PolicyHolder,
-    StartedTask,
-    StoreJtiStore,
-    Subject,
+One module per job around `IssuanceRequest`, the request being decided: `_subjects`
+(whom a credential stands for), `_tasks` (tasks, join tokens), `_profiles` (which
+profile), `_exchange` (RFC 8693), `_renewal`, `_credentials` (two-phase target
+credentials) and `_introspection` (RFC 7662/7009); `IssuanceService` is the facade.
+Refusals are `IssuanceError`s (tether.issuance.errors); transports map them.
+"""
+
+from tether.issuance._credentials import CredentialResult
+from tether.issuance._exchange import ExchangeRequest, ExchangeResult
+from tether.issuance._parts import TASK_PROVIDER, IssuanceParts
+from tether.issuance._request import IssuanceRequest
+from tether.issuance._service import IssuanceService
+from tether.issuance._subjects import Subject
+from tether.issuance._tasks import MAX_TASK_TTL, StartedTask
+from tether.issuance.errors import (
+    AccessDenied,
+    AttestationUnavailable,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidTarget,
+    IssuanceError,
+    NotFound,
+    TaskTokenRequired,
+    UnknownTarget,
 )
-from tether.issuance.errors import OAuthError
 
 __all__ = [
     "MAX_TASK_TTL",
     "TASK_PROVIDER",
+    "AccessDenied",
+    "AttestationUnavailable",
     "CredentialResult",
     "ExchangeRequest",
     "ExchangeResult",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidTarget",
+    "IssuanceError",
+    "IssuanceParts",
+    "IssuanceRequest",
     "IssuanceService",
-    "OAuthError",
-    "PolicyHolder",
+    "NotFound",
     "StartedTask",
-    "StoreJtiStore",
     "Subject",
+    "TaskTokenRequired",
+    "UnknownTarget",
 ]

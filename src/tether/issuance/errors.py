@@ -1,11 +1,57 @@
+"""Why issuance refused, in its own words. Transports map these to their protocol (the
+API: RFC 6749 error codes and statuses, in tether.api._oauth_errors)."""
+
 from tether.errors import TetherError
 
 
-class OAuthError(TetherError):
-    """An RFC 6749 error: `error` is the registered code, the message its description."""
+class IssuanceError(TetherError):
+    """Issuance refused a request; the message says why and names no secret."""
 
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.code = error
-        self.status_code = status
+    code = "issuance_error"
+
+
+class InvalidRequest(IssuanceError):
+    """The request is malformed or incomplete (a missing token, an unknown token type)."""
+
+    code = "invalid_request"
+
+
+class InvalidGrant(IssuanceError):
+    """The presented evidence or credential is not (or no longer) valid."""
+
+    code = "invalid_grant"
+
+
+class InvalidTarget(IssuanceError):
+    """Nothing, or more than one thing, serves what the request asks for."""
+
+    code = "invalid_target"
+
+
+class UnknownTarget(InvalidTarget):
+    """The profile names a target system that is not registered."""
+
+
+class AccessDenied(IssuanceError):
+    """Policy or an ended justification refused the request."""
+
+    code = "access_denied"
+
+
+class NotFound(IssuanceError):
+    """An object an administrative request names does not exist (for this caller)."""
+
+    code = "not_found"
+
+
+class AttestationUnavailable(IssuanceError):
+    """The attestation could not be checked now (the IdP's keys cannot be fetched); a
+    retry may succeed."""
+
+    code = "temporarily_unavailable"
+
+
+class TaskTokenRequired(IssuanceError):
+    """The request needs a task token and another credential was presented."""
+
+    code = "invalid_token"

@@ -6,9 +6,18 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from tether._internal.timeutil import format_time, parse_time, utcnow
+from tether._internal.timeutil import format_time, utcnow
 from tether.audit import AuditLog
-from tether.model import AuditEvent, Lease, LeaseState, Task, TaskStatus
+from tether.model import (
+    AuditEvent,
+    Identity,
+    Lease,
+    LeaseState,
+    Task,
+    TaskStatus,
+    Vendor,
+    justification_problems,
+)
 from tether.providers import Provider, ProviderError
 from tether.store import LeaseFilter, Store, Tx
 
@@ -215,18 +224,32 @@ class LeaseService:
             )
         return len(due)
 
-    def revoke_unjustified(self, ended_vendor_ids: Sequence[str], limit: int = 500) -> int:
+    def revoke_unjustified(self, limit: int = 500) -> int:
+        """End the live leases whose justification ended (the one rule,
+        tether.model.justification_problems), each audited with the rule's reason.
+
+        The store only prefilters: it names identities that may hold such leases, a page
+        at a time; every lease they hold is put to the rule here, and only what the rule
+        refuses is revoked.
+        """
         now = self._clock()
-        with self._store.read() as tx:
-            identities = tx.unjustified_identities(now, ended_vendor_ids, limit)
-        total = 0
-        for spec in identities:
-            total += self.revoke(
-                RevokeTarget(identity_id=spec["id"]),
-                _why_unjustified(spec, now, ended_vendor_ids),
-                "system:lifecycle",
-            )
-        return total
+        total, after = 0, None
+        while True:
+            with self._store.read() as tx:
+                count, after, unjustified = _unjustified_page(tx, now, limit, after)
+            for reason, leases in unjustified.items():
+                total += self._revoke_leases(leases, reason, "system:lifecycle")
+            if count < limit:
+                return total
+
+    def _revoke_leases(self, leases: Sequence[Lease], reason: str, actor: str) -> int:
+        """Revoke these leases (those still live) and what derives from them, in one go."""
+        with self._store.transaction() as tx:
+            live = tx.live_lease_ids([lease.id for lease in leases])
+            roots = [lease for lease in leases if lease.id in live]
+            if not roots:
+                return 0
+            return len(self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor))
 
     def _failed(self, lease: Lease, exc: ProviderError, now: dt.datetime) -> None:
         """Back off and raise an alert: a revocation that has not completed is never silent."""
@@ -313,18 +336,37 @@ class LeaseService:
         return confirmed
 
 
-def _why_unjustified(
-    spec: Mapping[str, object], now: dt.datetime, ended_vendor_ids: Sequence[str]
-) -> str:
-    status = spec.get("status", "active")
-    if status != "active":
-        return f"identity {status}"
-    approval = spec.get("approval")
-    if isinstance(approval, dict) and parse_time(approval["expires"]) <= now:
-        return f"approval by {approval['by']} expired at {approval['expires']}"
-    if spec.get("vendor") in ended_vendor_ids:
-        return f"vendor {spec['vendor']} contract ended"
-    return "identity expired"
+def _unjustified_page(
+    tx: Tx, now: dt.datetime, limit: int, after: str | None
+) -> tuple[int, str | None, dict[str, list[Lease]]]:
+    """One page of the prefilter's candidates put to the rule: how many candidates, the
+    last one's id, and the leases the rule refuses, by the first reason it gives."""
+    owners = set(tx.estate_objects("owner"))
+    vendors = {k: Vendor.from_spec(v) for k, v in tx.estate_objects("vendor").items()}
+    ended_vendors = [v.id for v in vendors.values() if v.contract_ends <= now]
+    specs = tx.unjustified_identities(now, ended_vendors, limit, after)
+    by_reason: dict[str, list[Lease]] = {}
+    for spec in specs:
+        identity = Identity.from_spec(spec)
+        for lease in _live_leases(tx, identity.id):
+            problems = justification_problems(
+                identity, now, owners=owners, vendors=vendors, justified_for=lease.placement
+            )
+            if problems:
+                by_reason.setdefault(problems[0].reason, []).append(lease)
+    return len(specs), specs[-1]["id"] if specs else after, by_reason
+
+
+def _live_leases(tx: Tx, identity_id: str) -> list[Lease]:
+    """Every live lease of an identity, read in pages."""
+    found: list[Lease] = []
+    where = LeaseFilter(identity_id=identity_id, limit=_PAGE)
+    while page := tx.find_leases(where):
+        found += page
+        if len(page) < _PAGE:
+            break
+        where = replace(where, after_id=page[-1].id)
+    return found
 
 
 class LifecycleWorker:

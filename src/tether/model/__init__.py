@@ -22,6 +22,12 @@ from tether.model._estate import (
     Profile,
     Vendor,
 )
+from tether.model._justification import (
+    Placement,
+    Unjustified,
+    identity_problems,
+    justification_problems,
+)
 from tether.model._lease import (
     ExpiryBound,
     Lease,
@@ -48,10 +54,14 @@ __all__ = [
     "Lease",
     "LeaseState",
     "Owner",
+    "Placement",
     "Policy",
     "Profile",
     "Task",
     "TaskStatus",
+    "Unjustified",
     "Vendor",
     "bounded_expiry",
+    "identity_problems",
+    "justification_problems",
 ]

@@ -5,6 +5,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from tether.model._justification import Placement
+
 
 class LeaseState(enum.StrEnum):
     PENDING = "pending"
@@ -77,6 +79,9 @@ class Lease:
     next_attempt_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
     end_reason: str | None = None
+    #: What the credential was justified for (owner, vendor, environment, region); the
+    #: sweep ends it once its identity no longer matches. None: not recorded.
+    placement: Placement | None = None
 
 
 @dataclass(frozen=True, slots=True)

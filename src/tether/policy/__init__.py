@@ -31,6 +31,7 @@ The schema (namespace `Tether`; `tether policy schema` prints it):
 
 from tether.policy._compile import DEFAULT_POLICY_ID, DEFAULT_POLICY_SOURCE, validate_policies
 from tether.policy._engine import PolicyEngine
+from tether.policy._holder import PolicyHolder
 from tether.policy._request import Decision, PolicyRequest, entitled_scopes
 from tether.policy._schema import ACTIONS, CEDAR_SCHEMA, CLAIM_SELECTORS, schema_text
 from tether.policy._suite import Case, CaseResult, Suite, load_suite, run_suite
@@ -47,6 +48,7 @@ __all__ = [
     "Decision",
     "PolicyEngine",
     "PolicyError",
+    "PolicyHolder",
     "PolicyInvalid",
     "PolicyProblem",
     "PolicyRequest",

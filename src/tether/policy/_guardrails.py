@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tether._internal.timeutil import format_duration, format_time
-from tether.model import IdentityStatus
+from tether._internal.timeutil import format_duration
+from tether.model import identity_problems
 from tether.policy._schema import ACTIONS
 
 if TYPE_CHECKING:
@@ -52,33 +52,9 @@ def check(request: PolicyRequest) -> list[Violation]:
             "unknown-action",
             f"unknown action {request.action!r}; expected one of: {_list(ACTIONS)}",
         )
-    if identity.status is not IdentityStatus.ACTIVE:
-        add("identity-inactive", f"identity {identity.id} is {identity.status.value}")
-    if identity.expires_at is not None and identity.expires_at <= now:
-        add(
-            "identity-expired",
-            f"identity {identity.id} expired at {format_time(identity.expires_at)}",
-        )
-    approval = identity.approval
-    if approval is not None and approval.expires_at <= now:
-        add(
-            "approval-expired",
-            f"approval by {approval.by} expired at {format_time(approval.expires_at)}",
-        )
-    if identity.vendor_id is not None:
-        vendor = request.vendor
-        if vendor is None or vendor.id != identity.vendor_id:
-            # Fail closed: a vendor we cannot see is a contract we cannot check.
-            add(
-                "vendor-unknown",
-                f"vendor {identity.vendor_id} of identity {identity.id} is not known",
-            )
-        elif vendor.contract_ends <= now:
-            add(
-                "vendor-contract-ended",
-                f"the contract with vendor {vendor.id} ended at "
-                f"{format_time(vendor.contract_ends)}",
-            )
+    # The identity's own justification: the rule issuance and the sweep apply too.
+    for problem in identity_problems(identity, now, request.vendor):
+        add(problem.code, problem.reason)
     if request.attestation_required and not request.attested:
         add(
             "attestation-required",

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from tether._internal.timeutil import parse_time
-from tether.model import AuditRecord, Lease, LeaseState, Task, TaskStatus
+from tether.model import AuditRecord, Lease, LeaseState, Placement, Task, TaskStatus
 from tether.store._port import (
     ApiTokenRecord,
     IdentityFilter,
@@ -298,26 +298,46 @@ class _MemoryTx:
         return sum(1 for lease in self._s.leases.values() if lease.state is state)
 
     def unjustified_identities(
-        self, now: dt.datetime, ended_vendor_ids: Sequence[str], limit: int
+        self,
+        now: dt.datetime,
+        ended_vendor_ids: Sequence[str],
+        limit: int,
+        after_id: str | None = None,
     ) -> list[Spec]:
-        holders = {lease.identity_id for lease in self._s.leases.values() if lease.state.live}
+        # Held placements per identity: a lease whose placement differs from its
+        # identity's current one makes the identity a candidate.
+        held: dict[str, set[str]] = {}
+        for lease in self._s.leases.values():
+            if lease.state.live:
+                keys = held.setdefault(lease.identity_id, set())
+                if lease.placement is not None:
+                    keys.add(lease.placement.key)
         out = []
-        for identity_id in sorted(holders):
-            spec = self._s.identities.get(identity_id)
-            if spec is None:
+        for identity_id in sorted(held):
+            if after_id is not None and identity_id <= after_id:
                 continue
-            approval = spec.get("approval")
-            expires = spec.get("expires")
-            if (
-                spec.get("status", "active") != "active"
-                or (approval is not None and parse_time(approval["expires"]) <= now)
-                or (expires is not None and parse_time(expires) <= now)
-                or spec.get("vendor") in ended_vendor_ids
+            spec = self._s.identities.get(identity_id)
+            if spec is not None and (
+                self._ended(spec, now, ended_vendor_ids)
+                or held[identity_id] - {Placement.of_spec(spec).key}
             ):
                 out.append(copy.deepcopy(spec))
                 if len(out) >= limit:
                     break
         return out
+
+    def _ended(self, spec: Spec, now: dt.datetime, ended_vendor_ids: Sequence[str]) -> bool:
+        approval = spec.get("approval")
+        expires = spec.get("expires")
+        vendor = spec.get("vendor")
+        return (
+            spec.get("status", "active") != "active"
+            or (approval is not None and parse_time(approval["expires"]) <= now)
+            or (expires is not None and parse_time(expires) <= now)
+            or vendor in ended_vendor_ids
+            or (vendor is not None and ("vendor", vendor) not in self._s.objects)
+            or ("owner", spec["owner"]) not in self._s.objects
+        )
 
     # -- attestation replay and join tokens --
     def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:

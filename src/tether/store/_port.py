@@ -157,10 +157,18 @@ class Tx(Protocol):
         """Leases still `pending` since before `before`: issuances a crash interrupted."""
 
     def unjustified_identities(
-        self, now: dt.datetime, ended_vendor_ids: Sequence[str], limit: int
+        self,
+        now: dt.datetime,
+        ended_vendor_ids: Sequence[str],
+        limit: int,
+        after_id: str | None = None,
     ) -> list[Spec]:
-        """Identities holding live leases whose justification ended: not active, approval
-        or own expiry passed, or vendor contract ended."""
+        """A prefilter for the justification sweep: identities holding live leases that
+        may no longer be justified (not active, approval or own expiry passed, vendor
+        contract ended or vendor unknown, owner removed, or a live lease recorded for
+        another placement than the identity's). A superset of what the rule refuses,
+        never a decision: the caller puts each lease to tether.model's rule. In id order,
+        after `after_id` (pages)."""
 
     # -- attestation replay and join tokens --
     def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:

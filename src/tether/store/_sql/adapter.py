@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from tether._internal.canonical import canonical_json
 from tether._internal.timeutil import parse_time, utcnow
-from tether.model import AuditRecord, Lease, LeaseState, Task, TaskStatus
+from tether.model import AuditRecord, Lease, LeaseState, Placement, Task, TaskStatus
 from tether.store._port import (
     ApiTokenRecord,
     IdentityFilter,
@@ -92,6 +92,7 @@ def _identity_row(spec: Spec, now: dt.datetime) -> dict[str, Any]:
         "vendor_id": spec.get("vendor"),
         "approval_expires_at": None if approval is None else parse_time(approval["expires"]),
         "expires_at": None if expires is None else parse_time(expires),
+        "placement": Placement.of_spec(spec).key,
         "spec": canonical_json(spec),
         "updated_at": now,
     }
@@ -214,6 +215,7 @@ def _lease_row(lease: Lease) -> dict[str, Any]:
         "next_attempt_at": lease.next_attempt_at,
         "ended_at": lease.ended_at,
         "end_reason": lease.end_reason,
+        "placement": None if lease.placement is None else lease.placement.key,
     }
 
 
@@ -238,6 +240,7 @@ def _lease(row: Any) -> Lease:
         next_attempt_at=row.next_attempt_at,
         ended_at=row.ended_at,
         end_reason=row.end_reason,
+        placement=None if row.placement is None else Placement.from_key(row.placement),
     )
 
 
@@ -357,7 +360,21 @@ class _SqlTx:
 
     def put_identity(self, spec: Spec) -> None:
         now = utcnow()
-        self._upsert(t.identities, _identity_row(spec, now), ["id"], {"created_at": now})
+        row = _identity_row(spec, now)
+        insert: Any
+        if self._c.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(t.identities).values(**row, created_at=now)
+        c = t.identities.c
+        changes: dict[str, Any] = {k: stmt.excluded[k] for k in row if k != "id"}
+        # A changed placement is remembered, so the sweep compares this identity's
+        # leases with it (identities never moved cost the sweep nothing).
+        changes["moved_at"] = sa.case(
+            (c.placement.is_distinct_from(stmt.excluded.placement), now), else_=c.moved_at
+        )
+        self._c.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changes))
 
     def list_identities(self, where: IdentityFilter) -> list[Spec]:
         c = t.identities.c
@@ -581,19 +598,37 @@ class _SqlTx:
         )
 
     def unjustified_identities(
-        self, now: dt.datetime, ended_vendor_ids: Sequence[str], limit: int
+        self,
+        now: dt.datetime,
+        ended_vendor_ids: Sequence[str],
+        limit: int,
+        after_id: str | None = None,
     ) -> list[Spec]:
-        i, lc = t.identities.c, t.leases.c
+        i, lc, o = t.identities.c, t.leases.c, t.estate_objects.c
+
+        def holds_live(*where: Any) -> Any:
+            return sa.exists().where(lc.identity_id == i.id, lc.state.in_(_LIVE), *where)
+
+        owners = sa.select(o.id).where(o.type == "owner")
+        vendors = sa.select(o.id).where(o.type == "vendor")
         ended = sa.or_(
             i.status != "active",
             i.approval_expires_at <= now,
             i.expires_at <= now,
             i.vendor_id.in_(list(ended_vendor_ids)) if ended_vendor_ids else sa.false(),
+            sa.and_(i.vendor_id.is_not(None), i.vendor_id.not_in(vendors)),
+            i.owner_id.not_in(owners),
         )
-        holds_live = sa.exists().where(lc.identity_id == i.id, lc.state.in_(_LIVE))
-        rows = self._c.execute(
-            sa.select(i.spec).where(ended, holds_live).order_by(i.id).limit(limit)
+        # With the (identity, state, placement) index, each probe is one index seek:
+        # a live lease with a smaller or a larger placement key than the identity's.
+        moved = sa.and_(
+            i.moved_at.is_not(None),
+            sa.or_(holds_live(lc.placement < i.placement), holds_live(lc.placement > i.placement)),
         )
+        query = sa.select(i.spec).where(sa.or_(sa.and_(ended, holds_live()), moved))
+        if after_id is not None:
+            query = query.where(i.id > after_id)
+        rows = self._c.execute(query.order_by(i.id).limit(limit))
         return [json.loads(r.spec) for r in rows]
 
     # -- attestation replay and join tokens --

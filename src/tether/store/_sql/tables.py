@@ -81,6 +81,11 @@ identities = Table(
     Column("vendor_id", String(255)),
     Column("approval_expires_at", UTCDateTime),
     Column("expires_at", UTCDateTime),
+    #: Placement.key of the identity (owner, environment, region, vendor).
+    Column("placement", Text),
+    #: When the placement last changed; NULL if it never did (the sweep then skips the
+    #: per-lease comparison).
+    Column("moved_at", UTCDateTime),
     Column("spec", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -179,6 +184,8 @@ leases = Table(
     Column("next_attempt_at", UTCDateTime),
     Column("ended_at", UTCDateTime),
     Column("end_reason", Text),
+    #: Placement.key the credential was justified for.
+    Column("placement", Text),
     Index("ix_leases_state_expires", "state", "expires_at"),
     Index("ix_leases_task", "task_id"),
     Index("ix_leases_identity", "identity_id"),
@@ -186,6 +193,7 @@ leases = Table(
     Index("ix_leases_parent", "parent_id"),
     Index("ix_leases_state_retry", "state", "next_attempt_at"),
     Index("ix_leases_state_issued", "state", "issued_at"),
+    Index("ix_leases_identity_placement", "identity_id", "state", "placement"),
 )
 
 seen_jti = Table(

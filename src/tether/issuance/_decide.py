@@ -1,0 +1,105 @@
+"""Deciding a request (justification, then policy; fail closed), recording the decision,
+and the first step of every issuance: the pending lease and its task."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from typing import NoReturn
+
+from tether.issuance._parts import IssuanceParts, new_id
+from tether.issuance._request import IssuanceRequest
+from tether.issuance._subjects import Subject
+from tether.issuance.errors import AccessDenied, InvalidGrant, InvalidRequest
+from tether.model import ExpiryBound, Identity, Lease, Task, TaskStatus
+from tether.policy import Decision
+from tether.store import Tx
+
+
+def decide(parts: IssuanceParts, request: IssuanceRequest) -> Decision:
+    """An ended justification denies before any policy runs: no policy can lift it."""
+    problems = request.unjustified()
+    if problems:
+        return Decision(
+            allowed=False,
+            policy_ids=tuple(f"guardrail:{p.code}" for p in problems),
+            reasons=tuple(p.reason for p in problems),
+            errors=(),
+            context={},
+        )
+    engine = parts.policy.engine
+    if engine is None:
+        return Decision(
+            allowed=False,
+            policy_ids=("tether:no-policy-set",),
+            reasons=(parts.policy.error or "no policy set",),
+            errors=(),
+            context={},
+        )
+    return engine.evaluate(request.policy_request())
+
+
+def deny(
+    parts: IssuanceParts, request: IssuanceRequest, decision: Decision, action: str
+) -> NoReturn:
+    """A denial is evidence too: audited with its policy ids, then refused with the reasons."""
+    parts.record([request.audit_event(action, decision)])
+    reasons = "; ".join(decision.reasons) or "denied by policy"
+    raise AccessDenied(f"denied: {reasons}")
+
+
+def write_pending_lease(
+    tx: Tx,
+    request: IssuanceRequest,
+    bound: ExpiryBound,
+    *,
+    audience: str | None,
+    target: str | None = None,
+) -> tuple[Lease, IssuanceRequest]:
+    """Invariant 1, first step: the lease is written, `pending`, before anything is
+    minted. A credential from bare attestation gets its implicit task here too; the
+    request comes back with the task it is issued in."""
+    if request.task is None and request.subject.evidence is not None:
+        request = replace(request, task=_implicit_task(tx, request.subject, request.now))
+    lease = request.pending_lease(new_id("lse"), bound, audience=audience, target=target)
+    tx.insert_leases([lease])
+    return lease, request
+
+
+def own_task(parts: IssuanceParts, task_id: str, identity: Identity) -> Task:
+    """A task the caller names: it must be the identity's own and still running."""
+    with parts.store.read() as tx:
+        task = tx.get_task(task_id)
+    if task is None or task.identity_id != identity.id:
+        raise InvalidRequest(f"no task {task_id!r} for {identity.id}")
+    if task.status is not TaskStatus.ACTIVE:
+        raise InvalidGrant(f"task {task_id} has ended")
+    return task
+
+
+def task_for(parts: IssuanceParts, subject: Subject, task_id: str | None) -> Task | None:
+    """The task a request is made in: the subject's, or the one it names."""
+    task = subject.task
+    if task_id is not None and (task is None or task.id != task_id):
+        task = own_task(parts, task_id, subject.identity)
+    return task
+
+
+def _implicit_task(tx: Tx, subject: Subject, now: dt.datetime) -> Task:
+    """A credential straight from attestation lives in a task that ends with the evidence."""
+    evidence = subject.evidence
+    assert evidence is not None
+    task = Task(
+        id=new_id("tsk"),
+        identity_id=subject.identity.id,
+        name=f"implicit:{evidence.jti or evidence.subject}"[:255],
+        status=TaskStatus.ACTIVE,
+        created_at=now,
+        deadline=evidence.expires_at,
+        attestation_expires_at=evidence.expires_at,
+        issuer_id=subject.issuer_id,
+        implicit=True,
+        claims=dict(subject.claims),
+    )
+    tx.put_task(task)
+    return task

@@ -1,0 +1,111 @@
+"""RFC 8693 token exchange: evidence or a Tether token in, a bounded token out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+
+from tether.issuance._decide import decide, deny, task_for, write_pending_lease
+from tether.issuance._parts import IssuanceParts
+from tether.issuance._profiles import select_profile
+from tether.issuance._request import IssuanceRequest
+from tether.issuance._subjects import Subject, Subjects
+from tether.model import LeaseState
+from tether.policy import entitled_scopes
+from tether.providers import JWT_TOKEN_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRequest:
+    subject_token: str
+    subject_token_type: str
+    audience: str | None = None
+    resource: str | None = None
+    scope: tuple[str, ...] | None = None
+    requested_ttl: dt.timedelta | None = None
+    requested_token_type: str | None = None
+    actor_token: str | None = None
+    actor_token_type: str | None = None
+    task_id: str | None = None
+    intent: str | None = None
+    source_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeResult:
+    access_token: str
+    issued_token_type: str
+    expires_at: dt.datetime
+    expires_in: int
+    scope: tuple[str, ...]
+    lease_id: str
+    bounded_by: str
+
+
+class Exchange:
+    def __init__(self, parts: IssuanceParts, subjects: Subjects) -> None:
+        self._parts = parts
+        self._subjects = subjects
+
+    def _request(
+        self, req: ExchangeRequest, subject: Subject, actor: str | None
+    ) -> IssuanceRequest:
+        """What is being asked for, resolved against the current estate view."""
+        parts = self._parts
+        view = parts.view.current
+        identity = subject.identity
+        wanted = [w for w in (req.audience, req.resource) if w]
+        profile = select_profile(view, identity, wanted, req.requested_token_type)
+        entitled = entitled_scopes(identity, profile)
+        parent = subject.lease if subject.via == "token" else None
+        if parent is not None and entitled is not None:
+            # A derived credential can only narrow what it was exchanged from.
+            entitled = tuple(s for s in entitled if s in parent.scopes)
+        scopes = req.scope if req.scope is not None else (entitled or ())
+        return IssuanceRequest(
+            action="exchange" if (parent is not None or actor is not None) else "issue",
+            subject=subject,
+            profile=profile,
+            view=view,
+            now=parts.clock(),
+            ttl=req.requested_ttl or profile.max_ttl,
+            scopes=tuple(scopes),
+            entitled=entitled,
+            task=task_for(parts, subject, req.task_id),
+            intent=req.intent,
+            source_ip=req.source_ip,
+            actor=actor,
+            parent=parent,
+        )
+
+    def exchange(self, req: ExchangeRequest) -> ExchangeResult:
+        subject = self._subjects.resolve(req.subject_token, req.subject_token_type)
+        actor = None
+        if req.actor_token:
+            actor_type = req.actor_token_type or JWT_TOKEN_TYPE
+            actor = self._subjects.resolve(req.actor_token, actor_type).identity.id
+        request = self._request(req, subject, actor)
+        decision = decide(self._parts, request)
+        if not decision.allowed:
+            deny(self._parts, request, decision, "token.exchange")
+        bound = request.bound()
+        profile = request.profile
+        provider = self._parts.providers[profile.provider]
+        with self._parts.store.transaction() as tx:
+            lease, request = write_pending_lease(
+                tx, request, bound, audience=profile.audience or profile.id
+            )
+            credential = provider.issue(lease, request.identity, profile)
+            lease = replace(lease, state=LeaseState.ACTIVE, token_hash=credential.token_hash)
+            tx.put_lease(lease)
+            event = request.audit_event("token.exchange", decision, lease=lease, bound=bound)
+            self._parts.record([event], tx)
+        return ExchangeResult(
+            access_token=credential.secret,
+            issued_token_type=credential.token_type,
+            expires_at=bound.at,
+            expires_in=max(0, int((bound.at - request.now).total_seconds())),
+            scope=request.scopes,
+            lease_id=lease.id,
+            bounded_by=bound.name,
+        )

@@ -1,0 +1,57 @@
+"""RFC 7662 introspection and RFC 7009 revocation of the tokens Tether issued."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.issuance._parts import IssuanceParts
+from tether.issuance._subjects import Subjects
+from tether.lease import RevokeTarget
+from tether.model import LeaseState, TaskStatus
+
+
+class Introspection:
+    def __init__(self, parts: IssuanceParts, subjects: Subjects) -> None:
+        self._parts = parts
+        self._subjects = subjects
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        parts = self._parts
+        lease = self._subjects.lease_for(token) if token else None
+        now = parts.clock()
+        if lease is None or lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:
+            return {"active": False}
+        if lease.task_id is not None:
+            with parts.store.read() as tx:
+                task = tx.get_task(lease.task_id)
+            if task is None or task.status is not TaskStatus.ACTIVE:
+                return {"active": False}
+        result: dict[str, Any] = {
+            "active": True,
+            "scope": " ".join(lease.scopes),
+            "client_id": lease.identity_id,
+            "sub": lease.identity_id,
+            "aud": lease.audience,
+            "iss": parts.issuer_url(),
+            "exp": int(lease.expires_at.timestamp()),
+            "iat": int(lease.issued_at.timestamp()),
+            "nbf": int(lease.issued_at.timestamp()),
+            "jti": lease.id,
+            "token_type": "Bearer",
+            "tether_lease": lease.id,
+            "tether_owner": lease.owner_id,
+            "tether_task": lease.task_id,
+            "tether_profile": lease.profile_id,
+        }
+        if lease.actor:
+            result["act"] = {"sub": lease.actor}
+        return {k: v for k, v in result.items() if v is not None}
+
+    def revoke_token(self, token: str, actor: str) -> int:
+        """RFC 7009: revoke the lease a token stands for, and everything derived from it."""
+        lease = self._subjects.lease_for(token) if token else None
+        if lease is None or not lease.state.live:
+            return 0  # RFC 7009 §2.2: an unknown or dead token is not an error
+        return self._parts.leases.revoke(
+            RevokeTarget(lease_id=lease.id), "revoked by its holder", actor
+        )

@@ -1,0 +1,59 @@
+"""What issuance works with: the ports and services the composition root hands it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from tether._internal.timeutil import utcnow
+from tether.attest import Attestor
+from tether.audit import AuditLog
+from tether.estate import EstateViewHolder
+from tether.issuance.errors import UnknownTarget
+from tether.lease import LeaseService
+from tether.model import AuditEvent
+from tether.policy import PolicyHolder
+from tether.providers import ExternalProvider, JwtProvider, OpaqueTokenProvider, Provider
+from tether.store import Store, Tx
+
+#: The provider name of task tokens (the lease a task token stands for).
+TASK_PROVIDER = "task"
+
+
+def _no_targets(name: str) -> ExternalProvider:
+    raise UnknownTarget(f"no target {name!r} is registered")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceParts:
+    """Everything issuance needs, wired once by the composition root."""
+
+    store: Store
+    audit: AuditLog
+    view: EstateViewHolder
+    attestor: Attestor
+    policy: PolicyHolder
+    #: By provider name: the token providers, the task-token minter among them.
+    providers: Mapping[str, Provider]
+    jwt_provider: JwtProvider
+    task_tokens: OpaqueTokenProvider
+    leases: LeaseService
+    token_key: Callable[[], bytes]
+    issuer_url: Callable[[], str]
+    #: The credential provider of a registered target system, by target name.
+    target_provider: Callable[[str], ExternalProvider] = _no_targets
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+    def record(self, events: list[AuditEvent], tx: Tx | None = None) -> None:
+        """Append audit entries in `tx`, or in a transaction of their own."""
+        if tx is not None:
+            self.audit.append(tx, events)
+            return
+        with self.store.transaction() as own:
+            self.audit.append(own, events)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"

@@ -1,0 +1,147 @@
+"""Who a request speaks for: attestation, a one-time join token, a task token or an
+issued token, each checked before anything is decided."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tether.attest import AttestationError, Evidence, IssuerUnavailable, match_identity
+from tether.auth.tokens import is_well_formed, token_hash
+from tether.issuance._parts import TASK_PROVIDER, IssuanceParts
+from tether.issuance.errors import (
+    AttestationUnavailable,
+    InvalidGrant,
+    InvalidRequest,
+    TaskTokenRequired,
+)
+from tether.model import Identity, Lease, LeaseState, Task, TaskStatus
+from tether.providers import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who a request speaks for, once its evidence has been checked."""
+
+    identity: Identity
+    via: str  # attestation | join-token | task-token | token | renewal
+    attested: bool
+    issuer_id: str | None = None
+    claims: Mapping[str, str] = field(default_factory=dict)
+    task: Task | None = None
+    #: The lease the presented credential stands for (task token or issued token), or
+    #: the lease being renewed: what the request was justified by before.
+    lease: Lease | None = None
+    evidence: Evidence | None = None
+
+    @classmethod
+    def of_lease(cls, identity: Identity, lease: Lease, task: Task | None, via: str) -> Subject:
+        """A subject that speaks through an existing lease (and its task, if any)."""
+        return cls(
+            identity=identity,
+            via=via,
+            attested=True,
+            issuer_id=task.issuer_id if task else None,
+            claims=dict(task.claims) if task else {},
+            task=task,
+            lease=lease,
+        )
+
+
+class Subjects:
+    """Checks presented credentials and says whom they stand for."""
+
+    def __init__(self, parts: IssuanceParts) -> None:
+        self._parts = parts
+
+    def resolve(self, token: str, token_type: str) -> Subject:
+        """Check a presented credential: a Tether token (task or issued) or attestation."""
+        if not token:
+            raise InvalidRequest("subject_token is required")
+        if token_type == ACCESS_TOKEN_TYPE:
+            subject = self.from_lease(token)
+            if subject is None:
+                raise InvalidGrant("the subject token is not a valid Tether token")
+            return subject
+        if token_type == JWT_TOKEN_TYPE:
+            return self.from_lease(token) or self.attest(token)
+        raise InvalidRequest(f"unsupported subject_token_type {token_type!r}")
+
+    def resolve_bearer(self, bearer: str) -> Subject:
+        """A bearer credential whose type is told by its shape (task token or JWT)."""
+        token_type = ACCESS_TOKEN_TYPE if is_well_formed(bearer) else JWT_TOKEN_TYPE
+        return self.resolve(bearer, token_type)
+
+    def task_of(self, task_token: str) -> Subject:
+        subject = self.from_lease(task_token)
+        if subject is None or subject.via != "task-token":
+            raise TaskTokenRequired("a task token is required")
+        return subject
+
+    def attest(self, token: str) -> Subject:
+        view = self._parts.view.current
+        try:
+            evidence = self._parts.attestor.verify(token)
+            identity = match_identity(evidence, view.attested_by_issuer.get(evidence.issuer_id, ()))
+        except IssuerUnavailable as exc:
+            # The IdP's keys cannot be fetched: a retry may work, the token may be fine.
+            raise AttestationUnavailable(f"attestation not checked: {exc}") from None
+        except AttestationError as exc:
+            raise InvalidGrant(f"attestation refused: {exc}") from None
+        return Subject(
+            identity=identity,
+            via="attestation",
+            attested=True,
+            issuer_id=evidence.issuer_id,
+            claims=dict(evidence.selectors),
+            evidence=evidence,
+        )
+
+    def join(self, token: str, now: dt.datetime) -> Subject:
+        """A one-time join token, used up by this call."""
+        parts = self._parts
+        with parts.store.transaction() as tx:
+            record = tx.consume_join_token(token_hash(parts.token_key(), token), now)
+        if record is None:
+            raise InvalidGrant("the join token is unknown, used or expired")
+        identity = parts.view.current.identities.get(record.identity_id)
+        if identity is None:
+            raise InvalidGrant("the join token's identity no longer exists")
+        return Subject(
+            identity=identity,
+            via="join-token",
+            attested=True,
+            issuer_id="join-token",
+            claims={"join_token": record.id},
+        )
+
+    def lease_for(self, token: str) -> Lease | None:
+        """The lease a Tether token stands for (opaque by its keyed hash, JWT by its jti)."""
+        parts = self._parts
+        if is_well_formed(token):
+            with parts.store.read() as tx:
+                return tx.lease_by_token_hash(token_hash(parts.token_key(), token))
+        claims = parts.jwt_provider.decode(token)
+        if claims is None:
+            return None
+        with parts.store.read() as tx:
+            return tx.get_lease(str(claims["jti"]))
+
+    def from_lease(self, token: str) -> Subject | None:
+        lease = self.lease_for(token)
+        if lease is None:
+            return None
+        if lease.state is not LeaseState.ACTIVE or lease.expires_at <= self._parts.clock():
+            raise InvalidGrant("the subject token is no longer active")
+        task = None
+        if lease.task_id is not None:
+            with self._parts.store.read() as tx:
+                task = tx.get_task(lease.task_id)
+            if task is None or task.status is not TaskStatus.ACTIVE:
+                raise InvalidGrant("the task behind the subject token has ended")
+        identity = self._parts.view.current.identities.get(lease.identity_id)
+        if identity is None:
+            raise InvalidGrant("the subject token's identity no longer exists")
+        via = "task-token" if lease.provider == TASK_PROVIDER else "token"
+        return Subject.of_lease(identity, lease, task, via)
