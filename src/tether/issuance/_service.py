@@ -44,6 +44,7 @@ from tether.providers import (
     Provider,
 )
 from tether.store import JoinTokenRecord, Store, Tx
+from tether.targets import renewable_kinds
 
 log = logging.getLogger("tether.issuance")
 
@@ -567,7 +568,7 @@ class IssuanceService:
             raise OAuthError("invalid_request", f"no lease {lease_id!r} for this caller", 404)
         if lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:
             raise OAuthError("invalid_grant", f"lease {lease_id} is no longer active")
-        if lease.provider not in ("token", "postgres", "redis"):
+        if lease.provider not in ("token", *renewable_kinds()):
             raise OAuthError(
                 "invalid_request",
                 f"{lease.provider} credentials are not renewed in place; exchange again",

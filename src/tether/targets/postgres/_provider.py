@@ -4,13 +4,9 @@ Every lease gets its own role (`tether_<lease id>`), created with a random passw
 expires with the lease (`VALID UNTIL`) and the grants of its profile. Revocation makes the
 role unable to log in, strips its privileges, terminates its live backends and drops it.
 
-Secrets: the admin DSN and every password stay out of exceptions, logs and reprs. Errors
-carry only the psycopg error class and SQLSTATE, because libpq and server messages may
-quote connection strings and statements. Passwords reach the server only as SCRAM
-verifiers computed client-side, so no statement (and no server log of it) holds one.
-
-Connections: each call opens one short-lived autocommit connection to the target and closes
-it; nothing is pooled or held between calls, so the provider is safe to share between
+Secrets: the admin DSN and every password stay out of exceptions, logs and reprs; the
+connection, error and password handling is `_session`'s, shared with the static backend.
+Each call opens one short-lived connection, so the provider is safe to share between
 threads. A PostgreSQL admin needs LOGIN and CREATEROLE (superuser works too), must own or
 hold GRANT OPTION on the schemas and tables it grants, and must be allowed to grant CONNECT
 on the database (owning it suffices).
@@ -21,36 +17,51 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import math
 import re
-import secrets
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, LiteralString
-from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from tether.errors import TetherError
 from tether.model import Identity, Lease, Profile
-from tether.providers._base import OBJECT_PREFIX, IssuedCredential, ProviderError, Target
+from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError
+from tether.targets._target import Target
+from tether.targets.errors import InvalidGrants
+from tether.targets.postgres import NAME
+from tether.targets.postgres._grants import DEFAULT_GRANTS, PRIVILEGE_SQL, Grant, parse_grants
+from tether.targets.postgres._session import (
+    MAX_IDENTIFIER_BYTES,
+    PostgresError,
+    admin_session,
+    client_uri,
+    describe,
+    end_sessions,
+    libpq_timeout,
+    new_password,
+    scalar,
+    verifier,
+    with_password,
+)
 
-log = logging.getLogger("tether.providers.postgres")
+__all__ = [
+    "DEFAULT_GRANTS",
+    "TOKEN_TYPE",
+    "Grant",
+    "InvalidGrants",
+    "PostgresError",
+    "PostgresProvider",
+    "ReconcileIncomplete",
+    "parse_grants",
+    "role_name",
+]
+
+log = logging.getLogger("tether.targets.postgres")
 
 TOKEN_TYPE = "urn:tether:credential:postgres"  # noqa: S105 (a type URI, not a secret)
-
-#: PostgreSQL truncates longer identifiers silently, which would change their meaning.
-MAX_IDENTIFIER_BYTES = 63
-#: Table privileges a profile may grant. ALL is left out on purpose: a profile names what
-#: it needs, and a later PostgreSQL release cannot widen it behind the estate's back.
-TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
-_PRIVILEGE_SQL = {name: sql.SQL(name) for name in TABLE_PRIVILEGES}
-_GRANT_KEYS = frozenset({"schema", "privileges", "tables"})
 
 # Lease ids Tether makes (`lse_<hex>`) are used as they are: the role name reads back to the
 # lease id. Anything else (upper case, punctuation, too long) is hashed into a name that
@@ -62,29 +73,7 @@ _NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+", re.ASCII)
 #: The role comment records the lease id exactly, so hashed names map back too.
 _COMMENT_PREFIX = "tether lease "
 
-_STATEMENT_TIMEOUT_MS = 30_000
-#: Short: a revocation that waits on a lock is retried rather than stalling the worker.
-_LOCK_TIMEOUT_MS = 10_000
-#: How long revoke waits for terminated backends to go away before it reports failure.
-_TERMINATE_WAIT_S = 10.0
 _LIVE_BATCH = 500
-
-
-class InvalidGrants(TetherError):
-    """A profile's `grants` cannot be rendered; nothing was created. Not retryable."""
-
-    status_code = 422
-    code = "invalid_grants"
-
-
-class PostgresError(ProviderError):
-    """The target refused or could not be reached. Carries only the error class and
-    SQLSTATE: the server's own message may quote connection strings or statements."""
-
-    def __init__(self, message: str, error: str, sqlstate: str | None = None) -> None:
-        super().__init__(message)
-        self.error = error
-        self.sqlstate = sqlstate
 
 
 class ReconcileIncomplete(ProviderError):
@@ -98,76 +87,6 @@ class ReconcileIncomplete(ProviderError):
         )
         self.dropped = dropped
         self.failed = dict(failed)
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Privileges on the tables of one schema; `tables=None` means every table it holds
-    when the credential is issued (tables created later are not included)."""
-
-    schema: str
-    privileges: tuple[str, ...]
-    tables: tuple[str, ...] | None = None
-
-
-#: What a profile without grants gets: read-only on `public`.
-DEFAULT_GRANTS = (Grant(schema="public", privileges=("SELECT",)),)
-
-
-def parse_grants(grants: object) -> tuple[Grant, ...]:
-    """Validate a profile's `grants` ({schema, privileges, tables?}, or a list of them).
-
-    Raises InvalidGrants naming the bad field; meant for estate validation too, so a bad
-    profile is refused at `apply` rather than at the first issuance.
-    """
-    if grants is None:
-        return DEFAULT_GRANTS
-    if isinstance(grants, Mapping):
-        return (_parse_grant(grants, "grants"),)
-    if isinstance(grants, Sequence) and not isinstance(grants, str | bytes):
-        if not grants:
-            raise InvalidGrants("grants: must not be empty (omit it for read-only on public)")
-        return tuple(_parse_grant(g, f"grants[{i}]") for i, g in enumerate(grants))
-    raise InvalidGrants("grants: expected a mapping {schema, privileges, tables} or a list")
-
-
-def _parse_grant(spec: object, path: str) -> Grant:
-    if not isinstance(spec, Mapping):
-        raise InvalidGrants(f"{path}: expected a mapping {{schema, privileges, tables}}")
-    unknown = sorted(str(k) for k in spec if k not in _GRANT_KEYS)
-    if unknown:
-        raise InvalidGrants(f"{path}: unknown field(s) {', '.join(unknown)}")
-    schema = _identifier(spec.get("schema"), f"{path}.schema")
-    raw = spec.get("privileges")
-    if not isinstance(raw, list | tuple) or not raw:
-        raise InvalidGrants(f"{path}.privileges: expected a non-empty list, e.g. [SELECT]")
-    privileges: list[str] = []
-    for j, item in enumerate(raw):
-        name = item.strip().upper() if isinstance(item, str) else None
-        if name not in _PRIVILEGE_SQL:
-            raise InvalidGrants(
-                f"{path}.privileges[{j}]: unknown privilege {item!r}; "
-                f"allowed: {', '.join(TABLE_PRIVILEGES)}"
-            )
-        if name not in privileges:
-            privileges.append(name)
-    tables: tuple[str, ...] | None = None
-    if spec.get("tables") is not None:
-        raw_tables = spec["tables"]
-        if not isinstance(raw_tables, list | tuple) or not raw_tables:
-            raise InvalidGrants(f"{path}.tables: expected a non-empty list (omit it for all)")
-        tables = tuple(
-            dict.fromkeys(_identifier(t, f"{path}.tables[{k}]") for k, t in enumerate(raw_tables))
-        )
-    return Grant(schema=schema, privileges=tuple(privileges), tables=tables)
-
-
-def _identifier(value: object, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidGrants(f"{path}: expected a non-empty name")
-    if "\x00" in value or len(value.encode()) > MAX_IDENTIFIER_BYTES:
-        raise InvalidGrants(f"{path}: not a valid PostgreSQL name (≤ 63 bytes, no NUL)")
-    return value
 
 
 def role_name(lease_id: str) -> str:
@@ -199,54 +118,6 @@ def _timestamp(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat()
 
 
-def _new_password() -> str:
-    # 256 bits, URL-safe alphabet: usable in a URI without escaping.
-    return secrets.token_urlsafe(32)
-
-
-def _verifier(conn: psycopg.Connection[Any], password: str) -> sql.Composable:
-    """The SCRAM verifier of a password, computed by libpq on this side: the plaintext never
-    appears in a statement, in pg_stat_activity or in a server log."""
-    verifier = conn.pgconn.encrypt_password(password.encode(), b"", b"scram-sha-256")
-    return sql.Literal(verifier.decode("ascii"))
-
-
-def _with_password(dsn: str, user: str, password: str) -> str:
-    """The same connection string logging in as `user` with `password` (a URI stays one)."""
-    if dsn.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(dsn)
-        hosts = parts.netloc.rpartition("@")[2]
-        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{hosts}"
-        # The rest of the query is kept byte for byte: re-encoding would turn spaces into
-        # "+", which libpq reads literally (e.g. in `options=-c%20...`).
-        query = "&".join(
-            item
-            for item in parts.query.split("&")
-            if item and unquote(item.partition("=")[0]) not in {"user", "password"}
-        )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return make_conninfo(dsn, user=user, password=password)
-
-
-def _client_uri(user: str, host: str, port: int, dbname: str, sslmode: str | None) -> str:
-    """A libpq URI for the lease's role, without its password."""
-    if host.startswith("/"):  # a Unix socket directory travels percent-encoded
-        host_part = quote(host, safe="")
-    elif ":" in host:  # IPv6
-        host_part = f"[{host}]"
-    else:
-        host_part = host
-    uri = f"postgresql://{quote(user, safe='')}@{host_part}:{port}/{quote(dbname, safe='')}"
-    if sslmode:
-        uri += "?" + urlencode({"sslmode": sslmode})
-    return uri
-
-
-def _describe(exc: BaseException) -> str:
-    state = getattr(exc, "sqlstate", None)
-    return f"{type(exc).__name__}" + (f", SQLSTATE {state}" if state else "")
-
-
 class PostgresProvider:
     """Issues one PostgreSQL login role per lease on a registered target (ExternalProvider).
 
@@ -255,13 +126,12 @@ class PostgresProvider:
     InvalidGrants before anything touches the target.
     """
 
-    name = "postgres"
+    name = NAME
     external = True
 
     def __init__(self, target: Target, *, connect_timeout: float = 5.0) -> None:
         self.target = target
-        # libpq takes whole seconds (and treats anything below 2 as 2).
-        self._connect_timeout = max(1, math.ceil(connect_timeout))
+        self._connect_timeout = libpq_timeout(connect_timeout)
         self._rotate_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -278,20 +148,20 @@ class PostgresProvider:
         grants = parse_grants(None if profile is None else profile.grants)
         role = self.object_name(lease)
         ident = sql.Identifier(role)
-        password = _new_password()
+        password = new_password()
         valid_until = _timestamp(lease.expires_at)
         with self._session("issue") as conn:
             if self._role_oid(conn, role) is not None:
                 # A retry after a crash: the earlier password may have been handed out, so
                 # the old role goes (sessions included) rather than being reused.
                 self._drop_role(conn, role)
-            dbname = self._scalar(conn, "SELECT current_database()")
+            dbname = scalar(conn, "SELECT current_database()")
             with conn.transaction():
                 conn.execute(
                     sql.SQL(
                         "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
                         " NOBYPASSRLS PASSWORD {} VALID UNTIL {}"
-                    ).format(ident, _verifier(conn, password), sql.Literal(valid_until))
+                    ).format(ident, verifier(conn, password), sql.Literal(valid_until))
                 )
                 conn.execute(
                     sql.SQL("COMMENT ON ROLE {} IS {}").format(
@@ -320,7 +190,7 @@ class PostgresProvider:
                 "port": port,
                 "dbname": dbname,
                 "valid_until": valid_until,
-                "dsn": _client_uri(role, host, port, dbname, sslmode),
+                "dsn": client_uri(role, host, port, dbname, sslmode),
             },
         )
 
@@ -368,7 +238,7 @@ class PostgresProvider:
                 except (psycopg.Error, ProviderError) as exc:
                     if conn.broken or conn.closed:
                         raise
-                    failed[role] = exc.error if isinstance(exc, PostgresError) else _describe(exc)
+                    failed[role] = exc.error if isinstance(exc, PostgresError) else describe(exc)
                     continue
                 dropped.append(role)
         if dropped:
@@ -384,18 +254,18 @@ class PostgresProvider:
         # One rotation at a time: two racing ones would leave a password nobody holds.
         with self._rotate_lock:
             target = self.target
-            password = _new_password()
+            password = new_password()
             with self._session("rotate_root", target.dsn) as conn:
-                user = self._scalar(conn, "SELECT session_user")
-                new_dsn = _with_password(target.dsn, user, password)
+                user = scalar(conn, "SELECT session_user")
+                new_dsn = with_password(target.dsn, user, password)
                 conn.execute(
                     sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                        sql.Identifier(user), _verifier(conn, password)
+                        sql.Identifier(user), verifier(conn, password)
                     )
                 )
                 try:
                     with self._session("rotate_root (verify)", new_dsn) as check:
-                        works = self._scalar(check, "SELECT session_user") == user
+                        works = scalar(check, "SELECT session_user") == user
                 except ProviderError:
                     works = False
                 if not works:
@@ -446,42 +316,10 @@ class PostgresProvider:
 
     # -- internals -------------------------------------------------------------------------
 
-    @contextmanager
-    def _session(self, op: str, dsn: str | None = None) -> Iterator[psycopg.Connection[Any]]:
-        """One autocommit admin connection; any psycopg error leaves as a PostgresError that
-        names the operation, the error class and the SQLSTATE, and nothing else."""
-        try:
-            conn = psycopg.connect(
-                dsn if dsn is not None else self.target.dsn,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                application_name="tether",
-            )
-        except psycopg.Error as exc:
-            # Unreachable, refused login or a malformed DSN; libpq's text may quote the DSN.
-            raise self._error(f"{op}: cannot connect", exc) from None
-        try:
-            with conn:
-                conn.execute(
-                    f"SET statement_timeout = {_STATEMENT_TIMEOUT_MS};"
-                    f" SET lock_timeout = {_LOCK_TIMEOUT_MS}"
-                )
-                yield conn
-        except psycopg.Error as exc:
-            # `from None`: the psycopg exception's text stays out of tracebacks too.
-            raise self._error(f"{op} failed", exc) from None
-
-    def _error(self, what: str, exc: psycopg.Error) -> PostgresError:
-        return PostgresError(
-            f"postgres target {self.target.name!r}: {what} ({_describe(exc)})",
-            type(exc).__name__,
-            exc.sqlstate,
-        )
-
-    @staticmethod
-    def _scalar(conn: psycopg.Connection[Any], query: LiteralString, *params: object) -> Any:
-        row = conn.execute(query, params or None).fetchone()
-        return None if row is None else row[0]
+    def _session(
+        self, op: str, dsn: str | None = None
+    ) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return admin_session(self.target, op, connect_timeout=self._connect_timeout, dsn=dsn)
 
     @staticmethod
     def _role_oid(conn: psycopg.Connection[Any], role: str) -> int | None:
@@ -492,7 +330,7 @@ class PostgresProvider:
     def _grant(conn: psycopg.Connection[Any], ident: sql.Identifier, grant: Grant) -> None:
         schema = sql.Identifier(grant.schema)
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, ident))
-        privileges = sql.SQL(", ").join(_PRIVILEGE_SQL[p] for p in grant.privileges)
+        privileges = sql.SQL(", ").join(PRIVILEGE_SQL[p] for p in grant.privileges)
         if grant.tables is None:
             on: sql.Composable = sql.SQL("ALL TABLES IN SCHEMA {}").format(schema)
         else:
@@ -517,7 +355,7 @@ class PostgresProvider:
         self._revoke_privileges(conn, ident, oid)
         # A CREATEROLE admin that is not superuser may signal and clean up after a role
         # only with that role's privileges: take membership in it (it is about to go).
-        if not self._scalar(conn, "SELECT pg_has_role(current_user, %s::oid, 'USAGE')", oid):
+        if not scalar(conn, "SELECT pg_has_role(current_user, %s::oid, 'USAGE')", oid):
             # From 16 on, the creator's automatic membership does not inherit privileges.
             inherit = " WITH INHERIT TRUE" if conn.info.server_version >= 160000 else ""
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER" + inherit).format(ident))
@@ -538,7 +376,7 @@ class PostgresProvider:
         """Take back what the role holds here, so a session still running between now and
         its termination can read nothing more. REVOKE takes no lock on the tables."""
         with conn.transaction():
-            dbname = PostgresProvider._scalar(conn, "SELECT current_database()")
+            dbname = scalar(conn, "SELECT current_database()")
             conn.execute(
                 sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(sql.Identifier(dbname), ident)
             )
@@ -563,26 +401,18 @@ class PostgresProvider:
         """Terminate the role's backends until none is left (bounded); the count of pids
         signalled. Raises ProviderError if any survives, so the role is not dropped under a
         live session (which would then keep running as a nameless role)."""
-        deadline = time.monotonic() + _TERMINATE_WAIT_S
-        delay = 0.01
-        signalled: set[int] = set()
-        while True:
+
+        def signal() -> list[int]:
             rows = conn.execute(
                 "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE usesysid = %s AND pid <> pg_backend_pid()",
                 [oid],
             ).fetchall()
-            if not rows:
-                return len(signalled)
-            signalled.update(int(pid) for pid, _ in rows)
-            if time.monotonic() >= deadline:
-                raise PostgresError(
-                    f"postgres target {self.target.name!r}: {len(rows)} session(s) of role"
-                    f" {role} survive termination; role kept with NOLOGIN, will retry",
-                    "SessionsSurvived",
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            return [int(pid) for pid, _ in rows]
+
+        return end_sessions(
+            signal, target=self.target, role=role, then="role kept with NOLOGIN, will retry"
+        )
 
     def _sweep(self, conn: psycopg.Connection[Any], oid: int, role: str) -> None:
         """A login that passed authentication just before NOLOGIN, yet showed up only after
@@ -621,6 +451,6 @@ class PostgresProvider:
             return
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(user), _verifier(conn, str(old))
+                sql.Identifier(user), verifier(conn, str(old))
             )
         )
