@@ -16,7 +16,6 @@ from tether.targets._kinds import (
     kind_names,
     register,
     renewable_kinds,
-    serving_static_kind,
     static_kinds,
     target_kind,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "kind_names",
     "register",
     "renewable_kinds",
-    "serving_static_kind",
     "static_kinds",
     "target_kind",
 ]

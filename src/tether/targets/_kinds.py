@@ -56,8 +56,3 @@ def renewable_kinds() -> tuple[str, ...]:
 def static_kinds() -> tuple[str, ...]:
     """The static credential kinds that some target kind serves (e.g. a pair of roles)."""
     return tuple(k.static_kind for k in _kinds.values() if k.static_kind is not None)
-
-
-def serving_static_kind(static_kind: str) -> TargetKind | None:
-    """The target kind whose backend serves static credentials of `static_kind`."""
-    return next((k for k in _kinds.values() if k.static_kind == static_kind), None)

@@ -15,7 +15,7 @@ from tether.providers import ExternalProvider
 from tether.static import StaticBackend, StaticCredential, VaultOnly
 from tether.store import Store
 from tether.targets._kind import TargetKind
-from tether.targets._kinds import TARGET_KINDS, serving_static_kind
+from tether.targets._kinds import TARGET_KINDS
 from tether.targets._target import Target
 from tether.targets.errors import InvalidTarget
 
@@ -92,7 +92,10 @@ class TargetRegistry:
         if cached is not None:
             return cached
         target = self.get(name)
-        provider = self._kinds[target.kind].provider(target)
+        kind = self._kinds.get(target.kind)
+        if kind is None:  # registered by a node that knew a kind this one does not
+            raise InvalidTarget(f"kind: target {name!r} is of kind {target.kind!r}, not known here")
+        provider = kind.provider(target)
         with self._lock:
             self._providers[name] = provider
         return provider
@@ -102,8 +105,8 @@ class TargetRegistry:
         target whose kind serves the credential's kind (e.g. two PostgreSQL roles)."""
         if credential.kind == VaultOnly.kind:
             return VaultOnly()
-        kind = serving_static_kind(credential.kind)
-        if kind is None or kind.static_backend is None or kind.name not in self._kinds:
+        kind = next((k for k in self._kinds.values() if k.static_kind == credential.kind), None)
+        if kind is None or kind.static_backend is None:
             raise InvalidTarget(f"kind: no target kind serves {credential.kind!r} credentials")
         if credential.target is None:
             raise InvalidTarget(f"target: a {credential.kind} credential needs a target")

@@ -32,6 +32,7 @@ from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError
 from tether.targets._target import Target
 from tether.targets.errors import InvalidGrants
 from tether.targets.postgres import NAME
+from tether.targets.postgres._drop import drop_role, role_oid
 from tether.targets.postgres._grants import DEFAULT_GRANTS, PRIVILEGE_SQL, Grant, parse_grants
 from tether.targets.postgres._session import (
     MAX_IDENTIFIER_BYTES,
@@ -39,7 +40,6 @@ from tether.targets.postgres._session import (
     admin_session,
     client_uri,
     describe,
-    end_sessions,
     libpq_timeout,
     new_password,
     scalar,
@@ -151,10 +151,10 @@ class PostgresProvider:
         password = new_password()
         valid_until = _timestamp(lease.expires_at)
         with self._session("issue") as conn:
-            if self._role_oid(conn, role) is not None:
+            if role_oid(conn, role) is not None:
                 # A retry after a crash: the earlier password may have been handed out, so
                 # the old role goes (sessions included) rather than being reused.
-                self._drop_role(conn, role)
+                drop_role(conn, self.target, role)
             dbname = scalar(conn, "SELECT current_database()")
             with conn.transaction():
                 conn.execute(
@@ -205,7 +205,7 @@ class PostgresProvider:
 
     def revoke(self, lease: Lease) -> None:
         with self._session("revoke") as conn:
-            self._drop_role(conn, self.object_name(lease))
+            drop_role(conn, self.target, self.object_name(lease))
 
     def reconcile(self, live_lease_ids: Callable[[Sequence[str]], set[str]]) -> list[str]:
         with self._session("reconcile") as conn:
@@ -234,7 +234,7 @@ class PostgresProvider:
             failed: dict[str, str] = {}
             for role in sorted(doomed):
                 try:
-                    self._drop_role(conn, role)
+                    drop_role(conn, self.target, role)
                 except (psycopg.Error, ProviderError) as exc:
                     if conn.broken or conn.closed:
                         raise
@@ -322,11 +322,6 @@ class PostgresProvider:
         return admin_session(self.target, op, connect_timeout=self._connect_timeout, dsn=dsn)
 
     @staticmethod
-    def _role_oid(conn: psycopg.Connection[Any], role: str) -> int | None:
-        row = conn.execute("SELECT oid FROM pg_roles WHERE rolname = %s", [role]).fetchone()
-        return None if row is None else int(row[0])
-
-    @staticmethod
     def _grant(conn: psycopg.Connection[Any], ident: sql.Identifier, grant: Grant) -> None:
         schema = sql.Identifier(grant.schema)
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, ident))
@@ -338,104 +333,6 @@ class PostgresProvider:
                 sql.SQL(", ").join(sql.Identifier(grant.schema, t) for t in grant.tables)
             )
         conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(privileges, on, ident))
-
-    def _drop_role(self, conn: psycopg.Connection[Any], role: str) -> bool:
-        """Revoke a role completely; False when it did not exist (already revoked).
-
-        The order closes every door before the next step: no new logins, then no
-        privileges for sessions still running, then no sessions, then no role. Owned
-        objects are cleaned up only once its sessions are gone, because dropping them
-        could wait on locks those sessions hold.
-        """
-        oid = self._role_oid(conn, role)
-        if oid is None:
-            return False
-        ident = sql.Identifier(role)
-        conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
-        self._revoke_privileges(conn, ident, oid)
-        # A CREATEROLE admin that is not superuser may signal and clean up after a role
-        # only with that role's privileges: take membership in it (it is about to go).
-        if not scalar(conn, "SELECT pg_has_role(current_user, %s::oid, 'USAGE')", oid):
-            # From 16 on, the creator's automatic membership does not inherit privileges.
-            inherit = " WITH INHERIT TRUE" if conn.info.server_version >= 160000 else ""
-            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER" + inherit).format(ident))
-        terminated = self._terminate(conn, oid, role)
-        with conn.transaction():
-            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident))
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
-            conn.execute(sql.SQL("DROP ROLE {}").format(ident))
-        self._sweep(conn, oid, role)
-        log.info(
-            "postgres role dropped",
-            extra={"target": self.target.name, "role": role, "sessions_terminated": terminated},
-        )
-        return True
-
-    @staticmethod
-    def _revoke_privileges(conn: psycopg.Connection[Any], ident: sql.Identifier, oid: int) -> None:
-        """Take back what the role holds here, so a session still running between now and
-        its termination can read nothing more. REVOKE takes no lock on the tables."""
-        with conn.transaction():
-            dbname = scalar(conn, "SELECT current_database()")
-            conn.execute(
-                sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(sql.Identifier(dbname), ident)
-            )
-            rows = conn.execute(
-                "SELECT n.nspname, 'schema' FROM pg_namespace n"
-                " WHERE EXISTS (SELECT 1 FROM aclexplode(n.nspacl) a WHERE a.grantee = %(r)s)"
-                " UNION SELECT n.nspname, CASE WHEN c.relkind = 'S' THEN 'sequences'"
-                "  ELSE 'tables' END"
-                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = %(r)s)",
-                {"r": oid},
-            ).fetchall()
-            for schema, kind in rows:
-                target = {
-                    "schema": sql.SQL("SCHEMA {}"),
-                    "tables": sql.SQL("ALL TABLES IN SCHEMA {}"),
-                    "sequences": sql.SQL("ALL SEQUENCES IN SCHEMA {}"),
-                }[kind].format(sql.Identifier(schema))
-                conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(target, ident))
-
-    def _terminate(self, conn: psycopg.Connection[Any], oid: int, role: str) -> int:
-        """Terminate the role's backends until none is left (bounded); the count of pids
-        signalled. Raises ProviderError if any survives, so the role is not dropped under a
-        live session (which would then keep running as a nameless role)."""
-
-        def signal() -> list[int]:
-            rows = conn.execute(
-                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE usesysid = %s AND pid <> pg_backend_pid()",
-                [oid],
-            ).fetchall()
-            return [int(pid) for pid, _ in rows]
-
-        return end_sessions(
-            signal, target=self.target, role=role, then="role kept with NOLOGIN, will retry"
-        )
-
-    def _sweep(self, conn: psycopg.Connection[Any], oid: int, role: str) -> None:
-        """A login that passed authentication just before NOLOGIN, yet showed up only after
-        the last check, would outlive the role. Terminate it by the dropped role's oid."""
-        try:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE usesysid = %s AND pid <> pg_backend_pid()",
-                [oid],
-            ).fetchall()
-        except psycopg.errors.InsufficientPrivilege:
-            # Only superuser or pg_signal_backend may signal a role that no longer exists.
-            log.error(
-                "postgres session outlived its dropped role; grant pg_signal_backend to the"
-                " admin so Tether can end it",
-                extra={"target": self.target.name, "role": role},
-            )
-            return
-        if rows:
-            log.warning(
-                "postgres session of a dropped role terminated",
-                extra={"target": self.target.name, "role": role, "sessions": len(rows)},
-            )
 
     def _restore_password(self, conn: psycopg.Connection[Any], dsn: str, user: str) -> None:
         """Undo a rotation that could not be verified, if the old password is known."""

@@ -103,6 +103,14 @@ def scalar(conn: psycopg.Connection[Any], query: LiteralString, *params: object)
     return None if row is None else row[0]
 
 
+def membership_in(conn: psycopg.Connection[Any], role: str) -> sql.Composed:
+    """The statement making the admin a member of `role` with its privileges: what a
+    CREATEROLE admin that is not superuser needs to see and end the role's sessions."""
+    # From 16 on, the creator's automatic membership does not inherit privileges.
+    inherit = " WITH INHERIT TRUE" if conn.info.server_version >= 160000 else ""
+    return sql.SQL("GRANT {} TO CURRENT_USER" + inherit).format(sql.Identifier(role))
+
+
 def new_password() -> str:
     # 256 bits, URL-safe alphabet: usable in a URI without escaping.
     return secrets.token_urlsafe(32)

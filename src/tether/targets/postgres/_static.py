@@ -75,6 +75,7 @@ from tether.targets.postgres._session import (
     client_uri,
     end_sessions,
     libpq_timeout,
+    membership_in,
     new_password,
     scalar,
     verifier,
@@ -488,9 +489,7 @@ class PostgresStaticBackend:
         granted = {"pg_read_all_stats": read_all_stats, "pg_signal_backend": signal_backend}
         if member or all(granted[name] for name in need):
             return True
-        # From 16 on, the creator's automatic membership does not inherit privileges.
-        inherit = " WITH INHERIT TRUE" if conn.info.server_version >= 160000 else ""
-        grant = sql.SQL("GRANT {} TO CURRENT_USER" + inherit).format(sql.Identifier(user))
+        grant = membership_in(conn, user)
         if "pg_signal_backend" in need:
             conn.execute(grant)  # terminating cannot do without it: let the error out
             return True

@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -35,6 +34,7 @@ from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError
 from tether.targets._target import Target
 from tether.targets.errors import InvalidGrants
 from tether.targets.redis import KIND
+from tether.targets.redis._dsn import parse_dsn
 from tether.targets.redis._grants import AclGrants, parse_grants
 
 __all__ = [
@@ -64,18 +64,6 @@ _ESCAPE = re.compile(r"\.([0-9a-f]{2})")
 _KILL_ATTEMPTS = 5
 #: How many lease ids the reconciler asks about at once.
 _RECONCILE_CHUNK = 500
-#: The DSN query options accepted (TLS settings). redis-py passes any other option to
-#: each new connection and fails only then; `password=` would also shadow the userinfo.
-_DSN_OPTIONS = frozenset(
-    {
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_ca_path",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_check_hostname",
-    }
-)
 _PASSWORD_BYTES = 32  # token_urlsafe(32): 43 characters, 256 bits
 
 
@@ -124,69 +112,6 @@ def lease_id_of(name: str) -> str | None:
     return lease_id
 
 
-@dataclass(frozen=True, slots=True)
-class _Dsn:
-    scheme: str
-    host: str
-    port: int
-    db: int
-    username: str
-    password: str
-    netloc_host: str  # host[:port] as written, for rebuilding URLs
-    query: str
-
-    def url(self, username: str, password: str | None) -> str:
-        auth = quote(username, safe="")
-        if password is not None:
-            auth += ":" + quote(password, safe="")
-        return urlunsplit((self.scheme, f"{auth}@{self.netloc_host}", f"/{self.db}", "", ""))
-
-    def admin_url(self, password: str) -> str:
-        return urlunsplit(
-            (
-                self.scheme,
-                f"{quote(self.username, safe='')}:{quote(password, safe='')}@{self.netloc_host}",
-                f"/{self.db}",
-                self.query,
-                "",
-            )
-        )
-
-
-def _parse_dsn(target: Target) -> _Dsn:
-    """Parse without letting any part of the DSN reach an error message."""
-    parsed: _Dsn | None = None
-    try:
-        parts = urlsplit(target.dsn)
-        path = parts.path.strip("/")
-        if (
-            f"{parts.scheme}://" in KIND.dsn_schemes
-            and parts.hostname
-            and parts.password is not None
-            and (not path or path.isdigit())
-            and all(k in _DSN_OPTIONS for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-        ):
-            netloc_host = parts.netloc.rpartition("@")[2]
-            parsed = _Dsn(
-                scheme=parts.scheme,
-                host=parts.hostname,
-                port=parts.port or 6379,
-                db=int(path or "0"),
-                username=unquote(parts.username or "") or "default",
-                password=unquote(parts.password),
-                netloc_host=netloc_host,
-                query=parts.query,
-            )
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise ProviderError(
-            f"redis target {target.name!r}: the DSN must be redis[s]://user:password@host"
-            "[:port][/db]"
-        )
-    return parsed
-
-
 def _command(client: Any, *args: str) -> Any:
     """Send one raw command. The rules are built here, one argument each, rather than by
     redis-py's keyword helpers; redis-py leaves `execute_command` untyped."""
@@ -231,7 +156,7 @@ class RedisProvider:
     def __init__(self, target: Target, *, socket_timeout: float = 5.0) -> None:
         self.target = target
         self._socket_timeout = socket_timeout
-        self._dsn = _parse_dsn(target)
+        self._dsn = parse_dsn(target)
         # Guards swapping the admin connection during rotate_root.
         self._lock = threading.Lock()
         self._client = self._connect(target.dsn)
@@ -347,7 +272,7 @@ class RedisProvider:
                     )
                 raise
             self.target = replace(self.target, dsn=new_dsn)
-            self._dsn = _parse_dsn(self.target)
+            self._dsn = parse_dsn(self.target)
             self._client = fresh
             old.close()
             # One command, so afterwards the admin has exactly the new password.
@@ -391,7 +316,7 @@ class RedisProvider:
                     # while idle; anything longer is the caller's retry with backoff.
                     retry=Retry(NoBackoff(), 1),
                 )
-            except TypeError:  # redis-py refusing an option; _parse_dsn should have
+            except TypeError:  # redis-py refusing an option; parse_dsn should have
                 raise ValueError("unsupported DSN option") from None
 
         return self._guard("connect", build)
