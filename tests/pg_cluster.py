@@ -38,7 +38,7 @@ import pytest
 from psycopg import sql
 
 from tests.services import unavailable
-from tether.providers import Target
+from tether.targets import Target
 
 ADMIN_ROLE = "nhi_admin"
 SUPERUSER = "postgres"

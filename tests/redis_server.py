@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.services import unavailable
-from tether.providers import Target
+from tether.targets import Target
 
 REDIS_SERVER = os.environ.get("TETHER_TEST_REDIS_SERVER", "/usr/bin/redis-server")
 HOST = "127.0.0.1"

@@ -23,40 +23,17 @@ from tether.lease import LeaseService, LifecycleWorker
 from tether.model import AuditEvent, LeaseState
 from tether.policy import PolicyHolder
 from tether.providers import (
-    ExternalProvider,
     JwtProvider,
     OpaqueTokenProvider,
     Provider,
     ProviderError,
     SigningKeys,
-    Target,
-    TargetRegistry,
 )
-from tether.static import (
-    PostgresStaticBackend,
-    StaticBackend,
-    StaticCredential,
-    StaticSecrets,
-    VaultOnly,
-)
+from tether.static import StaticBackend, StaticCredential, StaticSecrets
 from tether.store import Store, open_store
+from tether.targets import TargetRegistry
 
 log = logging.getLogger("tether")
-
-
-def _postgres(target: Target) -> ExternalProvider:
-    from tether.providers._postgres import PostgresProvider
-
-    return PostgresProvider(target)
-
-
-def _redis(target: Target) -> ExternalProvider:
-    from tether.providers._redis import RedisProvider
-
-    return RedisProvider(target)
-
-
-_TARGET_KINDS = {"postgres": _postgres, "redis": _redis}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +68,7 @@ class Tether:
             "token": OpaqueTokenProvider(self.barrier.token_key),
             TASK_PROVIDER: task_tokens,
         }
-        self.targets = TargetRegistry(self.store, self.barrier, self.audit, _TARGET_KINDS)
+        self.targets = TargetRegistry(self.store, self.barrier, self.audit)
         self.leases = LeaseService(
             self.store,
             self.audit,
@@ -172,15 +149,7 @@ class Tether:
                 self.reconcile_targets()
 
     def _static_backend(self, credential: StaticCredential) -> StaticBackend:
-        if credential.kind == "postgres-static":
-            assert credential.target is not None
-            assert credential.users is not None
-            return PostgresStaticBackend(
-                self.targets.get(credential.target),
-                credential.users,
-                grant_from=credential.grant_from,
-            )
-        return VaultOnly()
+        return self.targets.static_backend(credential)
 
     def reconcile_targets(self) -> dict[str, list[str]]:
         """Drop objects in target systems that carry Tether's prefix but no live lease."""

@@ -510,9 +510,9 @@ BAD_INPUT: list[tuple[str, Mutation, list[str]]] = [
         ["profiles[2].target"],
     ),
     (
-        "jwt-svid profile without audience",
+        "jwt-svid profile (not implemented yet)",
         append(("profiles",), {"id": "svid", "provider": "jwt-svid", "max_ttl": "1h"}),
-        ["profiles[2].audience"],
+        ["profiles[2].provider"],
     ),
     ("both jwks and jwks_uri", set_(("issuers", 0, "jwks"), {"keys": []}), ["issuers[0]"]),
     # oversized strings

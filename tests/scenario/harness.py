@@ -50,6 +50,9 @@ class Server:
     client_cert: tuple[Path, Path] | None = None
     #: The host `start` listens on; clients always connect to 127.0.0.1.
     listen_host: str = "127.0.0.1"
+    #: How `start` runs the server: the real CLI, unless a test launches its own (say,
+    #: one that registers a target kind of its own first). The CLI calls always run `tether`.
+    launcher: list[str] = field(default_factory=lambda: [sys.executable, "-m", "tether"])
 
     @property
     def addr(self) -> str:
@@ -89,7 +92,7 @@ class Server:
         log = self.log_file.open("ab")
         listen = f"{self.listen_host}:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tether", "serve", "--listen", listen, *extra],
+            [*self.launcher, "serve", "--listen", listen, *extra],
             env={**self.env(), **self.extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,

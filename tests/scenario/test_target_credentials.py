@@ -9,6 +9,7 @@ outage delays revocation, raises alerts, and loses nothing.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from tests.pg_cluster import PgCluster
 from tests.scenario.harness import Server
 
 pytestmark = pytest.mark.service
+
+CRASHING_SERVER = Path(__file__).parent / "_crashing_server.py"
 
 
 def _estate() -> dict[str, Any]:
@@ -60,9 +63,13 @@ class Node:
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.root}"}
 
-    def restart(self, **env: str) -> None:
+    def restart(self, crash_at: str | None = None, **env: str) -> None:
+        """Restart the server; with `crash_at`, one that kills itself there mid-issuance."""
         self.server.stop()
         self.server.extra_env = env
+        self.server.launcher = [sys.executable, "-m", "tether"]
+        if crash_at is not None:
+            self.server.launcher = [sys.executable, str(CRASHING_SERVER), crash_at]
         self.server.start()
         assert self.server.cli("unseal", self.share).code == 0
 
@@ -184,9 +191,7 @@ def test_a_crash_around_role_creation_leaves_nothing_untracked(
     node: Node, pg_cluster: PgCluster, crash_at: str
 ) -> None:
     task = node.task()
-    node.restart(
-        TETHER_TEST_CRASH_AT=crash_at, TETHER_PENDING_GRACE="1", TETHER_RECONCILE_INTERVAL="1"
-    )
+    node.restart(crash_at, TETHER_PENDING_GRACE="1", TETHER_RECONCILE_INTERVAL="1")
     with pytest.raises(httpx.HTTPError):
         node.creds(task["token"])
     assert node.server.process is not None and node.server.process.wait(timeout=10) == -9

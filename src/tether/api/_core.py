@@ -25,6 +25,7 @@ from tether.model import Lease, Task
 from tether.providers import ACCESS_TOKEN_TYPE
 from tether.static import StaticCredential
 from tether.store import LeaseFilter, TaskFilter
+from tether.targets import kind_names, static_kinds
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
 _MAX_FIELD = 16 * 1024
@@ -46,7 +47,7 @@ class RevokeRequest(_Body):
 
 class TargetAddRequest(_Body):
     name: str = Field(min_length=1, max_length=128)
-    kind: str = Field(pattern="^(postgres|redis)$")
+    kind: str = Field(pattern=f"^({'|'.join(kind_names())})$")
     dsn: str = Field(min_length=1, max_length=4096, repr=False)
 
 
@@ -58,7 +59,7 @@ class CredsRequest(_Body):
 
 class CredentialCreateRequest(_Body):
     id: str = Field(min_length=1, max_length=128)
-    kind: str = Field(default="static", pattern="^(static|postgres-static)$")
+    kind: str = Field(default="static", pattern=f"^({'|'.join(('static', *static_kinds()))})$")
     owner: str = Field(min_length=1, max_length=255)
     readers: list[str] = Field(min_length=1, max_length=100)
     overlap: str = Field(default="1h", max_length=40, pattern=DURATION_PATTERN)

@@ -17,6 +17,7 @@ from tether.cli._policy import policy as policy_group
 from tether.client import ClientError, TetherClient
 from tether.errors import TetherError
 from tether.estate import EstateInvalid, estate_schema, load_estate_file
+from tether.targets import kind_names
 
 if TYPE_CHECKING:
     from tether.cli._server import ServeOptions
@@ -655,7 +656,7 @@ def target() -> None:
 
 @target.command("add")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(["postgres", "redis"]), required=True)
+@click.option("--kind", type=click.Choice(kind_names()), required=True)
 @click.option(
     "--dsn-file",
     type=click.File("r"),
@@ -692,7 +693,7 @@ def target_rotate_root(name: str) -> None:
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@click.argument("kind", type=click.Choice(kind_names()))
 @click.argument("profile")
 @click.option("--task", "task_id", help="Issue under this task.")
 @click.option("--ttl")

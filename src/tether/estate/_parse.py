@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -36,17 +37,34 @@ from tether.model import (
     Vendor,
 )
 from tether.policy import validate_policies
+from tether.providers import LOCAL_PROVIDERS
+from tether.targets import InvalidGrants, kind_names, target_kind
 
-#: Providers that mint for an audience, and those that talk to a registered target.
-_AUDIENCE_PROVIDERS = {"jwt", "jwt-svid"}
-_TARGET_PROVIDERS = {"postgres", "redis"}
+#: Providers that mint for an audience.
+_AUDIENCE_PROVIDERS = {"jwt"}
+#: Providers the design names that nothing implements yet: a profile naming one is refused
+#: as "not implemented yet" rather than as a typo (a later issue brings the SVIDs).
+_NOT_YET_IMPLEMENTED = ("static", "x509-svid", "jwt-svid")
+
+
+def profile_providers() -> tuple[str, ...]:
+    """What a profile's `provider` may be: an in-process provider or a target kind."""
+    return (*LOCAL_PROVIDERS, *kind_names())
+
+
+def estate_schema() -> dict[str, Any]:
+    """The published JSON Schema of the estate file. The profile providers it allows are
+    filled in from the providers and the registry of target kinds, never listed twice."""
+    return _schema(profile_providers())
 
 
 @functools.cache
-def estate_schema() -> dict[str, Any]:
-    """The published JSON Schema of the estate file."""
+def _schema(providers: tuple[str, ...]) -> dict[str, Any]:
+    # Keyed by the providers, so a kind registered later (a plug-in) is accepted too.
     text = resources.files("tether.estate").joinpath("estate.schema.json").read_text()
-    return dict(json.loads(text))
+    schema: dict[str, Any] = json.loads(text)
+    schema["properties"]["profiles"]["items"]["properties"]["provider"]["enum"] = list(providers)
+    return schema
 
 
 @functools.cache
@@ -215,9 +233,13 @@ def _size_first(schema: Any) -> Any:
     return {k: _size_first(v) for k, v in {**first, **rest}.items()}
 
 
-@functools.cache
 def _validator() -> Any:
-    return _EstateValidator(_size_first(estate_schema()))
+    return _validator_for(profile_providers())
+
+
+@functools.cache
+def _validator_for(providers: tuple[str, ...]) -> Any:
+    return _EstateValidator(_size_first(_schema(providers)))
 
 
 # -- from errors to problems --
@@ -266,7 +288,7 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
         return [Problem(field_path([*where, instance]), "is not an allowed key")]
     messages: dict[str, Callable[[], str]] = {
         "type": lambda: f"must be of type {arg}",
-        "enum": lambda: "must be one of: " + ", ".join(str(x) for x in arg),
+        "enum": lambda: _enum_message(where, arg, instance),
         "const": lambda: f"must be {arg!r}",
         "pattern": lambda: (
             f"is not a valid id: use {SAFE_ID_RULE}"
@@ -283,6 +305,12 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
     }
     make = messages.get(str(v))
     return [Problem(field_path(where), make() if make else "is not valid")]
+
+
+def _enum_message(where: list[Any], allowed: list[Any], instance: Any) -> str:
+    if where[-1:] == ["provider"] and instance in _NOT_YET_IMPLEMENTED:
+        return f"{instance!r} is not implemented yet (supported: {', '.join(allowed)})"
+    return "must be one of: " + ", ".join(str(x) for x in allowed)
 
 
 class _Enough(Exception):
@@ -335,14 +363,11 @@ def _check_schema(document: Any, found: _Found) -> None:
 
 
 def _grants_problem(provider: str, grants: Any) -> str | None:
-    """The target provider's own reading of a profile's grants, so `apply` refuses what
+    """The target kind's own reading of a profile's grants, so `apply` refuses what
     issuance would refuse later."""
-    from tether.providers import _postgres, _redis
-
-    module = _postgres if provider == "postgres" else _redis
     try:
-        module.parse_grants(grants)
-    except module.InvalidGrants as exc:
+        target_kind(provider).parse_grants(grants)
+    except InvalidGrants as exc:
         return str(exc)
     return None
 
@@ -410,97 +435,133 @@ def _check_semantics(
     doc: dict[str, Any], check: _Checker
 ) -> tuple[dict[Kind, dict[str, Any]], list[Policy]]:
     """What the schema cannot say; returns the kind overrides and the inlined policies."""
-    owners = doc.get("owners", [])
-    vendors = doc.get("vendors", [])
-    issuers = doc.get("issuers", [])
-    profiles = doc.get("profiles", [])
-    identities = doc.get("identities", [])
-    for section, items in (
-        ("owners", owners),
-        ("vendors", vendors),
-        ("issuers", issuers),
-        ("profiles", profiles),
-        ("identities", identities),
-    ):
-        check.duplicates(section, items)
-
-    for i, vendor in enumerate(vendors):
+    for section in ("owners", "vendors", "issuers", "profiles", "identities"):
+        check.duplicates(section, doc.get(section, []))
+    for i, vendor in enumerate(doc.get("vendors", [])):
         check.time(f"vendors[{i}].contract_ends", vendor["contract_ends"])
-    for i, issuer in enumerate(issuers):
+    for i, issuer in enumerate(doc.get("issuers", [])):
         if "jwks" in issuer and "jwks_uri" in issuer:
             check.add(f"issuers[{i}]", "give jwks_uri or an inline jwks, not both")
-    for i, profile in enumerate(profiles):
-        check.duration(f"profiles[{i}].max_ttl", profile["max_ttl"])
-        provider = profile["provider"]
-        if provider in _AUDIENCE_PROVIDERS and "audience" not in profile:
-            check.add(f"profiles[{i}].audience", f"is required for provider {provider}")
-        if provider in _TARGET_PROVIDERS and "target" not in profile:
-            check.add(f"profiles[{i}].target", f"is required for provider {provider}")
-        if provider in _TARGET_PROVIDERS and "grants" in profile:
-            grants_problem = _grants_problem(provider, profile["grants"])
-            if grants_problem is not None:
-                where, _, why = grants_problem.partition(": ")
-                check.add(f"profiles[{i}].{where}", why)
+    for i, profile in enumerate(doc.get("profiles", [])):
+        _check_profile(f"profiles[{i}]", profile, check)
+    kind_overrides = _kind_overrides(doc.get("kinds", {}), check)
+    known = _Known.of(doc)
+    for i, identity in enumerate(doc.get("identities", [])):
+        _check_identity(f"identities[{i}]", identity, known, kind_overrides, check)
+    return kind_overrides, _inline_policies(doc.get("policies", []), check)
 
+
+def _check_profile(where: str, profile: dict[str, Any], check: _Checker) -> None:
+    check.duration(f"{where}.max_ttl", profile["max_ttl"])
+    provider = profile["provider"]
+    if provider in _AUDIENCE_PROVIDERS and "audience" not in profile:
+        check.add(f"{where}.audience", f"is required for provider {provider}")
+    if provider not in kind_names():
+        return
+    if "target" not in profile:
+        check.add(f"{where}.target", f"is required for provider {provider}")
+    if "grants" in profile:
+        grants_problem = _grants_problem(provider, profile["grants"])
+        if grants_problem is not None:
+            field, _, why = grants_problem.partition(": ")
+            check.add(f"{where}.{field}", why)
+
+
+def _kind_overrides(kinds: dict[str, Any], check: _Checker) -> dict[Kind, dict[str, Any]]:
     kind_overrides: dict[Kind, dict[str, Any]] = {}
-    for kind_name, overrides in doc.get("kinds", {}).items():
+    for kind_name, overrides in kinds.items():
         for field in ("max_ttl", "rotate_every", "review_every"):
             if field in overrides:
                 check.duration(f"kinds.{kind_name}.{field}", overrides[field])
         kind_overrides[Kind(kind_name)] = dict(overrides)
+    return kind_overrides
 
-    owner_ids = {o["id"] for o in owners}
-    vendor_ids = {v["id"] for v in vendors}
-    issuer_ids = {i["id"] for i in issuers}
-    profile_scopes = {p["id"]: set(p.get("scopes", [])) for p in profiles}
-    for i, identity in enumerate(identities):
-        where = f"identities[{i}]"
-        kind = Kind(identity["kind"])
-        try:
-            control = KIND_CONTROL_DEFAULTS[kind].with_overrides(kind_overrides.get(kind, {}))
-        except InvalidValue:
-            control = KIND_CONTROL_DEFAULTS[kind]  # the bad override is reported under kinds
-        if identity["owner"] not in owner_ids:
-            check.add(f"{where}.owner", f"unknown owner {identity['owner']!r}")
-        if "vendor" in identity and identity["vendor"] not in vendor_ids:
-            check.add(f"{where}.vendor", f"unknown vendor {identity['vendor']!r}")
-        if "approval" in identity:
-            check.time(f"{where}.approval.expires", identity["approval"]["expires"])
-        if "expires" in identity:
-            check.time(f"{where}.expires", identity["expires"])
-        attest = identity.get("attest")
-        if attest is not None and attest["issuer"] not in issuer_ids:
-            check.add(f"{where}.attest.issuer", f"unknown issuer {attest['issuer']!r}")
-        if attest is None and control.attestation_required:
-            check.add(f"{where}.attest", f"is required for kind {kind.value}")
-        allowed = control.allowed_environments
-        if allowed is not None and identity["environment"] not in allowed:
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """The ids an identity may refer to, and the scopes of each profile."""
+
+    owners: frozenset[str]
+    vendors: frozenset[str]
+    issuers: frozenset[str]
+    profile_scopes: dict[str, set[str]]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> _Known:
+        def ids(section: str) -> frozenset[str]:
+            return frozenset(item["id"] for item in doc.get(section, []))
+
+        return cls(
+            owners=ids("owners"),
+            vendors=ids("vendors"),
+            issuers=ids("issuers"),
+            profile_scopes={p["id"]: set(p.get("scopes", [])) for p in doc.get("profiles", [])},
+        )
+
+
+def _check_identity(
+    where: str,
+    identity: dict[str, Any],
+    known: _Known,
+    kind_overrides: dict[Kind, dict[str, Any]],
+    check: _Checker,
+) -> None:
+    kind = Kind(identity["kind"])
+    try:
+        control = KIND_CONTROL_DEFAULTS[kind].with_overrides(kind_overrides.get(kind, {}))
+    except InvalidValue:
+        control = KIND_CONTROL_DEFAULTS[kind]  # the bad override is reported under kinds
+    if identity["owner"] not in known.owners:
+        check.add(f"{where}.owner", f"unknown owner {identity['owner']!r}")
+    if "vendor" in identity and identity["vendor"] not in known.vendors:
+        check.add(f"{where}.vendor", f"unknown vendor {identity['vendor']!r}")
+    if "approval" in identity:
+        check.time(f"{where}.approval.expires", identity["approval"]["expires"])
+    if "expires" in identity:
+        check.time(f"{where}.expires", identity["expires"])
+    attest = identity.get("attest")
+    if attest is not None and attest["issuer"] not in known.issuers:
+        check.add(f"{where}.attest.issuer", f"unknown issuer {attest['issuer']!r}")
+    if attest is None and control.attestation_required:
+        check.add(f"{where}.attest", f"is required for kind {kind.value}")
+    allowed = control.allowed_environments
+    if allowed is not None and identity["environment"] not in allowed:
+        check.add(
+            f"{where}.environment",
+            f"kind {kind.value} allows only: {', '.join(allowed)}",
+        )
+    _check_entitlements(where, identity.get("entitlements", []), known.profile_scopes, check)
+
+
+def _check_entitlements(
+    where: str,
+    entitlements: list[Any],
+    profile_scopes: dict[str, set[str]],
+    check: _Checker,
+) -> None:
+    seen_profiles: set[str] = set()
+    for j, entitlement in enumerate(entitlements):
+        spec = {"profile": entitlement} if isinstance(entitlement, str) else entitlement
+        path = f"{where}.entitlements[{j}]"
+        profile_id = spec["profile"]
+        if profile_id not in profile_scopes:
+            check.add(f"{path}.profile", f"unknown profile {profile_id!r}")
+            continue
+        if profile_id in seen_profiles:
+            check.add(f"{path}.profile", f"profile {profile_id!r} is granted twice")
+        seen_profiles.add(profile_id)
+        extra = sorted(set(spec.get("scopes", [])) - profile_scopes[profile_id])
+        if extra:
             check.add(
-                f"{where}.environment",
-                f"kind {kind.value} allows only: {', '.join(allowed)}",
+                f"{path}.scopes",
+                f"can only narrow the profile's scopes; not in {profile_id}: " + ", ".join(extra),
             )
-        seen_profiles: set[str] = set()
-        for j, entitlement in enumerate(identity.get("entitlements", [])):
-            spec = {"profile": entitlement} if isinstance(entitlement, str) else entitlement
-            path = f"{where}.entitlements[{j}]"
-            profile_id = spec["profile"]
-            if profile_id not in profile_scopes:
-                check.add(f"{path}.profile", f"unknown profile {profile_id!r}")
-                continue
-            if profile_id in seen_profiles:
-                check.add(f"{path}.profile", f"profile {profile_id!r} is granted twice")
-            seen_profiles.add(profile_id)
-            extra = sorted(set(spec.get("scopes", [])) - profile_scopes[profile_id])
-            if extra:
-                check.add(
-                    f"{path}.scopes",
-                    f"can only narrow the profile's scopes; not in {profile_id}: "
-                    + ", ".join(extra),
-                )
 
+
+def _inline_policies(entries: list[Any], check: _Checker) -> list[Policy]:
     policies: list[Policy] = []
     positions: list[int] = []  # index in the file's `policies` of each inlined policy
-    for i, entry in enumerate(doc.get("policies", [])):
+    for i, entry in enumerate(entries):
         if isinstance(entry, str):
             check.add(
                 f"policies[{i}]", f"the content of {entry!r} was not sent (use `tether apply -f`)"
@@ -515,5 +576,4 @@ def _check_semantics(
         # refused with its id before anything is stored (invariant 4: fail closed).
         for problem in validate_policies(policies):
             check.add(f"policies[{positions[problem.index]}]", problem.message)
-
-    return kind_overrides, policies
+    return policies

@@ -12,9 +12,7 @@ from tether.issuance._subjects import Subject
 from tether.issuance.errors import InvalidGrant, InvalidRequest, NotFound
 from tether.model import ExpiryBound, Lease, LeaseState, Task, TaskStatus
 from tether.policy import entitled_scopes
-
-#: Providers whose credentials are renewed in place (others are exchanged again).
-RENEWABLE_PROVIDERS = frozenset({"token", "postgres", "redis"})
+from tether.targets import renewable_kinds
 
 
 class Renewal:
@@ -35,7 +33,8 @@ class Renewal:
             raise NotFound(f"no lease {lease_id!r} for this caller")
         if lease.state is not LeaseState.ACTIVE or lease.expires_at <= self._parts.clock():
             raise InvalidGrant(f"lease {lease_id} is no longer active")
-        if lease.provider not in RENEWABLE_PROVIDERS:
+        # Opaque tokens and the target kinds that say so are renewed in place.
+        if lease.provider != "token" and lease.provider not in renewable_kinds():
             raise InvalidRequest(
                 f"{lease.provider} credentials are not renewed in place; exchange again"
             )

@@ -1,6 +1,8 @@
-"""Credential providers behind one protocol: issue, revoke (and, for real systems, rotate,
-reconcile and health in later releases).
+"""Credential providers behind one protocol: issue, revoke (and, for target systems,
+renew, rotate_root, reconcile and health: `ExternalProvider`).
 
+The in-process providers live here (JWTs, opaque tokens); those of target systems
+(PostgreSQL, Redis, ...) live with their kind in `tether.targets`.
 A provider never runs before the lease row exists (invariant 1): it receives the lease.
 """
 
@@ -12,28 +14,24 @@ from tether.providers._base import (
     IssuedCredential,
     Provider,
     ProviderError,
-    Target,
 )
 from tether.providers._jwt import JwtProvider, SigningKeys
 from tether.providers._opaque import OpaqueTokenProvider
-from tether.providers._postgres import PostgresProvider
-from tether.providers._redis import RedisProvider
-from tether.providers._registry import InvalidTarget, TargetRegistry
+
+#: The providers a profile may name that mint in-process, without a target: JWTs and
+#: opaque tokens. Every other profile provider is a target kind (`tether.targets`).
+LOCAL_PROVIDERS = ("jwt", "token")
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
+    "LOCAL_PROVIDERS",
     "OBJECT_PREFIX",
     "ExternalProvider",
-    "InvalidTarget",
     "IssuedCredential",
     "JwtProvider",
     "OpaqueTokenProvider",
-    "PostgresProvider",
     "Provider",
     "ProviderError",
-    "RedisProvider",
     "SigningKeys",
-    "Target",
-    "TargetRegistry",
 ]

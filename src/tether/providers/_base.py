@@ -2,10 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.errors import TetherError
 from tether.model import Identity, Lease, Profile
+
+if TYPE_CHECKING:
+    # Types only: the targets package builds on this one (its providers implement
+    # ExternalProvider), so importing it here at run time would be a cycle.
+    from tether.targets import Target
 
 # RFC 8693 token type URIs (identifiers, not secrets).
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
@@ -46,19 +51,6 @@ class Provider(Protocol):
 #: Every object Tether creates in a target system carries this prefix and the lease id,
 #: so the reconciler can tell its own objects from everyone else's.
 OBJECT_PREFIX = "tether_"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A registered system Tether issues credentials for. `dsn` is secret: it carries the
-    admin credential, is stored only through the barrier, and is never printed."""
-
-    name: str
-    kind: str  # postgres | redis
-    dsn: str
-
-    def __repr__(self) -> str:
-        return f"Target(name={self.name!r}, kind={self.kind!r})"
 
 
 class ExternalProvider(Provider, Protocol):

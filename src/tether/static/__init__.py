@@ -1,12 +1,11 @@
 """Static (legacy) secrets: vaulted through the barrier, bound to the identities that may
-read them, rotated in stages with an overlap window; use of an old version is an alert."""
+read them, rotated in stages with an overlap window; use of an old version is an alert.
+
+A credential of kind `static` lives only in Tether (`VaultOnly`); other kinds are served
+by a target system, whose kind brings the backend (`tether.targets`, e.g. two
+alternating PostgreSQL roles)."""
 
 from tether.static._backend import SecretUse, StaticBackend, VaultOnly
-from tether.static._postgres import (
-    InvalidStaticBackend,
-    PostgresStaticBackend,
-    StaticUserConflict,
-)
 from tether.static._service import (
     InvalidCredential,
     NotAReader,
@@ -19,16 +18,13 @@ from tether.static._service import (
 
 __all__ = [
     "InvalidCredential",
-    "InvalidStaticBackend",
     "NotAReader",
-    "PostgresStaticBackend",
     "SecretUse",
     "SecretVersion",
     "StaticBackend",
     "StaticCredential",
     "StaticError",
     "StaticSecrets",
-    "StaticUserConflict",
     "VaultOnly",
     "Verification",
 ]

@@ -17,7 +17,7 @@ from tether.barrier import Barrier
 from tether.errors import NotFoundError, TetherError
 from tether.model import AuditEvent
 from tether.providers import ProviderError
-from tether.static._backend import StaticBackend
+from tether.static._backend import StaticBackend, VaultOnly
 from tether.store import Store, Tx
 
 log = logging.getLogger("tether.static")
@@ -94,7 +94,7 @@ class StaticCredential:
     """A long-lived secret some system insists on, bound to the identities that may read it."""
 
     id: str
-    kind: str  # static | postgres-static
+    kind: str  # static (VaultOnly), or one a target kind serves (tether.targets)
     owner_id: str
     readers: tuple[str, ...]
     overlap: dt.timedelta
@@ -230,8 +230,8 @@ class StaticSecrets:
             raise InvalidCredential(f"id: is not a valid id: use {SAFE_ID_RULE}")
         if not credential.readers:
             raise InvalidCredential("readers: at least one identity must be allowed to read it")
-        if credential.kind == "postgres-static" and (not credential.target or not credential.users):
-            raise InvalidCredential("postgres-static needs a target and two users")
+        if credential.kind != VaultOnly.kind and (not credential.target or not credential.users):
+            raise InvalidCredential(f"{credential.kind} needs a target and two users")
         with self._store.read() as tx:
             if credential.id in tx.estate_objects(_TYPE):
                 raise CredentialExists(f"id: credential {credential.id!r} exists")

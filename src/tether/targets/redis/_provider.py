@@ -23,18 +23,32 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from redis.retry import Retry
 
-from tether.errors import TetherError
 from tether.model import Identity, Lease, Profile
-from tether.providers._base import OBJECT_PREFIX, IssuedCredential, ProviderError, Target
+from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError
+from tether.targets._target import Target
+from tether.targets.errors import InvalidGrants
+from tether.targets.redis import KIND
+from tether.targets.redis._dsn import parse_dsn
+from tether.targets.redis._grants import AclGrants, parse_grants
 
-log = logging.getLogger("tether.providers.redis")
+__all__ = [
+    "REDIS_TOKEN_TYPE",
+    "AclGrants",
+    "CredentialMissing",
+    "InvalidGrants",
+    "RedisProvider",
+    "lease_id_of",
+    "object_name",
+    "parse_grants",
+]
+
+log = logging.getLogger("tether.targets.redis")
 
 REDIS_TOKEN_TYPE = "urn:tether:credential:redis"  # noqa: S105 - a type URI, not a secret
 
@@ -46,44 +60,11 @@ _T = TypeVar("_T")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]")
 _ESCAPE = re.compile(r"\.([0-9a-f]{2})")
 
-# Allow-lists of the forms a grant may take. Each becomes one RESP argument, so the real
-# danger is a value Redis would read as more than one rule or as a different kind of rule:
-# whitespace, control characters, selectors `(...)`, and bare keywords such as `allkeys`,
-# `allcommands`, `on`, `nopass` or `>password` never match these.
-_KEY_PATTERN = re.compile(r"[A-Za-z0-9_:.\-/*?\[\]{}^!@#=+,|\\]{1,256}")
-_CATEGORY = re.compile(r"[+-]@[a-z]{1,64}")
-_COMMAND = re.compile(r"[+-][a-z][a-z_]{0,63}(?:\|[a-z][a-z_-]{0,63})?")
-_GRANT_FIELDS = frozenset({"keys", "channels", "categories", "commands"})
-_MAX_ENTRIES = 256
-#: Categories a grant may not add: `-@dangerous` always follows the categories, so these
-#: would be silently void; refusing them says so at apply time instead.
-_REFUSED_CATEGORIES = frozenset({"+@dangerous", "+@admin"})
-_DEFAULT_CATEGORIES = ("+@read",)
-
 #: How many times revocation kills a user's clients before it gives up and retries later.
 _KILL_ATTEMPTS = 5
 #: How many lease ids the reconciler asks about at once.
 _RECONCILE_CHUNK = 500
-#: The DSN query options accepted (TLS settings). redis-py passes any other option to
-#: each new connection and fails only then; `password=` would also shadow the userinfo.
-_DSN_OPTIONS = frozenset(
-    {
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_ca_path",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_check_hostname",
-    }
-)
 _PASSWORD_BYTES = 32  # token_urlsafe(32): 43 characters, 256 bits
-
-
-class InvalidGrants(TetherError, ValueError):
-    """A profile's Redis grants are malformed. Raised before anything reaches the server."""
-
-    status_code = 422
-    code = "invalid_grants"
 
 
 class CredentialMissing(ProviderError):
@@ -91,67 +72,6 @@ class CredentialMissing(ProviderError):
 
     status_code = 410
     code = "credential_missing"
-
-
-@dataclass(frozen=True, slots=True)
-class AclGrants:
-    """A profile's grants, validated; `rules()` renders them as ACL SETUSER rules."""
-
-    keys: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
-    categories: tuple[str, ...] = _DEFAULT_CATEGORIES
-    commands: tuple[str, ...] = ()
-
-    def rules(self, db: int = 0) -> list[str]:
-        rules = ["resetkeys", *(f"~{k}" for k in self.keys)]
-        rules += ["resetchannels", *(f"&{c}" for c in self.channels)]
-        rules += [*self.categories, "-@dangerous", *self.commands]
-        if db:
-            # ACLs do not scope databases; allow selecting exactly the DSN's database.
-            rules.append(f"+select|{db}")
-        # Last, whatever came before: a leased user must never administer the server
-        # (create users, change config, kill clients), or it could outlive its lease.
-        rules.append("-@admin")
-        return rules
-
-
-def parse_grants(grants: Mapping[str, Any] | None) -> AclGrants:
-    """Validate a profile's `grants`; missing means read-only on no keys (deny by default).
-
-    Raises InvalidGrants naming the bad field, never echoing more than its position.
-    """
-    if grants is None:
-        return AclGrants()
-    if not isinstance(grants, Mapping):
-        raise InvalidGrants("grants: expected a mapping")
-    unknown = sorted(str(k) for k in grants if k not in _GRANT_FIELDS)
-    if unknown:
-        raise InvalidGrants(f"grants: unknown field(s) {', '.join(unknown)}")
-    categories = _entries(grants, "categories", _CATEGORY)
-    refused = sorted(set(categories) & _REFUSED_CATEGORIES)
-    if refused:
-        raise InvalidGrants(f"grants.categories: {', '.join(refused)} cannot be granted")
-    return AclGrants(
-        keys=_entries(grants, "keys", _KEY_PATTERN),
-        channels=_entries(grants, "channels", _KEY_PATTERN),
-        categories=categories if grants.get("categories") is not None else _DEFAULT_CATEGORIES,
-        commands=_entries(grants, "commands", _COMMAND),
-    )
-
-
-def _entries(grants: Mapping[str, Any], field: str, form: re.Pattern[str]) -> tuple[str, ...]:
-    value = grants.get(field)
-    if value is None:
-        return ()
-    # A bare string would otherwise be iterated character by character.
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise InvalidGrants(f"grants.{field}: expected a list of strings")
-    if len(value) > _MAX_ENTRIES:
-        raise InvalidGrants(f"grants.{field}: at most {_MAX_ENTRIES} entries")
-    for index, entry in enumerate(value):
-        if not isinstance(entry, str) or not form.fullmatch(entry):
-            raise InvalidGrants(f"grants.{field}[{index}]: not an allowed {field[:-1]} form")
-    return tuple(value)
 
 
 def object_name(lease_id: str) -> str:
@@ -192,69 +112,6 @@ def lease_id_of(name: str) -> str | None:
     return lease_id
 
 
-@dataclass(frozen=True, slots=True)
-class _Dsn:
-    scheme: str
-    host: str
-    port: int
-    db: int
-    username: str
-    password: str
-    netloc_host: str  # host[:port] as written, for rebuilding URLs
-    query: str
-
-    def url(self, username: str, password: str | None) -> str:
-        auth = quote(username, safe="")
-        if password is not None:
-            auth += ":" + quote(password, safe="")
-        return urlunsplit((self.scheme, f"{auth}@{self.netloc_host}", f"/{self.db}", "", ""))
-
-    def admin_url(self, password: str) -> str:
-        return urlunsplit(
-            (
-                self.scheme,
-                f"{quote(self.username, safe='')}:{quote(password, safe='')}@{self.netloc_host}",
-                f"/{self.db}",
-                self.query,
-                "",
-            )
-        )
-
-
-def _parse_dsn(target: Target) -> _Dsn:
-    """Parse without letting any part of the DSN reach an error message."""
-    parsed: _Dsn | None = None
-    try:
-        parts = urlsplit(target.dsn)
-        path = parts.path.strip("/")
-        if (
-            parts.scheme in ("redis", "rediss")
-            and parts.hostname
-            and parts.password is not None
-            and (not path or path.isdigit())
-            and all(k in _DSN_OPTIONS for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-        ):
-            netloc_host = parts.netloc.rpartition("@")[2]
-            parsed = _Dsn(
-                scheme=parts.scheme,
-                host=parts.hostname,
-                port=parts.port or 6379,
-                db=int(path or "0"),
-                username=unquote(parts.username or "") or "default",
-                password=unquote(parts.password),
-                netloc_host=netloc_host,
-                query=parts.query,
-            )
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise ProviderError(
-            f"redis target {target.name!r}: the DSN must be redis[s]://user:password@host"
-            "[:port][/db]"
-        )
-    return parsed
-
-
 def _command(client: Any, *args: str) -> Any:
     """Send one raw command. The rules are built here, one argument each, rather than by
     redis-py's keyword helpers; redis-py leaves `execute_command` untyped."""
@@ -293,13 +150,13 @@ def _hashed(password: str) -> str:
 class RedisProvider:
     """Issues one Redis ACL user per lease and removes it, sessions included, on revoke."""
 
-    name = "redis"
+    name = KIND.name
     external = True
 
     def __init__(self, target: Target, *, socket_timeout: float = 5.0) -> None:
         self.target = target
         self._socket_timeout = socket_timeout
-        self._dsn = _parse_dsn(target)
+        self._dsn = parse_dsn(target)
         # Guards swapping the admin connection during rotate_root.
         self._lock = threading.Lock()
         self._client = self._connect(target.dsn)
@@ -415,7 +272,7 @@ class RedisProvider:
                     )
                 raise
             self.target = replace(self.target, dsn=new_dsn)
-            self._dsn = _parse_dsn(self.target)
+            self._dsn = parse_dsn(self.target)
             self._client = fresh
             old.close()
             # One command, so afterwards the admin has exactly the new password.
@@ -459,7 +316,7 @@ class RedisProvider:
                     # while idle; anything longer is the caller's retry with backoff.
                     retry=Retry(NoBackoff(), 1),
                 )
-            except TypeError:  # redis-py refusing an option; _parse_dsn should have
+            except TypeError:  # redis-py refusing an option; parse_dsn should have
                 raise ValueError("unsupported DSN option") from None
 
         return self._guard("connect", build)

@@ -18,10 +18,11 @@ import pytest
 from psycopg import sql
 
 from tests.pg_cluster import PgCluster
-from tether.providers import ProviderError, Target
-from tether.providers._postgres import PostgresError
+from tether.providers import ProviderError
 from tether.static import SecretUse, StaticBackend
-from tether.static._postgres import (
+from tether.targets import Target
+from tether.targets.postgres._session import PostgresError
+from tether.targets.postgres._static import (
     InvalidStaticBackend,
     PostgresStaticBackend,
     StaticUserConflict,

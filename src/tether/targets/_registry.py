@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from tether._internal.ids import SAFE_ID_RULE, is_safe_id
 from tether.audit import AuditLog
 from tether.barrier import Barrier
-from tether.errors import NotFoundError, TetherError
+from tether.errors import NotFoundError
 from tether.model import AuditEvent
-from tether.providers._base import ExternalProvider, Target
+from tether.providers import ExternalProvider
+from tether.static import StaticBackend, StaticCredential, VaultOnly
 from tether.store import Store
-
-_SCHEMES = {"postgres": ("postgresql://", "postgres://"), "redis": ("redis://", "rediss://")}
-
-
-class InvalidTarget(TetherError):
-    status_code = 422
-    code = "invalid_target"
+from tether.targets._kind import TargetKind
+from tether.targets._kinds import TARGET_KINDS
+from tether.targets._target import Target
+from tether.targets.errors import InvalidTarget
 
 
 def _sealed_id(name: str) -> str:
@@ -27,29 +25,33 @@ def _sealed_id(name: str) -> str:
 
 
 class TargetRegistry:
-    """Targets by name. Metadata (name, kind) is plain; the DSN is sealed by the barrier."""
+    """Targets by name. Metadata (name, kind) is plain; the DSN is sealed by the barrier.
+
+    The kinds are those registered when the registry is made (`TARGET_KINDS`), unless
+    given."""
 
     def __init__(
         self,
         store: Store,
         barrier: Barrier,
         audit: AuditLog,
-        factories: Mapping[str, Callable[[Target], ExternalProvider]],
+        kinds: Mapping[str, TargetKind] | None = None,
     ) -> None:
         self._store = store
         self._barrier = barrier
         self._audit = audit
-        self._factories = factories
+        self._kinds = dict(TARGET_KINDS if kinds is None else kinds)
         self._lock = threading.Lock()
         self._providers: dict[str, ExternalProvider] = {}
 
     def add(self, name: str, kind: str, dsn: str, actor: str) -> None:
         if not is_safe_id(name):
             raise InvalidTarget(f"name: is not a valid id: use {SAFE_ID_RULE}")
-        if kind not in self._factories:
-            raise InvalidTarget(f"kind: must be one of {', '.join(sorted(self._factories))}")
-        if not dsn.startswith(_SCHEMES[kind]) or len(dsn) > 4096:
-            raise InvalidTarget(f"dsn: expected a {' or '.join(_SCHEMES[kind])} URL")
+        if kind not in self._kinds:
+            raise InvalidTarget(f"kind: must be one of {', '.join(sorted(self._kinds))}")
+        schemes = self._kinds[kind].dsn_schemes
+        if not self._kinds[kind].accepts_dsn(dsn) or len(dsn) > 4096:
+            raise InvalidTarget(f"dsn: expected a {' or '.join(schemes)} URL")
         with self._store.transaction() as tx:
             replaced = name in tx.estate_objects("target")
             self._barrier.put_secret(
@@ -90,10 +92,25 @@ class TargetRegistry:
         if cached is not None:
             return cached
         target = self.get(name)
-        provider = self._factories[target.kind](target)
+        kind = self._kinds.get(target.kind)
+        if kind is None:  # registered by a node that knew a kind this one does not
+            raise InvalidTarget(f"kind: target {name!r} is of kind {target.kind!r}, not known here")
+        provider = kind.provider(target)
         with self._lock:
             self._providers[name] = provider
         return provider
+
+    def static_backend(self, credential: StaticCredential) -> StaticBackend:
+        """Where a static credential's versions live: nowhere but Tether (`static`), or the
+        target whose kind serves the credential's kind (e.g. two PostgreSQL roles)."""
+        if credential.kind == VaultOnly.kind:
+            return VaultOnly()
+        kind = next((k for k in self._kinds.values() if k.static_kind == credential.kind), None)
+        if kind is None or kind.static_backend is None:
+            raise InvalidTarget(f"kind: no target kind serves {credential.kind!r} credentials")
+        if credential.target is None:
+            raise InvalidTarget(f"target: a {credential.kind} credential needs a target")
+        return kind.static_backend(self.get(credential.target), credential)
 
     def rotate_root(self, name: str, actor: str) -> None:
         """Replace the admin credential Tether uses; nobody learns the new one."""

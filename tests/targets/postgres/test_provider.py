@@ -21,8 +21,9 @@ from psycopg import sql
 
 from tests.pg_cluster import PgCluster
 from tether.model import Lease, LeaseState, Profile
-from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError, Target
-from tether.providers._postgres import (
+from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError
+from tether.targets import Target
+from tether.targets.postgres._provider import (
     TOKEN_TYPE,
     InvalidGrants,
     PostgresError,

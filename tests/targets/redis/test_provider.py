@@ -22,8 +22,9 @@ from redis.retry import Retry
 
 from tests.redis_server import RedisServer, redis_server
 from tether.model import Identity, Kind, Lease, LeaseState, Profile
-from tether.providers import OBJECT_PREFIX, ProviderError, Target
-from tether.providers._redis import (
+from tether.providers import OBJECT_PREFIX, ProviderError
+from tether.targets import Target
+from tether.targets.redis._provider import (
     REDIS_TOKEN_TYPE,
     CredentialMissing,
     InvalidGrants,

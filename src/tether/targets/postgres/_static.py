@@ -43,10 +43,10 @@ The role names must not start with Tether's object prefix (`tether_`): the Postg
 provider's reconciler drops such roles when no lease owns them.
 
 Secrets: passwords reach the server only as SCRAM verifiers computed client-side, and
-neither they nor the admin DSN appear in exceptions, logs or reprs; errors are the
-PostgreSQL provider's `PostgresError` (a ProviderError) with the error class and SQLSTATE
-only. Each call opens one short-lived connection; the backend is safe to share between
-threads and replicas (changes to one role are serialised by an advisory lock).
+neither they nor the admin DSN appear in exceptions, logs or reprs; errors are
+`PostgresError` (a ProviderError) with the error class and SQLSTATE only, as for every
+PostgreSQL call (`_session`). Each call opens one short-lived connection; the backend is
+safe to share between threads and replicas (changes to one role are serialised by an advisory lock).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ import datetime as dt
 import json
 import logging
 import re
-import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, LiteralString
 
@@ -64,24 +64,26 @@ import psycopg
 from psycopg import sql
 
 from tether.errors import ConflictError, TetherError
-from tether.providers._base import OBJECT_PREFIX, Target
-from tether.providers._postgres import (
+from tether.providers import OBJECT_PREFIX
+from tether.static import SecretUse
+from tether.targets._target import Target
+from tether.targets.postgres import STATIC_KIND
+from tether.targets.postgres._session import (
     MAX_IDENTIFIER_BYTES,
     PostgresError,
-    PostgresProvider,
-    _client_uri,
-    _new_password,
-    _verifier,
-    _with_password,
+    admin_session,
+    client_uri,
+    end_sessions,
+    libpq_timeout,
+    membership_in,
+    new_password,
+    scalar,
+    verifier,
+    with_password,
 )
-from tether.static._backend import SecretUse
 
-log = logging.getLogger("tether.static.postgres")
+log = logging.getLogger("tether.targets.postgres.static")
 
-KIND = "postgres-static"
-
-#: How long retire waits for terminated sessions to go away before it reports failure.
-_TERMINATE_WAIT_S = 10.0
 _MARK_PREFIX = "tether static "
 _MARK = re.compile(
     r"tether static version=(?P<version>[1-9][0-9]*) staged_at=(?P<staged_at>\S+)"
@@ -186,7 +188,7 @@ class PostgresStaticBackend:
     be reached, StaticUserConflict when the role does not carry what the call expects.
     """
 
-    kind = KIND
+    kind = STATIC_KIND
 
     def __init__(
         self,
@@ -208,13 +210,8 @@ class PostgresStaticBackend:
                 raise InvalidStaticBackend("grant_from: must be a group role, not one of users")
         self.users: tuple[str, str] = (first, second)
         self.grant_from = grant_from
-        # The provider brings the connection handling and error translation shared by
-        # every PostgreSQL call; it is never used to issue anything here.
-        self._pg = PostgresProvider(target, connect_timeout=connect_timeout)
-
-    @property
-    def target(self) -> Target:
-        return self._pg.target
+        self.target = target
+        self._connect_timeout = libpq_timeout(connect_timeout)
 
     def __repr__(self) -> str:
         return (
@@ -233,7 +230,7 @@ class PostgresStaticBackend:
     def stage(self, credential_id: str, version: int, secret: str) -> Mapping[str, str]:
         user = self._user(version, None)
         ident = sql.Identifier(user)
-        with self._pg._session(f"stage v{version} ({user})") as conn:
+        with self._session(f"stage v{version} ({user})") as conn:
             with conn.transaction():
                 self._lock(conn, user)
                 role = self._role(conn, credential_id, user)
@@ -262,19 +259,19 @@ class PostgresStaticBackend:
                         sql.SQL(
                             "CREATE ROLE {} LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE"
                             " NOREPLICATION NOBYPASSRLS PASSWORD {} VALID UNTIL 'infinity'"
-                        ).format(ident, _verifier(conn, secret))
+                        ).format(ident, verifier(conn, secret))
                     )
                 else:
                     # Only this role: the other one may be the version in use right now.
                     conn.execute(
                         sql.SQL("ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL 'infinity'").format(
-                            ident, _verifier(conn, secret)
+                            ident, verifier(conn, secret)
                         )
                     )
                 if mark is not None and mark.version == version:
                     staged_at = mark.staged_at  # a retry: its sessions stay its own
                 else:
-                    now = self._pg._scalar(conn, "SELECT clock_timestamp()")
+                    now = scalar(conn, "SELECT clock_timestamp()")
                     staged_at = now.astimezone(dt.UTC).isoformat()
                 conn.execute(
                     sql.SQL("COMMENT ON ROLE {} IS {}").format(
@@ -283,7 +280,7 @@ class PostgresStaticBackend:
                 )
                 if self.grant_from is not None:
                     self._join_group(conn, user, self.grant_from)
-                dbname = self._pg._scalar(conn, "SELECT current_database()")
+                dbname = scalar(conn, "SELECT current_database()")
             host, port = conn.info.host, conn.info.port
             sslmode = conn.info.get_parameters().get("sslmode")
         log.info(
@@ -301,7 +298,7 @@ class PostgresStaticBackend:
             "host": host,
             "port": str(port),
             "dbname": dbname,
-            "dsn": _client_uri(user, host, port, dbname, sslmode),
+            "dsn": client_uri(user, host, port, dbname, sslmode),
         }
 
     def test(
@@ -310,15 +307,15 @@ class PostgresStaticBackend:
         user = self._user(version, details)
         op = f"test v{version} ({user})"
         try:
-            dsn = _with_password(self.target.dsn, user, secret)
+            dsn = with_password(self.target.dsn, user, secret)
         except (psycopg.Error, ValueError):
             # The DSN could not be rewritten; its text (and the exception's) stays out.
             raise PostgresError(
                 f"postgres target {self.target.name!r}: {op}: malformed target DSN",
                 "InvalidDsn",
             ) from None
-        with self._pg._session(op, dsn) as conn:
-            who = self._pg._scalar(conn, "SELECT session_user")
+        with self._session(op, dsn) as conn:
+            who = scalar(conn, "SELECT session_user")
         if who != user:
             raise PostgresError(
                 f"postgres target {self.target.name!r}: {op}: logged in as {who!r}",
@@ -327,7 +324,7 @@ class PostgresStaticBackend:
 
     def retire(self, credential_id: str, version: int, details: Mapping[str, str]) -> None:
         user = self._user(version, details)
-        with self._pg._session(f"retire v{version} ({user})") as conn:
+        with self._session(f"retire v{version} ({user})") as conn:
             with conn.transaction():
                 self._lock(conn, user)
                 role = self._role(conn, credential_id, user)
@@ -342,7 +339,7 @@ class PostgresStaticBackend:
                     # locks, each enough on its own. Stage opens all three again.
                     conn.execute(
                         sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD {} VALID UNTIL '-infinity'").format(
-                            sql.Identifier(user), _verifier(conn, _new_password())
+                            sql.Identifier(user), verifier(conn, new_password())
                         )
                     )
             terminated = self._terminate(conn, role.oid, user, before)
@@ -362,7 +359,7 @@ class PostgresStaticBackend:
         self, credential_id: str, version: int, details: Mapping[str, str]
     ) -> Sequence[SecretUse]:
         user = self._user(version, details)
-        with self._pg._session(f"users_of v{version} ({user})") as conn:
+        with self._session(f"users_of v{version} ({user})") as conn:
             role = self._role(conn, credential_id, user)
             if role is None:
                 return ()
@@ -492,9 +489,7 @@ class PostgresStaticBackend:
         granted = {"pg_read_all_stats": read_all_stats, "pg_signal_backend": signal_backend}
         if member or all(granted[name] for name in need):
             return True
-        # From 16 on, the creator's automatic membership does not inherit privileges.
-        inherit = " WITH INHERIT TRUE" if conn.info.server_version >= 160000 else ""
-        grant = sql.SQL("GRANT {} TO CURRENT_USER" + inherit).format(sql.Identifier(user))
+        grant = membership_in(conn, user)
         if "pg_signal_backend" in need:
             conn.execute(grant)  # terminating cannot do without it: let the error out
             return True
@@ -516,21 +511,16 @@ class PostgresStaticBackend:
         """Terminate the role's sessions (those older than `before`, if given) until none
         is left, bounded; the number of pids signalled. Each pass is its own transaction,
         rolled back (it only borrows membership), so it sees pg_stat_activity afresh."""
-        deadline = time.monotonic() + _TERMINATE_WAIT_S
-        delay = 0.01
-        signalled: set[int] = set()
-        while True:
+
+        def signal() -> list[int]:
             with conn.transaction(force_rollback=True):
                 self._borrow(conn, oid, user, need=("pg_signal_backend", "pg_read_all_stats"))
                 rows = conn.execute(_TERMINATE, {"oid": oid, "before": before}).fetchall()
-            if not rows:
-                return len(signalled)
-            signalled.update(int(pid) for pid, _ in rows)
-            if time.monotonic() >= deadline:
-                raise PostgresError(
-                    f"postgres target {self.target.name!r}: {len(rows)} session(s) of role"
-                    f" {user} survive termination; will retry",
-                    "SessionsSurvived",
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            return [int(pid) for pid, _ in rows]
+
+        return end_sessions(signal, target=self.target, role=user, then="will retry")
+
+    def _session(
+        self, op: str, dsn: str | None = None
+    ) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return admin_session(self.target, op, connect_timeout=self._connect_timeout, dsn=dsn)
