@@ -118,6 +118,12 @@ def listener_options(func: F) -> F:
             help="Allow plain HTTP on a non-loopback address, e.g. behind a TLS-terminating "
             "proxy (env TETHER_ALLOW_PLAIN_HTTP=1).",
         ),
+        click.option(
+            "--allow-existing-schema",
+            is_flag=True,
+            help="Migrate into a database that already holds other applications' tables "
+            "(env TETHER_ALLOW_EXISTING_SCHEMA=1). Default: refuse.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -134,6 +140,7 @@ def _serve_options(**flags: Any) -> ServeOptions:
         tls_client_auth=flags["tls_client_auth"],
         trusted_proxies=tuple(p.strip() for p in flags["trusted_proxies"]),
         allow_plain_http=flags["allow_plain_http"],
+        allow_existing_schema=flags["allow_existing_schema"],
     )
 
 
