@@ -6,18 +6,19 @@ database (never its password) and the cause, in Tether's words.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from tether.store._sql import tables as t
 from tether.store.errors import ForeignSchema, StoreError, StoreUnreachable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _VERSION_TABLE = "alembic_version"
@@ -104,6 +105,8 @@ def _check_schema(conn: Connection, url: str, allow_existing: bool, config: Conf
         return
     where = shown_url(url)
     if _VERSION_TABLE in names:
+        from alembic.script import ScriptDirectory
+
         scripts = ScriptDirectory.from_config(config)
         known = {script.revision for script in scripts.walk_revisions()}
         versions: set[str] = set(conn.execute(_VERSIONS).scalars())
@@ -132,6 +135,12 @@ def _check_schema(conn: Connection, url: str, allow_existing: bool, config: Conf
 def migrate(engine: Engine, url: str, *, allow_existing_schema: bool = False) -> None:
     """Bring the schema to the newest version; a database that cannot be opened, or that
     belongs to another application, is a `StoreError` naming it."""
+    # Alembic announces each of its plugins at INFO when it is first imported: noise, not
+    # news. Imported here, after the level is set, so that a start logs only what matters.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     try:
