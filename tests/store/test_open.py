@@ -61,6 +61,22 @@ def test_an_sqlite_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
     assert str(directory) in message and "unable to open database file" in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"mysql://tether:{PASSWORD}@db.internal/tether",
+        f"postgresql://tether:{PASSWORD}@db.internal:port/tether",
+        f"not a url {PASSWORD}",
+    ],
+)
+def test_a_url_tether_cannot_use_says_what_it_takes(url: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert "sqlite:///PATH" in message and "postgresql://" in message
+    assert PASSWORD not in message
+
+
 # -- a database that holds someone else's tables --
 
 

@@ -37,8 +37,27 @@ def _engine_url(url: str) -> str:
     return url
 
 
+_TAKES = "Tether keeps its state in SQLite (sqlite:///PATH) or PostgreSQL (postgresql://USER@HOST:PORT/DB)"
+
+
 def create_engine(url: str) -> Engine:
-    url = _engine_url(url)
+    """The engine for `url`; one Tether cannot use is a `StoreError` naming what it takes."""
+    try:
+        backend = sa.engine.make_url(url).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        # Not the exception's text: SQLAlchemy's quotes the URL, password and all.
+        raise StoreError(f"the database URL is not a valid URL. {_TAKES}") from None
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise StoreError(f"cannot use the database {shown_url(url)}. {_TAKES}")
+    try:
+        return _create_engine(_engine_url(url))
+    except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+        raise StoreError(
+            f"cannot use the database {shown_url(url)}: {type(exc).__name__}"
+        ) from None
+
+
+def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
@@ -71,8 +90,8 @@ def shown_url(url: str) -> str:
     """The database URL as it may be printed: no password, no query (it may hold one)."""
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        return "the database in TETHER_DATABASE_URL"
+    except (sa.exc.ArgumentError, ValueError):
+        return "(TETHER_DATABASE_URL)"
     return str(parsed.set(password=None, query={}).render_as_string(hide_password=True))
 
 
@@ -90,7 +109,7 @@ def _cause(url: str, exc: sa.exc.SQLAlchemyError) -> str:
 def _password(url: str) -> str | None:
     try:
         return sa.engine.make_url(url).password
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return None
 
 
