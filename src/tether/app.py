@@ -47,7 +47,9 @@ class Tether:
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or open_store(settings.database_url)
+        self.store = store or open_store(
+            settings.database_url, allow_existing_schema=settings.allow_existing_schema
+        )
         self.store.migrate()
         self.barrier = Barrier(self.store)
         self.audit = AuditLog(self.barrier.audit_key)

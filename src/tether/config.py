@@ -33,6 +33,8 @@ class Settings:
     tls_client_ca: Path | None = None
     #: Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
     allow_plain_http: bool = False
+    #: Migrate into a database that already holds tables that are not Tether's.
+    allow_existing_schema: bool = False
 
     @property
     def tls(self) -> bool:
@@ -67,8 +69,13 @@ class Settings:
             tls_cert=_path(os.environ.get("TETHER_TLS_CERT")),
             tls_key=_path(os.environ.get("TETHER_TLS_KEY")),
             tls_client_ca=_path(os.environ.get("TETHER_TLS_CLIENT_CA")),
-            allow_plain_http=os.environ.get("TETHER_ALLOW_PLAIN_HTTP", "") in ("1", "true", "yes"),
+            allow_plain_http=_flag("TETHER_ALLOW_PLAIN_HTTP"),
+            allow_existing_schema=_flag("TETHER_ALLOW_EXISTING_SCHEMA"),
         )
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
 def _list(text: str) -> tuple[str, ...]:

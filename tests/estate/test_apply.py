@@ -22,7 +22,6 @@ from tether.store import IdentityFilter
 
 ACTOR = "token:test-admin"
 N = 8  # one identity of every kind
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -139,7 +138,7 @@ def test_the_same_meaning_written_differently_is_no_change(node: Tether) -> None
 
 def test_the_example_and_demo_estates_apply_as_written(node: Tether) -> None:
     for path in (
-        REPO / "examples" / "estate.yaml",
+        Path(__file__).parent / "data" / "design_example.yaml",
         Path(tether.__file__).parent / "_demo" / "estate.yaml",
     ):
         document = load_estate_file(path)

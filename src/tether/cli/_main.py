@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from importlib import resources
@@ -119,6 +118,12 @@ def listener_options(func: F) -> F:
             help="Allow plain HTTP on a non-loopback address, e.g. behind a TLS-terminating "
             "proxy (env TETHER_ALLOW_PLAIN_HTTP=1).",
         ),
+        click.option(
+            "--allow-existing-schema",
+            is_flag=True,
+            help="Migrate into a database that already holds other applications' tables "
+            "(env TETHER_ALLOW_EXISTING_SCHEMA=1). Default: refuse.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -135,6 +140,7 @@ def _serve_options(**flags: Any) -> ServeOptions:
         tls_client_auth=flags["tls_client_auth"],
         trusted_proxies=tuple(p.strip() for p in flags["trusted_proxies"]),
         allow_plain_http=flags["allow_plain_http"],
+        allow_existing_schema=flags["allow_existing_schema"],
     )
 
 
@@ -489,19 +495,15 @@ def task() -> None:
 @click.option(
     "--attestation-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File holding the attestation JWT (default: $TETHER_ATTESTATION_TOKEN).",
+    help="File holding the attestation JWT or join token (default: the file named by "
+    "$TETHER_ATTESTATION_TOKEN_FILE, else $TETHER_ATTESTATION_TOKEN).",
 )
 @json_option
 def task_start(name: str, ttl: str, attestation_file: Path | None, as_json: bool) -> None:
     """Attest and start a task; prints the task token once."""
-    from tether.client import WorkloadClient
+    from tether.client import WorkloadClient, attestation_from_env
 
-    attestation = (
-        attestation_file.read_text().strip()
-        if attestation_file
-        else os.environ.get("TETHER_ATTESTATION_TOKEN")
-    )
-    with WorkloadClient(attestation=attestation) as client:
+    with WorkloadClient(attestation=attestation_from_env(attestation_file)) as client:
         started = client.start_task(name, ttl)
     if as_json:
         _emit_json(

@@ -1,31 +1,37 @@
 """Running a Tether node in this process: `tether serve` and `tether dev`.
 
-Everything is checked (`prepare`) before the node's modules are even imported, so a bad
-flag is one quick line.
+The listener is checked and its socket bound (`_listen`) before the node's modules are even
+imported or its store opened, so a bad flag or a busy port is one quick line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import inspect
-import ipaddress
 import logging
 import os
+import shutil
+import socket
 import ssl
+import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from rich.console import Console
 
 from tether._internal.logs import configure_logging
 from tether._internal.timeutil import format_time
-from tether.config import Settings
-from tether.errors import TetherError
+from tether.cli._listen import (
+    Listener,
+    ServeConfigError,
+    ServeOptions,
+    bind,
+    is_loopback,
+    prepare,
+)
 from tether.estate import load_estate_file, parse_estate
 from tether.store import IdentityFilter
 
@@ -34,173 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ClientAuth = Literal["optional", "required"]
-
-
-class ServeConfigError(TetherError):
-    """`tether serve`/`tether dev` was asked for something it cannot or must not do."""
-
-
-@dataclass(frozen=True, slots=True)
-class ServeOptions:
-    """The listener's flags; a flag given here wins over its environment variable."""
-
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    #: Whether a client certificate is required or only verified when presented.
-    tls_client_auth: ClientAuth | None = None
-    trusted_proxies: tuple[str, ...] = ()
-    allow_plain_http: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    settings: Settings
-    host: str
-    port: int
-    tls: ssl.SSLContext | None
-    cert_reqs: ssl.VerifyMode = ssl.CERT_NONE
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
-
-
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ServeConfigError(f"--listen must be host:port, not {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and `localhost`; a wildcard (0.0.0.0, ::) or any other name is not."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolve(settings: Settings, options: ServeOptions) -> Settings:
-    """The environment's settings with the command line's flags laid over them."""
-    overrides: dict[str, Any] = {
-        "tls_cert": options.tls_cert,
-        "tls_key": options.tls_key,
-        "tls_client_ca": options.tls_client_ca,
-        "trusted_proxies": options.trusted_proxies or None,
-        "allow_plain_http": options.allow_plain_http or None,
-    }
-    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _label(flag: str, env: str, given: object) -> str:
-    return flag if given else env
-
-
-def _check_proxies(settings: Settings, options: ServeOptions) -> None:
-    label = _label("--trusted-proxy", "TETHER_TRUSTED_PROXIES", options.trusted_proxies)
-    for value in settings.trusted_proxies:
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            raise ServeConfigError(
-                f"{label}: {value!r} is not an IP address or CIDR network (e.g. 10.0.0.5, "
-                "10.0.0.0/8, fd00::/8)"
-            ) from None
-
-
-def _read(label: str, path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ServeConfigError(
-            f"{label}: cannot read {path}: {exc.strerror or type(exc).__name__}"
-        ) from None
-
-
-def _tls_context(settings: Settings, options: ServeOptions) -> ssl.SSLContext | None:
-    """The server's TLS context, every file loaded now so a bad one is one clear line."""
-    cert_label = _label("--tls-cert", "TETHER_TLS_CERT", options.tls_cert)
-    key_label = _label("--tls-key", "TETHER_TLS_KEY", options.tls_key)
-    ca_label = _label("--tls-client-ca", "TETHER_TLS_CLIENT_CA", options.tls_client_ca)
-    cert, key, client_ca = settings.tls_cert, settings.tls_key, settings.tls_client_ca
-    if cert is None and key is None:
-        if client_ca is not None:
-            raise ServeConfigError(f"{ca_label} needs --tls-cert and --tls-key: it is for HTTPS")
-        if options.tls_client_auth is not None:
-            raise ServeConfigError("--tls-client-auth needs --tls-client-ca (and HTTPS)")
-        return None
-    if cert is None or key is None:
-        if cert is None:
-            given, missing = key_label, "--tls-cert (TETHER_TLS_CERT)"
-        else:
-            given, missing = cert_label, "--tls-key (TETHER_TLS_KEY)"
-        raise ServeConfigError(
-            f"{given} needs {missing} too: HTTPS takes a certificate and its key"
-        )
-    if b"-----BEGIN CERTIFICATE-----" not in _read(cert_label, cert):
-        raise ServeConfigError(f"{cert_label}: {cert} holds no PEM certificate")
-    key_pem = _read(key_label, key)
-    if b"PRIVATE KEY-----" not in key_pem:
-        raise ServeConfigError(f"{key_label}: {key} holds no PEM private key")
-    if b"ENCRYPTED" in key_pem:
-        raise ServeConfigError(
-            f"{key_label}: {key} is encrypted; give the key unencrypted (protect it with file "
-            "permissions)"
-        )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.options |= ssl.OP_NO_RENEGOTIATION
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        # A password callback, so an encrypted key is an error rather than a tty prompt.
-        context.load_cert_chain(cert, key, password=lambda: "")
-    except ssl.SSLError as exc:
-        if exc.reason == "KEY_VALUES_MISMATCH":
-            raise ServeConfigError(
-                f"{key_label}: {key} is not the key of the certificate {cert}"
-            ) from None
-        raise ServeConfigError(
-            f"{cert_label}/{key_label}: cannot load {cert} with {key}: "
-            f"{exc.reason or 'not a valid PEM certificate and key'}"
-        ) from None
-    if client_ca is not None:
-        if b"-----BEGIN CERTIFICATE-----" not in _read(ca_label, client_ca):
-            raise ServeConfigError(f"{ca_label}: {client_ca} holds no PEM CA certificate")
-        try:
-            context.load_verify_locations(cafile=client_ca)
-        except ssl.SSLError as exc:
-            raise ServeConfigError(
-                f"{ca_label}: cannot load {client_ca}: {exc.reason or 'not a valid PEM bundle'}"
-            ) from None
-        required = (options.tls_client_auth or "required") == "required"
-        context.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
-    elif options.tls_client_auth is not None:
-        raise ServeConfigError("--tls-client-auth needs --tls-client-ca")
-    return context
-
-
-def prepare(listen: str | None, dev: bool, options: ServeOptions) -> Listener:
-    """Settings, TLS and the listen address, all checked before anything starts."""
-    settings = _resolve(Settings.from_env(listen=listen, dev=dev), options)
-    host, port = _split_listen(settings.listen)
-    _check_proxies(settings, options)
-    context = _tls_context(settings, options)
-    if context is None and not is_loopback(host) and not settings.allow_plain_http:
-        raise ServeConfigError(
-            f"refusing to serve plain HTTP on {settings.listen}, which is not a loopback "
-            "address: credentials would cross the network in the clear. Give --tls-cert and "
-            "--tls-key, listen on 127.0.0.1, or pass --allow-plain-http "
-            "(TETHER_ALLOW_PLAIN_HTTP=1) behind a TLS-terminating proxy"
-        )
-    return Listener(
-        settings, host, port, context, context.verify_mode if context else ssl.CERT_NONE
-    )
+__all__ = ["ServeConfigError", "ServeOptions", "is_loopback", "run_dev", "run_server"]
 
 
 def _uvicorn_tls(listener: Listener) -> dict[str, Any]:
@@ -222,7 +62,7 @@ def _uvicorn_tls(listener: Listener) -> dict[str, Any]:
     return kwargs
 
 
-def _serve(node: Tether, listener: Listener) -> None:
+def _serve(node: Tether, listener: Listener, sock: socket.socket) -> None:
     from tether.api import create_app
 
     if listener.tls is None and not is_loopback(listener.host):
@@ -230,32 +70,39 @@ def _serve(node: Tether, listener: Listener) -> None:
             "serving plain HTTP on a non-loopback address (allowed by --allow-plain-http)",
             extra={"listen": node.settings.listen},
         )
+    config = uvicorn.Config(
+        create_app(node),
+        host=listener.host,
+        port=listener.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        # The client address is the TCP peer's unless Tether itself trusts the proxy
+        # (Settings.trusted_proxies): uvicorn must never rewrite it from headers.
+        proxy_headers=False,
+        forwarded_allow_ips="",
+        **_uvicorn_tls(listener),
+    )
     try:
-        uvicorn.run(
-            create_app(node),
-            host=listener.host,
-            port=listener.port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            # The client address is the TCP peer's unless Tether itself trusts the proxy
-            # (Settings.trusted_proxies): uvicorn must never rewrite it from headers.
-            proxy_headers=False,
-            forwarded_allow_ips="",
-            **_uvicorn_tls(listener),
-        )
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         node.stop()
+
+
+def _start_node(listener: Listener) -> Tether:
+    """The node, its store opened and migrated: only after every flag has been checked."""
+    from tether.app import Tether
+
+    node = Tether(listener.settings)
+    node.start()
+    return node
 
 
 def run_server(listen: str | None, dev: bool, options: ServeOptions | None = None) -> None:
     configure_logging(os.environ.get("TETHER_LOG_LEVEL", "INFO"))
     listener = prepare(listen, dev, options or ServeOptions())
-    from tether.app import Tether
-
-    node = Tether(listener.settings)
-    node.start()
-    _serve(node, listener)
+    with bind(listener) as sock:
+        _serve(_start_node(listener), listener, sock)
 
 
 def _show_core_loop(node: Tether, console: Console) -> None:
@@ -302,20 +149,45 @@ def _show_core_loop(node: Tether, console: Console) -> None:
     console.print(f"  5. task ended: {revoked} lease(s) revoked; introspection: active={active}")
 
 
-def run_dev(
-    listen: str | None,
-    estate_file: Path,
-    once: bool,
-    console: Console,
-    options: ServeOptions | None = None,
-) -> None:
-    configure_logging(os.environ.get("TETHER_LOG_LEVEL", "WARNING"))
-    listener = prepare(listen, True, options or ServeOptions())
-    settings = listener.settings
-    from tether.app import Tether
+def _shown(path: Path) -> str:
+    """`path` as typed in this directory: relative when it is below it."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
-    node = Tether(settings)
-    node.start()
+
+def _cli_command() -> str:
+    """How to run this `tether` from the shell it was started in, exactly as printed: a
+    fresh checkout has it in `.venv/bin`, which is not on PATH."""
+    beside = Path(sys.executable).parent / "tether"  # the console script of this install
+    on_path = shutil.which("tether")
+    if on_path and Path(on_path).resolve() == beside.resolve():
+        return "tether"
+    return _shown(beside) if beside.exists() else f"{sys.executable} -m tether"
+
+
+def _print_hints(listener: Listener, console: Console) -> None:
+    """The lines to paste into another shell to use the CLI against this node."""
+    settings = listener.settings
+    console.print("\nUse the CLI against it (in another shell):")
+    console.print(f"  export TETHER_ADDR={listener.url}", markup=False)
+    if listener.tls is not None:
+        console.print(
+            f"  export TETHER_CACERT=...   # the CA bundle that signed {settings.tls_cert}",
+            markup=False,
+        )
+    console.print(f"  export TETHER_TOKEN=$(cat {settings.dev_token_file})", markup=False)
+    tether = _cli_command()
+    console.print(f"  {tether} identity list", markup=False)
+    console.print(f"  {tether} audit verify", markup=False)
+    activate = Path(sys.prefix) / "bin" / "activate"
+    if tether != "tether" and activate.exists():
+        console.print(
+            f"  (or `source {_shown(activate)}` first, then just `tether ...`)", markup=False
+        )
+
+
+def _set_up(node: Tether, estate_file: Path, console: Console) -> None:
+    """Apply the estate and say what the node holds now."""
+    settings = node.settings
     status = node.barrier.status()
     console.print(f"[bold]Tether dev mode[/] — home {settings.home}")
     console.print(f"  storage:  {settings.database_url.split('?')[0]}")
@@ -340,18 +212,32 @@ def run_dev(
         f"\n  audit:    {verification.entries} entries, chain "
         f"{'verified' if verification.ok else 'BROKEN: ' + str(verification.problem)}"
     )
-    console.print("\nUse the CLI against it:")
-    console.print(f"  export TETHER_ADDR={listener.url}", markup=False)
-    if listener.tls is not None:
-        console.print(
-            f"  export TETHER_CACERT=...   # the CA bundle that signed {settings.tls_cert}",
-            markup=False,
-        )
-    console.print(f"  export TETHER_TOKEN=$(cat {settings.dev_token_file})")
-    console.print("  tether identity list")
-    console.print("  tether audit verify")
+
+
+def run_dev(
+    listen: str | None,
+    estate_file: Path,
+    once: bool,
+    console: Console,
+    options: ServeOptions | None = None,
+) -> None:
+    configure_logging(os.environ.get("TETHER_LOG_LEVEL", "WARNING"))
+    listener = prepare(listen, True, options or ServeOptions())
     if once:
-        node.stop()
+        node = _start_node(listener)
+        try:
+            _set_up(node, estate_file, console)
+            _print_hints(listener, console)
+        finally:
+            node.stop()
         return
-    console.print(f"\nServing on {listener.url} (Ctrl-C to stop)", markup=False)
-    _serve(node, listener)
+    with bind(listener) as sock:
+        node = _start_node(listener)
+        try:
+            _set_up(node, estate_file, console)
+        except BaseException:
+            node.stop()
+            raise
+        _print_hints(listener, console)
+        console.print(f"\nServing on {listener.url} (Ctrl-C to stop)", markup=False)
+        _serve(node, listener, sock)

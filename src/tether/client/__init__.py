@@ -5,6 +5,20 @@ is built on it; workloads use it to exchange attestation for credentials.
 """
 
 from tether.client._http import ClientError, TetherClient
-from tether.client._workload import IssuedToken, Task, WorkloadClient
+from tether.client._workload import (
+    ExchangeOptions,
+    IssuedToken,
+    Task,
+    WorkloadClient,
+    attestation_from_env,
+)
 
-__all__ = ["ClientError", "IssuedToken", "Task", "TetherClient", "WorkloadClient"]
+__all__ = [
+    "ClientError",
+    "ExchangeOptions",
+    "IssuedToken",
+    "Task",
+    "TetherClient",
+    "WorkloadClient",
+    "attestation_from_env",
+]

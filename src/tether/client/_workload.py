@@ -1,6 +1,6 @@
 """The workload SDK: attest once per task, get short-lived credentials, end the task.
 
-    client = WorkloadClient(attestation=lambda: read_oidc_token())
+    client = WorkloadClient.from_env()  # TETHER_ADDR, TETHER_ATTESTATION_TOKEN(_FILE)
     with client.task("deploy-42") as task:
         token = task.token(audience="https://orders.example.com")
 
@@ -18,13 +18,51 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from tether.client._http import ClientError, TetherClient
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URI
 JWT = "urn:ietf:params:oauth:token-type:jwt"
+
+
+#: Where an attestation comes from: the token itself, or a callable asked on every use.
+Attestation = str | Callable[[], str]
+
+
+class ExchangeOptions(TypedDict, total=False):
+    """What an RFC 8693 exchange may ask for besides the subject token; None means unset."""
+
+    audience: str | None
+    resource: str | None
+    scope: str | None
+    ttl: str | None
+    actor_token: str | None
+    actor_token_type: str | None
+    task: str | None
+    intent: str | None
+
+
+def attestation_from_env(file: str | os.PathLike[str] | None = None) -> Attestation | None:
+    """The attestation this environment gives a workload: the token in `file` (default
+    TETHER_ATTESTATION_TOKEN_FILE, e.g. a projected Kubernetes token or a join token saved
+    by `tether join-token create`), re-read on every use so a rotated token is picked up;
+    else TETHER_ATTESTATION_TOKEN."""
+    path = file or os.environ.get("TETHER_ATTESTATION_TOKEN_FILE")
+    if not path:
+        return os.environ.get("TETHER_ATTESTATION_TOKEN")
+
+    def read() -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ClientError(
+                f"cannot read the attestation token file {path}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
+
+    return read
 
 
 def _now() -> dt.datetime:
@@ -52,7 +90,7 @@ class WorkloadClient:
     def __init__(
         self,
         addr: str | None = None,
-        attestation: str | Callable[[], str] | None = None,
+        attestation: Attestation | None = None,
         timeout: float = 30.0,
         *,
         cacert: str | os.PathLike[str] | None = None,
@@ -74,13 +112,10 @@ class WorkloadClient:
 
     @classmethod
     def from_env(cls) -> WorkloadClient:
-        """TETHER_ADDR (TETHER_CACERT for HTTPS), and the attestation token from
-        TETHER_ATTESTATION_TOKEN or the file named by TETHER_ATTESTATION_TOKEN_FILE (e.g. a
-        projected Kubernetes token), re-read on every use so rotated tokens are picked up."""
-        path = os.environ.get("TETHER_ATTESTATION_TOKEN_FILE")
-        if path:
-            return cls(attestation=lambda: Path(path).read_text().strip())
-        return cls(attestation=os.environ.get("TETHER_ATTESTATION_TOKEN"))
+        """A client configured by the environment alone: TETHER_ADDR (and TETHER_CACERT,
+        TETHER_CLIENT_CERT/KEY for HTTPS), and the attestation `attestation_from_env` finds
+        (TETHER_ATTESTATION_TOKEN_FILE, else TETHER_ATTESTATION_TOKEN)."""
+        return cls(attestation=attestation_from_env())
 
     def __repr__(self) -> str:
         return f"WorkloadClient(addr={self._api.addr!r})"
@@ -134,32 +169,16 @@ class WorkloadClient:
         self,
         subject_token: str,
         subject_token_type: str = ACCESS_TOKEN,
-        *,
-        audience: str | None = None,
-        resource: str | None = None,
-        scope: str | None = None,
-        ttl: str | None = None,
-        actor_token: str | None = None,
-        actor_token_type: str | None = None,
-        task: str | None = None,
-        intent: str | None = None,
+        **options: Unpack[ExchangeOptions],
     ) -> IssuedToken:
+        """RFC 8693: the subject token for a credential; `options` choose the profile
+        (audience, resource, scope), shorten it (ttl) or record delegation (actor_token)."""
         form = {
             "grant_type": TOKEN_EXCHANGE,
             "subject_token": subject_token,
             "subject_token_type": subject_token_type,
         }
-        optional = {
-            "audience": audience,
-            "resource": resource,
-            "scope": scope,
-            "ttl": ttl,
-            "actor_token": actor_token,
-            "actor_token_type": actor_token_type,
-            "task": task,
-            "intent": intent,
-        }
-        form.update({k: v for k, v in optional.items() if v is not None})
+        form.update({k: v for k, v in options.items() if isinstance(v, str)})
         issued_at = _now()
         body = self._post_form("/oauth2/token", form)
         return IssuedToken(
@@ -171,9 +190,9 @@ class WorkloadClient:
             lease_id=body["tether_lease"],
         )
 
-    def exchange_attestation(self, **kwargs: Any) -> IssuedToken:
+    def exchange_attestation(self, **options: Unpack[ExchangeOptions]) -> IssuedToken:
         """A credential straight from attestation (its implicit task ends with the evidence)."""
-        return self.exchange(self._attestation_token(), JWT, **kwargs)
+        return self.exchange(self._attestation_token(), JWT, **options)
 
     def introspect(self, token: str, auth_token: str) -> dict[str, Any]:
         return dict(self._post_form("/oauth2/introspect", {"token": token}, bearer=auth_token))

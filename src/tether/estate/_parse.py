@@ -26,6 +26,7 @@ from tether._internal.ids import SAFE_ID_PATTERN, SAFE_ID_RULE
 from tether._internal.timeutil import InvalidValue, parse_duration, parse_time
 from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
 from tether.model import (
+    DEFAULT_ENVIRONMENTS,
     KIND_CONTROL_DEFAULTS,
     Estate,
     Identity,
@@ -414,8 +415,10 @@ def parse_estate(document: Any) -> Estate:
     if found.found:
         raise found.refusal(by_path=True)
     doc: dict[str, Any] = document
+    check = _Checker(found)
     try:
-        kind_overrides, policies = _check_semantics(doc, _Checker(found))
+        kind_overrides, policies = _check_semantics(doc, check)
+        environments = _check_environments(doc, check)
     except _Enough:
         raise found.refusal(by_path=False) from None
     if found.found:
@@ -426,9 +429,31 @@ def parse_estate(document: Any) -> Estate:
         issuers=tuple(Issuer.from_spec(i) for i in doc.get("issuers", [])),
         profiles=tuple(Profile.from_spec(p) for p in doc.get("profiles", [])),
         identities=tuple(Identity.from_spec(i) for i in doc.get("identities", [])),
+        environments=environments,
         kind_overrides=kind_overrides,
         policies=tuple(policies),
     )
+
+
+def _check_environments(doc: dict[str, Any], check: _Checker) -> tuple[str, ...]:
+    """Every environment named is declared (`environments:`, else DEFAULT_ENVIRONMENTS), so a
+    typo such as `prdo` is refused, not taken for an environment of its own. Returns them."""
+    declared: tuple[str, ...] = tuple(doc.get("environments", DEFAULT_ENVIRONMENTS))
+    for i, name in enumerate(declared):
+        if name in declared[:i]:
+            check.add(f"environments[{i}]", f"{name!r} is declared twice")
+    listed = ", ".join(declared)
+
+    def known(path: str, name: str) -> None:
+        if name not in declared:
+            check.add(path, f"{name!r} is not a declared environment ({listed})")
+
+    for kind_name, overrides in doc.get("kinds", {}).items():
+        for j, name in enumerate(overrides.get("allowed_environments", [])):
+            known(f"kinds.{kind_name}.allowed_environments[{j}]", name)
+    for i, identity in enumerate(doc.get("identities", [])):
+        known(f"identities[{i}].environment", identity["environment"])
+    return declared
 
 
 def _check_semantics(

@@ -7,6 +7,7 @@ plan compares, so applying the same file twice is a no-op by construction.
 
 from tether.model._audit import AuditEvent, AuditRecord
 from tether.model._estate import (
+    DEFAULT_ENVIRONMENTS,
     KIND_CONTROL_DEFAULTS,
     Approval,
     ControlProfile,
@@ -38,6 +39,7 @@ from tether.model._lease import (
 )
 
 __all__ = [
+    "DEFAULT_ENVIRONMENTS",
     "KIND_CONTROL_DEFAULTS",
     "Approval",
     "AuditEvent",

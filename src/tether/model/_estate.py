@@ -22,6 +22,11 @@ class Kind(enum.StrEnum):
     LEGACY_STATIC = "legacy_static"
 
 
+#: The environments an estate may name when it declares none (`environments:` in the file):
+#: a typo such as `prdo` is refused rather than taken for an environment of its own.
+DEFAULT_ENVIRONMENTS: tuple[str, ...] = ("dev", "test", "staging", "prod")
+
+
 class IdentityStatus(enum.StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
@@ -363,6 +368,8 @@ class Estate:
     issuers: tuple[Issuer, ...] = ()
     profiles: tuple[Profile, ...] = ()
     identities: tuple[Identity, ...] = ()
+    #: The environments identities may name: the file's `environments`, or the default.
+    environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     #: Per-kind overrides of the built-in control profiles, as written in the file.
     kind_overrides: Mapping[Kind, Mapping[str, Any]] = field(default_factory=dict)
     policies: tuple[Policy, ...] = ()

@@ -16,10 +16,11 @@ from tether.store._port import (
     TaskFilter,
     Tx,
 )
-from tether.store.errors import StoreError, StoreUnavailable
+from tether.store.errors import ForeignSchema, StoreError, StoreUnavailable, StoreUnreachable
 
 __all__ = [
     "ApiTokenRecord",
+    "ForeignSchema",
     "IdentityFilter",
     "JoinTokenRecord",
     "LeaseFilter",
@@ -27,18 +28,23 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoreUnreachable",
     "TaskFilter",
     "Tx",
     "open_store",
 ]
 
 
-def open_store(url: str) -> Store:
-    """Open the store at `url`: `memory://`, `sqlite:///path` or `postgresql://...`."""
+def open_store(url: str, *, allow_existing_schema: bool = False) -> Store:
+    """Open the store at `url`: `memory://`, `sqlite:///path` or `postgresql://...`.
+
+    Its `migrate()` refuses a database that holds another application's tables unless
+    `allow_existing_schema` (Tether's tables then go beside them).
+    """
     if url.startswith("memory:"):
         from tether.store._memory import MemoryStore
 
         return MemoryStore()
     from tether.store._sql import SqlStore
 
-    return SqlStore(url)
+    return SqlStore(url, allow_existing_schema=allow_existing_schema)

@@ -13,3 +13,14 @@ class StoreUnavailable(StoreError):
 
     status_code = 503
     code = "store_unavailable"
+
+
+class StoreUnreachable(StoreUnavailable):
+    """The database could not be opened when the node started: its message names the
+    database (never its password) and the driver's reason."""
+
+
+class ForeignSchema(StoreError):
+    """The database holds another application's tables; Tether will not migrate into it."""
+
+    code = "foreign_schema"

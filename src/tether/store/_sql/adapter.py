@@ -5,13 +5,9 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from tether._internal.canonical import canonical_json
@@ -27,47 +23,8 @@ from tether.store._port import (
     TaskFilter,
 )
 from tether.store._sql import tables as t
+from tether.store._sql._engine import create_engine, migrate
 from tether.store.errors import StoreError, StoreUnavailable
-
-_MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def _engine_url(url: str) -> str:
-    # Plain postgresql:// URLs mean psycopg 3, the only PostgreSQL driver Tether ships.
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def _create_engine(url: str) -> Engine:
-    url = _engine_url(url)
-    if url.startswith("sqlite"):
-        path = sa.engine.make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Take transaction control away from pysqlite so BEGIN IMMEDIATE is ours to send.
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("tether_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 def _translate(exc: sa.exc.SQLAlchemyError) -> StoreError:
@@ -715,9 +672,10 @@ class _SqlTx:
 
 
 class SqlStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, allow_existing_schema: bool = False) -> None:
         self.url = url
-        self._engine = _create_engine(url)
+        self._allow_existing_schema = allow_existing_schema
+        self._engine = create_engine(url)
         self.dialect = self._engine.dialect.name
         # SQLite has one writer; queueing writers here beats spinning on SQLITE_BUSY.
         self._writer_lock: threading.Lock | None = (
@@ -729,15 +687,7 @@ class SqlStore:
         return self._engine
 
     def migrate(self) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
-        try:
-            with self._engine.connect() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-                conn.commit()
-        except sa.exc.SQLAlchemyError as exc:
-            raise _translate(exc) from None
+        migrate(self._engine, self.url, allow_existing_schema=self._allow_existing_schema)
 
     @contextmanager
     def transaction(self) -> Iterator[_SqlTx]:
