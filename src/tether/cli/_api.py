@@ -44,3 +44,15 @@ def all_pages(
             after = cursor(page)
             if after is None:
                 return items
+
+
+def get(path: str, **params: Any) -> Any:
+    """One GET on a client of its own."""
+    with client() as api:
+        return api.get(path, **params)
+
+
+def post(path: str, body: Any = None, **params: Any) -> Any:
+    """One POST on a client of its own."""
+    with client() as api:
+        return api.post(path, body, **params)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from tether.audit import read_jsonl, verify_chain
-from tether.cli._api import all_pages, by_seq, client
+from tether.cli._api import all_pages, by_seq, client, get
 from tether.cli._output import (
     Column,
     emit_json,
@@ -57,8 +57,7 @@ def audit_verify(path: Path | None, as_json: bool) -> None:
             except ValueError as exc:
                 fail(str(exc))
     else:
-        with client() as api:
-            result = api.get("/v1/audit/verify")
+        result = get("/v1/audit/verify")
     if as_json:
         emit_json(result)
     elif result["ok"]:

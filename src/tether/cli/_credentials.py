@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from tether.cli._api import client
+from tether.cli._api import get, post
 from tether.cli._output import Column, json_option, out, output_option, show_listing, show_record
 
 #: Shown in place of a secret that was not asked for.
@@ -45,8 +45,7 @@ def credential() -> None:
 @output_option
 def credential_list(output: str) -> None:
     """List static credentials and their versions (never a secret)."""
-    with client() as api:
-        items = api.get("/v1/credentials")["items"]
+    items = get("/v1/credentials")["items"]
     show_listing(f"{len(items)} credentials", CREDENTIAL_COLUMNS, items, output)
 
 
@@ -60,8 +59,7 @@ def credential_list(output: str) -> None:
 @output_option
 def credential_show(credential_id: str, reveal: bool, output: str) -> None:
     """Show a credential: its metadata (admin), or its current version (a reader's task)."""
-    with client() as api:
-        item = api.get(f"/v1/credentials/{credential_id}")
+    item = get(f"/v1/credentials/{credential_id}")
     if "value" in item and not reveal:
         item = {k: v for k, v in item.items() if k != "value"}
         if output in ("table", "wide"):
@@ -91,8 +89,7 @@ def credential_show(credential_id: str, reveal: bool, output: str) -> None:
 def credential_add(credential_id: str, output: str, **options: Any) -> None:
     """Vault a static credential; only its readers' task tokens can read it."""
     body = _create_body(credential_id, options)
-    with client() as api:
-        created = api.post("/v1/credentials", body)
+    created = post("/v1/credentials", body)
     _print_versions(created, output)
 
 
@@ -115,8 +112,7 @@ def _create_body(credential_id: str, options: dict[str, Any]) -> dict[str, Any]:
 @json_option
 def credential_rotate(credential_id: str, overlap: str | None, as_json: bool) -> None:
     """Rotate a static credential in stages: new, tested, promoted; the old one overlaps."""
-    with client() as api:
-        result = api.post(f"/v1/credentials/{credential_id}/rotate", {"overlap": overlap})
+    result = post(f"/v1/credentials/{credential_id}/rotate", {"overlap": overlap})
     _print_versions(result, "json" if as_json else "table")
 
 
@@ -126,8 +122,7 @@ def credential_rotate(credential_id: str, overlap: str | None, as_json: bool) ->
 @output_option
 def credential_exposed(credential_id: str, evidence: str, output: str) -> None:
     """Report a credential exposed: rotate at once and retire the exposed version."""
-    with client() as api:
-        result = api.post(f"/v1/credentials/{credential_id}/exposed", {"evidence": evidence})
+    result = post(f"/v1/credentials/{credential_id}/exposed", {"evidence": evidence})
     _print_versions(result, output)
     retired = [v["number"] for v in result["versions"] if v["state"] == "retired"]
     if retired and output in ("table", "wide"):

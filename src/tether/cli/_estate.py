@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tether.cli._api import all_pages, client
+from tether.cli._api import all_pages, get, post
 from tether.cli._output import (
     Column,
     emit_json,
@@ -67,8 +67,7 @@ def _print_plan(plan: dict[str, Any], dry_run: bool) -> None:
 def apply(path: Path, dry_run: bool, as_json: bool) -> None:
     """Validate an estate file, show the plan and apply it in one transaction."""
     document = load_estate_file(path)
-    with client() as api:
-        plan = api.post("/v1/estate/apply", document, dry_run=str(dry_run).lower())
+    plan = post("/v1/estate/apply", document, dry_run=str(dry_run).lower())
     emit_json(plan) if as_json else _print_plan(plan, dry_run)
 
 
@@ -105,8 +104,7 @@ def identity_list(output: str, **filters: str | None) -> None:
 @output_option
 def identity_show(identity_id: str, output: str) -> None:
     """Show one identity, its justification and its kind's controls."""
-    with client() as api:
-        spec = api.get(f"/v1/identities/{identity_id}")
+    spec = get(f"/v1/identities/{identity_id}")
     show_record(f"identity {spec['id']}", spec, output)
 
 

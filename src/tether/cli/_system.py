@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tether.cli._api import client
+from tether.cli._api import get, post
 from tether.cli._output import emit_json, json_option, out
 
 
@@ -32,8 +32,7 @@ def _print_status(status: dict[str, Any]) -> None:
 @json_option
 def init(shares: int, threshold: int, as_json: bool) -> None:
     """Initialize: split the root key into SHARES and print them with the root token, once."""
-    with client() as api:
-        result = api.post("/v1/sys/init", {"shares": shares, "threshold": threshold})
+    result = post("/v1/sys/init", {"shares": shares, "threshold": threshold})
     if as_json:
         emit_json({"shares": result["shares"], "root_token": result["root_token"]})
         return
@@ -53,8 +52,7 @@ def unseal(share: str | None, as_json: bool) -> None:
     """Give one unseal share (or `-` / nothing to read it from stdin)."""
     if share in (None, "-"):
         share = sys.stdin.readline().strip()
-    with client() as api:
-        status = api.post("/v1/sys/unseal", {"share": share})
+    status = post("/v1/sys/unseal", {"share": share})
     emit_json(status) if as_json else _print_status(status)
 
 
@@ -62,8 +60,7 @@ def unseal(share: str | None, as_json: bool) -> None:
 @json_option
 def seal(as_json: bool) -> None:
     """Seal Tether: drop every key from memory until it is unsealed again."""
-    with client() as api:
-        status = api.post("/v1/sys/seal")
+    status = post("/v1/sys/seal")
     emit_json(status) if as_json else _print_status(status)
 
 
@@ -71,8 +68,7 @@ def seal(as_json: bool) -> None:
 @json_option
 def status(as_json: bool) -> None:
     """Show whether Tether is initialized and sealed."""
-    with client() as api:
-        result = api.get("/v1/sys/status")
+    result = get("/v1/sys/status")
     emit_json(result) if as_json else _print_status(result)
 
 
@@ -85,8 +81,7 @@ def operator() -> None:
 @json_option
 def operator_rotate(as_json: bool) -> None:
     """Add a keyring term; new writes use it and old records are rewrapped in the background."""
-    with client() as api:
-        result = api.post("/v1/sys/rotate")
+    result = post("/v1/sys/rotate")
     emit_json(result) if as_json else out.print(
         f"Keyring rotated: new writes use term {result['term']}."
     )

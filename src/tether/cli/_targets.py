@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tether.cli._api import client
+from tether.cli._api import client, get, post
 from tether.cli._output import (
     Column,
     emit_json,
@@ -41,8 +41,7 @@ def target() -> None:
 def target_add(name: str, kind: str, dsn_file: Any) -> None:
     """Register a target; its DSN is stored only through the barrier."""
     dsn = dsn_file.read().strip()
-    with client() as api:
-        api.post("/v1/targets", {"name": name, "kind": kind, "dsn": dsn})
+    post("/v1/targets", {"name": name, "kind": kind, "dsn": dsn})
     out.print(f"Target {name} ({kind}) registered.")
 
 
@@ -50,8 +49,7 @@ def target_add(name: str, kind: str, dsn_file: Any) -> None:
 @output_option
 def target_list(output: str) -> None:
     """List targets (names and kinds, never their DSNs)."""
-    with client() as api:
-        items = api.get("/v1/targets")["items"]
+    items = get("/v1/targets")["items"]
     show_listing(f"{len(items)} targets", TARGET_COLUMNS, items, output)
 
 
@@ -60,8 +58,7 @@ def target_list(output: str) -> None:
 @output_option
 def target_health(name: str, output: str) -> None:
     """Check that Tether can reach NAME and administer it; exit 2 if it cannot."""
-    with client() as api:
-        report = api.get(f"/v1/targets/{name}/health")
+    report = get(f"/v1/targets/{name}/health")
     show_record(f"target {name}", report, output)
     if not report.get("ok"):
         if output in ("table", "wide"):
@@ -74,8 +71,7 @@ def target_health(name: str, output: str) -> None:
 @click.argument("name")
 def target_rotate_root(name: str) -> None:
     """Replace the admin password Tether uses for NAME, so no person knows it."""
-    with client() as api:
-        api.post(f"/v1/targets/{name}/rotate-root")
+    post(f"/v1/targets/{name}/rotate-root")
     out.print(f"Root credential of {name} rotated.")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tether.cli._api import all_pages, client
+from tether.cli._api import all_pages, get, post
 from tether.cli._output import (
     Column,
     emit_json,
@@ -82,8 +82,7 @@ def task_start(name: str, ttl: str, attestation_file: Path | None, as_json: bool
 @json_option
 def task_end(task_id: str, as_json: bool) -> None:
     """End a task (admin token, or the task token as TETHER_TOKEN): its credentials die."""
-    with client() as api:
-        result = api.post(f"/v1/tasks/{task_id}/end")
+    result = post(f"/v1/tasks/{task_id}/end")
     if as_json:
         emit_json(result)
     else:
@@ -122,8 +121,7 @@ def lease_list(output: str, **filters: str | None) -> None:
 @output_option
 def lease_show(lease_id: str, output: str) -> None:
     """Show one lease."""
-    with client() as api:
-        item = api.get(f"/v1/leases/{lease_id}")
+    item = get(f"/v1/leases/{lease_id}")
     show_record(f"lease {lease_id}", item, output)
 
 
@@ -134,8 +132,7 @@ def lease_show(lease_id: str, output: str) -> None:
 def lease_renew(lease_id: str, ttl: str | None, output: str) -> None:
     """Extend a lease (admin token, or its task's token as TETHER_TOKEN); policy decides
     again, and the task, approval and identity still bound it."""
-    with client() as api:
-        renewed = api.post(f"/v1/leases/{lease_id}/renew", {"ttl": ttl})
+    renewed = post(f"/v1/leases/{lease_id}/renew", {"ttl": ttl})
     if output in ("table", "wide"):
         out.print(
             f"Lease {lease_id} renewed until {renewed['expires_at']} "
@@ -171,8 +168,7 @@ def lease_revoke(
         "all": everything,
         "reason": reason,
     }
-    with client() as api:
-        result = api.post("/v1/leases/revoke", body)
+    result = post("/v1/leases/revoke", body)
     if as_json:
         emit_json(result)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tether.cli._api import client
+from tether.cli._api import client, get, post
 from tether.cli._output import Column, emit_json, json_option, out, output_option, show_listing
 
 TOKEN_COLUMNS = (
@@ -36,8 +36,7 @@ def token() -> None:
 @json_option
 def token_create(name: str, roles: tuple[str, ...], ttl: str | None, as_json: bool) -> None:
     """Create an API token; it is shown once."""
-    with client() as api:
-        result = api.post("/v1/tokens", {"name": name, "roles": list(roles), "ttl": ttl})
+    result = post("/v1/tokens", {"name": name, "roles": list(roles), "ttl": ttl})
     if as_json:
         emit_json(result)
     else:
@@ -48,8 +47,7 @@ def token_create(name: str, roles: tuple[str, ...], ttl: str | None, as_json: bo
 @output_option
 def token_list(output: str) -> None:
     """List API tokens (never their values)."""
-    with client() as api:
-        items = api.get("/v1/tokens")
+    items = get("/v1/tokens")
     show_listing("API tokens", TOKEN_COLUMNS, items, output)
 
 
@@ -73,8 +71,7 @@ def join_token() -> None:
 @json_option
 def join_token_create(identity: str, ttl: str, as_json: bool) -> None:
     """Create a join token for IDENTITY; it is shown once and works once."""
-    with client() as api:
-        result = api.post("/v1/join-tokens", {"identity": identity, "ttl": ttl})
+    result = post("/v1/join-tokens", {"identity": identity, "ttl": ttl})
     if as_json:
         emit_json(result)
     else:
