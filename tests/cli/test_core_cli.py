@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
+from tests.cli.running import issue_token
 from tests.factories import write_estate
 from tests.scenario.harness import Server
-
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 
 
 def _estate() -> dict[str, object]:
@@ -54,15 +50,7 @@ def test_task_and_lease_commands(tmp_path: Path) -> None:
         reused = server.cli("task", "start", "again", "--attestation-file", str(join_file))
         assert reused.code == 1 and "used" in reused.stderr  # a join token works once
 
-        issued = httpx.post(
-            f"{server.addr}/oauth2/token",
-            data={
-                "grant_type": EXCHANGE,
-                "subject_token": task["token"],
-                "subject_token_type": ACCESS,
-                "audience": "push",
-            },
-        ).json()
+        issued = {"tether_lease": issue_token(server, task)}
         leases = server.cli("lease", "list", "--task", task["id"], "--json").json()
         assert {x["id"] for x in leases} >= {issued["tether_lease"]}
         shown = server.cli("lease", "show", issued["tether_lease"], "--json").json()

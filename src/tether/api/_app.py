@@ -23,7 +23,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tether
-from tether._internal.fieldpath import field_path
+from tether._internal.problems import request_problems
 from tether._internal.timeutil import InvalidValue, format_time, parse_duration, utcnow
 from tether.api._access import ROUTES, rule_for
 from tether.api._core import register_core_routes
@@ -31,6 +31,7 @@ from tether.api._deps import Caller
 from tether.api._proxies import ClientAddress
 from tether.api._routing import TetherRoute, text_response
 from tether.api._schemas import (
+    DURATION_PATTERN,
     ErrorBody,
     HmacRequest,
     InitRequest,
@@ -248,13 +249,8 @@ def create_app(node: Tether) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {
-                "path": field_path((p for p in e["loc"] if p != "body"), whole="(body)"),
-                "message": e["msg"],
-            }
-            for e in exc.errors()[:100]
-        ]
+        words = {DURATION_PATTERN: "must be a duration such as 90s, 15m, 1h30m, 30d or 2w"}
+        problems = request_problems(exc.errors()[:100], words)
         message = "; ".join(f"{p['path']}: {p['message']}" for p in problems[:5])
         return _error(422, "invalid_request", f"invalid request: {message}", problems)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tether.cli._output import out
 from tether.model import Estate, Policy
 from tether.policy import (
     CEDAR_SCHEMA,
@@ -24,8 +24,6 @@ from tether.policy import (
 
 #: A suite is hand-written JSON; anything this large is a mistake, not a suite.
 MAX_SUITE_BYTES = 16 * 1024 * 1024
-
-_out = Console(highlight=False, soft_wrap=True)
 
 
 @click.group()
@@ -111,9 +109,9 @@ def _print_results(results: list[CaseResult]) -> None:
             escape(why),
             "[green]PASS[/]" if result.passed else "[bold red]FAIL[/]",
         )
-    _out.print(table)
+    out.print(table)
     failed = sum(not r.passed for r in results)
-    _out.print(f"{len(results) - failed} passed, {failed} failed.")
+    out.print(f"{len(results) - failed} passed, {failed} failed.")
 
 
 @policy.command("test")
