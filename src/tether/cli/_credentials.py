@@ -13,6 +13,7 @@ import click
 
 from tether.cli._api import get, post
 from tether.cli._output import Column, json_option, out, output_option, show_listing, show_record
+from tether.targets import static_kinds
 
 #: Shown in place of a secret that was not asked for.
 _HIDDEN = "(hidden: --reveal prints it)"
@@ -73,13 +74,17 @@ def credential_show(credential_id: str, reveal: bool, output: str) -> None:
 @click.option(
     "--reader", "readers", multiple=True, required=True, help="An identity that may read it."
 )
-@click.option("--kind", help="static (the default) or postgres-static.")
+@click.option(
+    "--kind",
+    type=click.Choice(["static", *static_kinds()]),
+    help="static (the default: Tether only vaults it) or a kind whose target role it is.",
+)
 @click.option("--overlap", help="How long an old version stays valid after a rotation.")
 @click.option("--rotate-every", help="Rotate on this schedule, e.g. 30d (the default).")
 @click.option("--no-schedule", is_flag=True, help="Rotate only when asked.")
-@click.option("--target", help="postgres-static: the target whose role it is.")
-@click.option("--users", nargs=2, help="postgres-static: the two roles it alternates between.")
-@click.option("--grant-from", help="postgres-static: the role whose grants they get.")
+@click.option("--target", help="A target-backed kind: the target whose role it is.")
+@click.option("--users", nargs=2, help="A target-backed kind: the two roles it alternates between.")
+@click.option("--grant-from", help="A target-backed kind: the role whose grants they get.")
 @click.option(
     "--value-file",
     type=click.File("r"),
