@@ -16,7 +16,7 @@ from alembic.config import Config
 from tests.services import throwaway_postgres_database
 from tether.model import Placement
 from tether.store import open_store
-from tether.store._sql.adapter import _MIGRATIONS, _engine_url
+from tether.store._sql._engine import _MIGRATIONS, _engine_url
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 SPEC = {

@@ -76,8 +76,9 @@ def credential_show(credential_id: str, reveal: bool, output: str) -> None:
 )
 @click.option(
     "--kind",
-    type=click.Choice(["static", *static_kinds()]),
-    help="static (the default: Tether only vaults it) or a kind whose target role it is.",
+    help="static (the default: Tether only vaults it) or the static kind of a target: "
+    + ", ".join(static_kinds())
+    + ".",
 )
 @click.option("--overlap", help="How long an old version stays valid after a rotation.")
 @click.option("--rotate-every", help="Rotate on this schedule, e.g. 30d (the default).")
