@@ -30,16 +30,6 @@ ACTOR = "token:tok_root(root)"
 
 
 @pytest.fixture
-def token_key() -> bytes:
-    return os.urandom(32)
-
-
-@pytest.fixture
-def auth(store: Store, token_key: bytes) -> Authenticator:
-    return Authenticator(store, lambda: token_key)
-
-
-@pytest.fixture
 def tokens(store: Store, auth: Authenticator) -> TokenService:
     audit_key = os.urandom(32)
     return TokenService(store, auth, AuditLog(lambda: audit_key))

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether.api._errors import error_response
 from tether.api._proxies import ClientAddress
 from tether.app import Tether
+from tether.store import StoreError
 
 log = logging.getLogger("tether.api")
 
@@ -46,11 +47,21 @@ class Gate:
         self.app, self.node = app, node
         self.requests_total, self.latency = requests_total, latency
         self.addresses = addresses
+        self._initialized_seen = False
+
+    async def _initialized(self) -> bool:
+        """Whether the barrier was ever initialized. That reads the store (not on the
+        event loop), until the answer is yes: a node is never uninitialized again."""
+        if not self._initialized_seen:
+            try:
+                status = await run_in_threadpool(self.node.barrier.status)
+            except StoreError:
+                return True  # cannot tell: say what is certain, that it is sealed
+            self._initialized_seen = status.initialized
+        return self._initialized_seen
 
     async def _refuse_sealed(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Whether it was ever initialized reads the store: not on the event loop.
-        status = await run_in_threadpool(self.node.barrier.status)
-        message = _SEALED if status.initialized else _NOT_INITIALIZED
+        message = _SEALED if await self._initialized() else _NOT_INITIALIZED
         await error_response(503, "sealed", message)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
