@@ -182,16 +182,6 @@ def test_no_roles_is_refused() -> None:
 # -- the authenticator over every store backend --
 
 
-@pytest.fixture
-def token_key() -> bytes:
-    return os.urandom(32)
-
-
-@pytest.fixture
-def auth(store: Store, token_key: bytes) -> Authenticator:
-    return Authenticator(store, lambda: token_key)
-
-
 def _issue(
     store: Store, auth: Authenticator, roles: list[str], ttl: dt.timedelta | None = None
 ) -> tuple[str, ApiTokenRecord]:

@@ -187,6 +187,31 @@ class Admitted:
     #: A task token's subject (tether.issuance.Subject), already matched to the path.
     task_subject: Any = None
 
+    @property
+    def actor(self) -> str:
+        """Who the audit trail names: the task's workload, or the API token."""
+        if self.task_subject is not None:
+            return f"workload:{self.task_subject.identity.id}"
+        if self.principal is None:
+            raise Unauthenticated("a task token or an API token is required")
+        return self.principal.actor
+
+
+#: How each role of an API token is written, to tell a caller what a route needs.
+_ROLE_NAMES: Mapping[Who, str] = {
+    Who.ADMIN: "admin",
+    Who.AUDITOR: "auditor",
+    Who.INTROSPECT: "introspect",
+    Who.OWNER: "owner:<id>",
+}
+
+
+def _needed(rule: Rule) -> str:
+    """What a caller must present, in words: "an API token with the admin role"."""
+    roles = " or ".join(_ROLE_NAMES[who] for who in sorted(rule.who) if who in _ROLE_NAMES)
+    api_token = f"an API token with the {roles} role"
+    return f"a task token or {api_token}" if Who.TASK in rule.who else api_token
+
 
 def admit(node: Any, rule: Rule, bearer: str | None, path_params: Mapping[str, str]) -> Admitted:
     """Apply `rule` to the caller presenting `bearer`. Raises 401, 403 or 404."""
@@ -196,22 +221,18 @@ def admit(node: Any, rule: Rule, bearer: str | None, path_params: Mapping[str, s
         raise Unauthenticated(
             f"a bearer token is required ({rule.describe()}): set TETHER_TOKEN or send one"
         )
-    principal: Principal | None = None
-    if is_well_formed(bearer):
-        try:
-            principal = node.auth.authenticate(bearer)
-        except Unauthenticated:
-            if Who.WORKLOAD in rule.who:
-                return Admitted()  # a join token or task token: issuance decides
-            if Who.TASK not in rule.who:
-                raise
-            subject = node.issuance.task_of(bearer)
-            _task_may_reach(node, rule, subject, path_params)
-            return Admitted(task_subject=subject)
-    elif Who.WORKLOAD in rule.who:
+    if Who.WORKLOAD in rule.who and not is_well_formed(bearer):
         return Admitted()  # an attestation JWT: issuance verifies it
-    else:
-        raise Unauthenticated("the token is malformed or its checksum is wrong")
+    try:
+        principal: Principal = node.auth.authenticate(bearer)
+    except Unauthenticated as refused:
+        if Who.WORKLOAD in rule.who:
+            return Admitted()  # a join token or task token: issuance decides
+        if Who.TASK not in rule.who or not is_well_formed(bearer):
+            raise node.auth.refusal(bearer, refused, _needed(rule)) from None
+        subject = node.issuance.task_of(bearer)
+        _task_may_reach(node, rule, subject, path_params)
+        return Admitted(task_subject=subject)
     kinds = {_ROLE_OF[r] for r in principal.roles if r in _ROLE_OF}
     if principal.owned():
         kinds.add(Who.OWNER)

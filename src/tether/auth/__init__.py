@@ -6,8 +6,22 @@ owner's identities: read them, end their tasks, revoke their leases), `introspec
 reaches which route is one table, `tether.api._access.ROUTES`.
 """
 
-from tether.auth._service import ROLE_PATTERN, Authenticator, Principal, validate_roles
-from tether.auth.errors import AuthError, Forbidden, InvalidRole, Unauthenticated
+from tether.auth._service import (
+    ROLE_PATTERN,
+    Authenticator,
+    Principal,
+    TokenService,
+    validate_roles,
+)
+from tether.auth.errors import (
+    AuthError,
+    Forbidden,
+    InvalidRole,
+    NotAnApiToken,
+    TokenNotFound,
+    Unauthenticated,
+    UnknownToken,
+)
 
 __all__ = [
     "ROLE_PATTERN",
@@ -15,7 +29,11 @@ __all__ = [
     "Authenticator",
     "Forbidden",
     "InvalidRole",
+    "NotAnApiToken",
     "Principal",
+    "TokenNotFound",
+    "TokenService",
     "Unauthenticated",
+    "UnknownToken",
     "validate_roles",
 ]

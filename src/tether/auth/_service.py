@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 import re
 import secrets
 import threading
@@ -9,8 +12,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tether._internal.timeutil import utcnow
-from tether.auth.errors import Forbidden, InvalidRole, Unauthenticated
+from tether.audit import AuditLog
+from tether.auth.errors import (
+    Forbidden,
+    InvalidRole,
+    NotAnApiToken,
+    TokenNotFound,
+    Unauthenticated,
+    UnknownToken,
+)
 from tether.auth.tokens import is_well_formed, new_token, token_hash
+from tether.model import AuditEvent
 from tether.store import ApiTokenRecord, Store, Tx
 
 #: An API token's role, as a pattern the HTTP schema publishes too.
@@ -133,9 +145,87 @@ class Authenticator:
         record = self._lookup(digest)
         # The lookup is by keyed hash, so no comparison of the secret itself happens here.
         if record is None:
-            raise Unauthenticated("the token is not known")
+            raise UnknownToken("the token is not known")
         if record.revoked_at is not None:
             raise Unauthenticated("the token was revoked")
         if record.expires_at is not None and record.expires_at <= utcnow():
             raise Unauthenticated("the token has expired")
         return Principal(token_id=record.id, name=record.name, roles=record.roles)
+
+    def refusal(self, token: str, refused: Unauthenticated, needed: str) -> Unauthenticated:
+        """What to answer a caller whose `token` was `refused` where the route needs
+        `needed` (e.g. "an API token with the admin role"): when the token is of another
+        kind Tether knows (a task token, an access token, a JWT), say which; otherwise
+        the refusal as it was.
+
+        Only a JWT's shape is looked at, and a Tether token is looked up by its keyed hash
+        as `authenticate` does: no secret is compared, logged or put in the message."""
+        given = None
+        if isinstance(refused, UnknownToken):
+            given = self._lease_kind(token_hash(self._token_key(), token))
+        elif not is_well_formed(token) and _looks_like_jwt(token):
+            given = "a JWT (an attestation token or an access token)"
+        return refused if given is None else NotAnApiToken(given, needed)
+
+    def _lease_kind(self, digest: str) -> str | None:
+        with self._store.read() as tx:
+            lease = tx.lease_by_token_hash(digest)
+        if lease is None:
+            return None
+        return "a task token" if lease.provider == TASK_LEASE_PROVIDER else "an access token"
+
+
+#: The provider of a task token's lease (`tether.issuance` names its task leases so; it
+#: imports this package, so the name is kept here and a test holds the two together).
+TASK_LEASE_PROVIDER = "task"
+#: A JWT longer than this is not looked at (headers are bounded before this anyway).
+_MAX_JWT = 16 * 1024
+
+
+def _looks_like_jwt(token: str) -> bool:
+    """Three base64url parts whose first is a JSON object naming an `alg`: the shape of
+    a JWS compact serialization. The signature is not checked: this only names a kind."""
+    parts = token.split(".")
+    if len(token) > _MAX_JWT or len(parts) != 3 or not all(parts[:2]):
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+class TokenService:
+    """API tokens as operators manage them; every change is in the audit trail."""
+
+    def __init__(self, store: Store, auth: Authenticator, audit: AuditLog) -> None:
+        self._store = store
+        self._auth = auth
+        self._audit = audit
+
+    def create(
+        self, name: str, roles: Sequence[str], actor: str, ttl: dt.timedelta | None = None
+    ) -> tuple[str, ApiTokenRecord]:
+        """A new API token (returned once, stored only as a hash) and its record."""
+        with self._store.transaction() as tx:
+            token, record = self._auth.issue(tx, name, roles, actor, ttl)
+            event = AuditEvent(
+                action="token.create",
+                actor=actor,
+                details={"token_id": record.id, "name": record.name, "roles": list(record.roles)},
+            )
+            self._audit.append(tx, [event])
+        return token, record
+
+    def all(self) -> list[ApiTokenRecord]:
+        with self._store.read() as tx:
+            return tx.list_api_tokens()
+
+    def revoke(self, token_id: str, actor: str) -> None:
+        """Revoke an active token; this node forgets it at once, others within seconds."""
+        with self._store.transaction() as tx:
+            if not tx.revoke_api_token(token_id, utcnow()):
+                raise TokenNotFound(f"no active token {token_id!r}")
+            tx.on_commit(self._auth.forget_cached)
+            event = AuditEvent(action="token.revoke", actor=actor, details={"token_id": token_id})
+            self._audit.append(tx, [event])

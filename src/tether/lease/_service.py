@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from tether._internal.timeutil import format_time, utcnow
 from tether.audit import AuditLog
+from tether.errors import NotFoundError
 from tether.model import (
     AuditEvent,
     Identity,
@@ -334,6 +335,19 @@ class LeaseService:
                 )
             confirmed += len(done)
         return confirmed
+
+    # -- by id, for transports --
+    def end_task_by_id(self, task_id: str, reason: str, actor: str) -> tuple[Task, int]:
+        """End the task `task_id` names and its leases: the task as it is afterwards, and
+        how many leases ended with it (0 when it had ended already)."""
+        with self._store.read() as tx:
+            task = tx.get_task(task_id)
+        if task is None:
+            raise NotFoundError(f"no task {task_id!r}")
+        revoked = self.end_task(task, reason, actor)
+        with self._store.read() as tx:
+            ended = tx.get_task(task_id)
+        return (task if ended is None else ended), revoked
 
 
 def _unjustified_page(

@@ -1,0 +1,129 @@
+"""The ASGI wrapper around the app: the client address, the seal gate, request ids,
+metrics, the access log, and the last word on errors."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether.api._errors import error_response
+from tether.api._proxies import ClientAddress
+from tether.app import Tether
+from tether.store import StoreError
+
+log = logging.getLogger("tether.api")
+
+#: What answers while the barrier is sealed: enough to see why, and to initialize or unseal.
+_WHILE_SEALED = {
+    "/v1/sys/health",
+    "/v1/sys/status",
+    "/openapi.json",
+    "/.well-known/openid-configuration",
+    "/.well-known/jwks.json",
+    "/v1/sys/init",
+    "/v1/sys/unseal",
+}
+_SEALED = "Tether is sealed: unseal it with `tether unseal`"
+_NOT_INITIALIZED = "Tether is not initialized: run `tether init`"
+
+
+class Gate:
+    """An exception no handler took is a logged, counted 500 with a request id and no
+    detail. Plain ASGI (no per-request task group)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        node: Tether,
+        requests_total: Counter,
+        latency: Histogram,
+        addresses: ClientAddress,
+    ) -> None:
+        self.app, self.node = app, node
+        self.requests_total, self.latency = requests_total, latency
+        self.addresses = addresses
+        self._initialized_seen = False
+
+    async def _initialized(self) -> bool:
+        """Whether the barrier was ever initialized. That reads the store (not on the
+        event loop), until the answer is yes: a node is never uninitialized again."""
+        if not self._initialized_seen:
+            try:
+                status = await run_in_threadpool(self.node.barrier.status)
+            except StoreError:
+                return True  # cannot tell: say what is certain, that it is sealed
+            self._initialized_seen = status.initialized
+        return self._initialized_seen
+
+    async def _refuse_sealed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = _SEALED if await self._initialized() else _NOT_INITIALIZED
+        await error_response(503, "sealed", message)(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        request_id = secrets.token_hex(8)
+        peer = scope.get("client")
+        client = self.addresses.resolve(peer[0] if peer else None, scope["headers"])
+        if peer is not None and client != peer[0]:
+            scope["client"] = (client, peer[1])
+
+        async def send_status(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            if self.node.barrier.sealed and scope["path"] not in _WHILE_SEALED:
+                await self._refuse_sealed(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        except Exception as exc:
+            status = 500
+            log.error(
+                "unhandled error",
+                exc_info=exc,
+                extra={"request_id": request_id, "path": scope["path"]},
+            )
+            if not response_started:
+                await error_response(
+                    500,
+                    "internal",
+                    f"internal error (request id {request_id}); see the server log",
+                    request_id=request_id,
+                )(scope, receive, send_status)
+        finally:
+            self._record(scope, status, time.perf_counter() - started, client, request_id)
+
+    def _record(
+        self, scope: Scope, status: int, elapsed: float, client: str | None, request_id: str
+    ) -> None:
+        route_path = getattr(scope.get("route"), "path", "unmatched")
+        self.requests_total.labels(scope["method"], route_path, str(status)).inc()
+        self.latency.labels(route_path).observe(elapsed)
+        log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "path": route_path,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+                "client": client,
+                "request_id": request_id,
+            },
+        )

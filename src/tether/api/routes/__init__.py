@@ -1,0 +1,29 @@
+"""One router per resource; `tether.api.create_app` includes them in this order."""
+
+from tether.api.routes import (
+    _audit,
+    _credentials,
+    _estate,
+    _inventory,
+    _leases,
+    _oauth,
+    _sys,
+    _targets,
+    _tasks,
+    _tokens,
+)
+
+ROUTERS = (
+    _sys.router,
+    _tokens.router,
+    _estate.router,
+    _inventory.router,
+    _audit.router,
+    _oauth.router,
+    _tasks.router,
+    _leases.router,
+    _targets.router,
+    _credentials.router,
+)
+
+__all__ = ["ROUTERS"]
