@@ -22,7 +22,7 @@ from tether.auth import (
 )
 from tether.auth._service import TASK_LEASE_PROVIDER
 from tether.auth.tokens import new_token, token_hash
-from tether.issuance._service import TASK_PROVIDER
+from tether.issuance import TASK_PROVIDER
 from tether.model import Lease, LeaseState
 from tether.store import Store
 
