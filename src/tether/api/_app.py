@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -43,7 +42,7 @@ from tether.api._schemas import (
     UnsealRequest,
 )
 from tether.app import Tether
-from tether.audit import record_to_json
+from tether.audit import jsonl_line, record_to_json
 from tether.barrier import RateLimited
 from tether.errors import ConflictError, NotFoundError, TetherError
 from tether.estate import (
@@ -406,10 +405,7 @@ def create_app(node: Tether) -> FastAPI:
 
         def lines() -> Iterator[str]:
             for record in node.store.iter_audit():
-                yield (
-                    json.dumps(record_to_json(record), ensure_ascii=False, separators=(",", ":"))
-                    + "\n"
-                )
+                yield jsonl_line(record)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 

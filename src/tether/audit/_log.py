@@ -4,14 +4,22 @@ import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
+from dataclasses import fields, replace
 
 from tether._internal.canonical import canonical_json
 from tether._internal.timeutil import format_time, utcnow
-from tether.audit._chain import entry_hash
+from tether.audit._chain import record_hash
 from tether.audit.errors import AuditUnavailable
 from tether.errors import TetherError
-from tether.model import AuditEvent, AuditRecord
+from tether.model import AUDIT_RECORD_FIELDS, AuditEvent, AuditRecord
 from tether.store import Tx
+
+#: What an entry takes from its event as is (`details` is fingerprinted first).
+_FROM_EVENT = tuple(
+    name
+    for name in AUDIT_RECORD_FIELDS
+    if name != "details" and name in {f.name for f in fields(AuditEvent)}
+)
 
 
 class AuditLog:
@@ -21,8 +29,11 @@ class AuditLog:
     change is never committed without its evidence, and a failed audit write fails it.
     """
 
-    def __init__(self, audit_key: Callable[[], bytes]) -> None:
+    def __init__(
+        self, audit_key: Callable[[], bytes], clock: Callable[[], dt.datetime] = utcnow
+    ) -> None:
         self._audit_key = audit_key
+        self._clock = clock
 
     def fingerprint(self, value: str) -> str:
         """HMAC of a sensitive value under the audit key: provable, not readable."""
@@ -34,7 +45,7 @@ class AuditLog:
     ) -> list[AuditRecord]:
         if not events:
             return []
-        ts = now or utcnow()
+        ts = now or self._clock()
         ts_text = format_time(ts)
         try:
             seq, prev_hash = tx.audit_head()
@@ -44,39 +55,17 @@ class AuditLog:
                 details = dict(event.details)
                 for key, value in event.sensitive.items():
                     details[key] = self.fingerprint(value)
-                details_text = canonical_json(details)
-                digest = entry_hash(
-                    prev_hash,
-                    seq,
-                    ts_text,
-                    event.action,
-                    event.actor,
-                    event.result,
-                    event.identity_id,
-                    event.owner_id,
-                    event.task_id,
-                    event.reason,
-                    event.justification,
-                    details_text,
+                unhashed = AuditRecord(
+                    seq=seq,
+                    ts=ts,
+                    details=canonical_json(details),
+                    prev_hash=prev_hash,
+                    hash="",
+                    **{name: getattr(event, name) for name in _FROM_EVENT},
                 )
-                records.append(
-                    AuditRecord(
-                        seq=seq,
-                        ts=ts,
-                        action=event.action,
-                        actor=event.actor,
-                        result=event.result,
-                        identity_id=event.identity_id,
-                        owner_id=event.owner_id,
-                        task_id=event.task_id,
-                        reason=event.reason,
-                        justification=event.justification,
-                        details=details_text,
-                        prev_hash=prev_hash,
-                        hash=digest,
-                    )
-                )
-                prev_hash = digest
+                record = replace(unhashed, hash=record_hash(unhashed, ts_text))
+                records.append(record)
+                prev_hash = record.hash
             tx.append_audit(records)
         except TetherError as exc:
             raise AuditUnavailable(f"the audit log could not be written: {exc}") from None

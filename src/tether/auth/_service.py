@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tether._internal.timeutil import utcnow
+from tether._internal.tokens import is_well_formed, new_token, token_hash
 from tether.auth.errors import Forbidden, InvalidRole, Unauthenticated
-from tether.auth.tokens import is_well_formed, new_token, token_hash
 from tether.store import ApiTokenRecord, Store, Tx
 
 #: An API token's role, as a pattern the HTTP schema publishes too.
@@ -76,9 +76,15 @@ CACHE_SECONDS = 2.0
 
 
 class Authenticator:
-    def __init__(self, store: Store, token_key: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        token_key: Callable[[], bytes],
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
         self._store = store
         self._token_key = token_key
+        self._clock = clock
         self._cache: dict[str, tuple[float, ApiTokenRecord]] = {}
         self._cache_lock = threading.Lock()
 
@@ -111,7 +117,7 @@ class Authenticator:
     ) -> tuple[str, ApiTokenRecord]:
         """Create an API token. The token is returned once and stored only as a hash."""
         token = new_token()
-        now = utcnow()
+        now = self._clock()
         record = ApiTokenRecord(
             id="tok_" + secrets.token_hex(8),
             token_hash=token_hash(self._token_key(), token),
@@ -136,6 +142,6 @@ class Authenticator:
             raise Unauthenticated("the token is not known")
         if record.revoked_at is not None:
             raise Unauthenticated("the token was revoked")
-        if record.expires_at is not None and record.expires_at <= utcnow():
+        if record.expires_at is not None and record.expires_at <= self._clock():
             raise Unauthenticated("the token has expired")
         return Principal(token_id=record.id, name=record.name, roles=record.roles)
