@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.clock import SettableClock
 from tether._internal.timeutil import utcnow
 from tether._internal.tokens import PREFIX, is_well_formed, new_token, token_hash
 from tether.auth import (
@@ -156,6 +157,17 @@ def test_a_token_with_an_expiry_in_the_future_is_accepted(
     assert record.expires_at is not None
     assert record.expires_at - record.created_at == dt.timedelta(hours=1)
     assert auth.authenticate(token).token_id == record.id
+
+
+def test_a_token_expires_by_the_authenticator_s_clock(store: Store, token_key: bytes) -> None:
+    clock = SettableClock()
+    auth = Authenticator(store, lambda: token_key, clock)
+    token, record = _issue(store, auth, ["auditor"], ttl=dt.timedelta(hours=1))
+    assert record.created_at == clock.now
+    clock.advance(minutes=59)
+    assert auth.authenticate(token).token_id == record.id
+    clock.advance(minutes=1)
+    _assert_refused(auth, token, "expired")
 
 
 def _assert_refused(auth: Authenticator, token: str | None, words: str) -> None:
