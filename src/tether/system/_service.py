@@ -14,7 +14,7 @@ from tether.audit import AuditLog, Verification, verify_chain
 from tether.auth import Authenticator, Principal
 from tether.barrier import Barrier, BarrierStatus, UnsealFailures, encode_share
 from tether.model import AuditEvent
-from tether.store import Store
+from tether.store import Store, Tx
 
 log = logging.getLogger("tether")
 
@@ -31,6 +31,18 @@ class DevFiles:
 
     key_file: Path
     token_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class _Init:
+    """How an initialization names its root token and records itself."""
+
+    #: The root token's name (not the token).
+    root_name: str
+    actor: str
+    shares: int
+    threshold: int
+    dev: bool = False
 
 
 class SystemService:
@@ -71,19 +83,15 @@ class SystemService:
 
     def _dev_bootstrap(self, dev: DevFiles) -> None:
         if not self._barrier.status().initialized:
-            with self._sealed_on_failure(), self._store.transaction() as tx:
+
+            def open_dev(tx: Tx) -> list[bytes]:
                 self._barrier.initialize_dev(tx, dev.key_file)
-                token, _ = self._auth.issue(tx, "dev-root", ["admin"], created_by="dev-mode")
-                self._audit.append(
-                    tx,
-                    [
-                        AuditEvent(
-                            action="sys.init",
-                            actor="dev-mode",
-                            details={"shares": 1, "threshold": 1, "dev": True},
-                        )
-                    ],
-                )
+                return []  # the one share is in the key file, not handed out
+
+            _, token = self._initialize(
+                open_dev,
+                _Init(root_name="dev-root", actor="dev-mode", shares=1, threshold=1, dev=True),
+            )
             write_private_file(dev.token_file, token.encode())
             log.info(
                 "dev mode: initialized; root token written", extra={"path": str(dev.token_file)}
@@ -91,6 +99,26 @@ class SystemService:
         elif self._barrier.sealed:
             self._barrier.unseal_from_file(dev.key_file)
             self._record("sys.unseal", "dev-mode", {"method": "dev key file"})
+
+    def _initialize(
+        self, open_barrier: Callable[[Tx], list[bytes]], init: _Init
+    ) -> tuple[list[bytes], str]:
+        """Create the keyring (`open_barrier`) and the root token in one audited
+        transaction; returns the shares and the root token."""
+        with self._sealed_on_failure(), self._store.transaction() as tx:
+            parts = open_barrier(tx)
+            token, record = self._auth.issue(tx, init.root_name, ["admin"], created_by=init.actor)
+            details: dict[str, object] = {
+                "shares": init.shares,
+                "threshold": init.threshold,
+                "root_token_id": record.id,
+            }
+            if init.dev:
+                details["dev"] = True
+            self._audit.append(
+                tx, [AuditEvent(action="sys.init", actor=init.actor, details=details)]
+            )
+        return parts, token
 
     @contextmanager
     def _sealed_on_failure(self) -> Iterator[None]:
@@ -109,23 +137,10 @@ class SystemService:
     def initialize(self, shares: int, threshold: int, seal_after: bool = False) -> InitResult:
         """Create the root key, keyring and root token. Over the API Tether then seals,
         so the first unseal is done by the share holders, as every later one is."""
-        with self._sealed_on_failure(), self._store.transaction() as tx:
-            parts = self._barrier.initialize(tx, shares, threshold)
-            token, record = self._auth.issue(tx, "root", ["admin"], created_by="init")
-            self._audit.append(
-                tx,
-                [
-                    AuditEvent(
-                        action="sys.init",
-                        actor="init",
-                        details={
-                            "shares": shares,
-                            "threshold": threshold,
-                            "root_token_id": record.id,
-                        },
-                    )
-                ],
-            )
+        parts, token = self._initialize(
+            lambda tx: self._barrier.initialize(tx, shares, threshold),
+            _Init(root_name="root", actor="init", shares=shares, threshold=threshold),
+        )
         if seal_after:
             self._barrier.seal()
         return InitResult(shares=[encode_share(p) for p in parts], root_token=token)
