@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,13 +37,18 @@ _HASHED_VALUES = operator.attrgetter(*HASHED_FIELDS)
 _TS = HASHED_FIELDS.index("ts")
 
 
+def hash_values(values: Sequence[object]) -> str:
+    """The hash of an entry from its `HASHED_FIELDS` values, in that order (`ts` as text)."""
+    return hashlib.sha256(_ENCODER.encode(values).encode()).hexdigest()
+
+
 def record_hash(r: AuditRecord, ts_text: str | None = None) -> str:
     """The hash `r` must carry: over its predecessor's hash and all its fields.
 
     `ts_text` is `format_time(r.ts)` when the caller already has it (one per batch)."""
-    body = list(_HASHED_VALUES(r))
-    body[_TS] = ts_text or format_time(r.ts)
-    return hashlib.sha256(_ENCODER.encode(body).encode()).hexdigest()
+    values = list(_HASHED_VALUES(r))
+    values[_TS] = ts_text or format_time(r.ts)
+    return hash_values(values)
 
 
 @dataclass(frozen=True, slots=True)

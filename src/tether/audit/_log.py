@@ -3,12 +3,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import operator
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
+from typing import Any
 
 from tether._internal.canonical import canonical_json
 from tether._internal.timeutil import format_time, utcnow
-from tether.audit._chain import record_hash
+from tether.audit._chain import HASHED_FIELDS, hash_values
 from tether.audit.errors import AuditUnavailable
 from tether.errors import TetherError
 from tether.model import AUDIT_RECORD_FIELDS, AuditEvent, AuditRecord
@@ -20,6 +22,11 @@ _FROM_EVENT = tuple(
     for name in AUDIT_RECORD_FIELDS
     if name != "details" and name in {f.name for f in fields(AuditEvent)}
 )
+_EVENT_VALUES = operator.attrgetter(*_FROM_EVENT)
+# `append` builds the hashed values and the record positionally (it is the hot path of
+# every audited change): these are the layouts it relies on.
+assert ("prev_hash", "seq", "ts", *_FROM_EVENT, "details") == HASHED_FIELDS
+assert ("seq", "ts", *_FROM_EVENT, "details", "prev_hash", "hash") == AUDIT_RECORD_FIELDS
 
 
 class AuditLog:
@@ -55,17 +62,12 @@ class AuditLog:
                 details = dict(event.details)
                 for key, value in event.sensitive.items():
                     details[key] = self.fingerprint(value)
-                unhashed = AuditRecord(
-                    seq=seq,
-                    ts=ts,
-                    details=canonical_json(details),
-                    prev_hash=prev_hash,
-                    hash="",
-                    **{name: getattr(event, name) for name in _FROM_EVENT},
-                )
-                record = replace(unhashed, hash=record_hash(unhashed, ts_text))
-                records.append(record)
-                prev_hash = record.hash
+                copied = _EVENT_VALUES(event)
+                details_text = canonical_json(details)
+                digest = hash_values([prev_hash, seq, ts_text, *copied, details_text])
+                row: list[Any] = [seq, ts, *copied, details_text, prev_hash, digest]
+                records.append(AuditRecord(*row))
+                prev_hash = digest
             tx.append_audit(records)
         except TetherError as exc:
             raise AuditUnavailable(f"the audit log could not be written: {exc}") from None
