@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import itertools
@@ -19,30 +20,20 @@ from tether.audit import (
     GENESIS_HASH,
     AuditLog,
     AuditUnavailable,
+    jsonl_line,
     read_jsonl,
+    record_to_json,
     verify_chain,
     write_jsonl,
 )
-from tether.audit._chain import record_hash
+from tether.audit._chain import HASHED_FIELDS, record_hash
 from tether.barrier import Barrier
-from tether.model import AuditEvent, AuditRecord
+from tether.model import AUDIT_OPTIONAL_FIELDS, AUDIT_RECORD_FIELDS, AuditEvent, AuditRecord
 from tether.store import Store
 from tether.store._memory import MemoryStore
 
 EVENTS = 8
-TEXT_COLUMNS = [
-    "action",
-    "actor",
-    "result",
-    "identity_id",
-    "owner_id",
-    "task_id",
-    "reason",
-    "justification",
-    "details",
-    "prev_hash",
-    "hash",
-]
+TEXT_COLUMNS = [name for name in AUDIT_RECORD_FIELDS if name not in ("seq", "ts")]
 
 
 @pytest.fixture
@@ -120,7 +111,15 @@ class Tamper:
         self.engine: sa.Engine | None = getattr(store, "engine", None)
         if self.engine is None:
             assert isinstance(store, MemoryStore)
-            self.memory: MemoryStore = store
+            # The memory store's audit rows, edited in place: its "database file".
+            self.rows: list[AuditRecord] = store._state.audit
+
+    def _put(self, index: int, record: AuditRecord | None) -> None:
+        """Overwrite (or, with None, delete) a memory-store row behind the store's back."""
+        if record is None:
+            del self.rows[index]
+        else:
+            self.rows[index] = record
 
     def _sql(self, *statements: tuple[str, dict[str, Any]]) -> None:
         assert self.engine is not None
@@ -136,20 +135,20 @@ class Tamper:
             )
         else:
             record = _records(self.store)[seq - 1]
-            self.memory._tamper_audit(seq - 1, dataclasses.replace(record, **{column: value}))
+            self._put(seq - 1, dataclasses.replace(record, **{column: value}))
 
     def delete(self, seq: int) -> None:
         if self.engine is not None:
             self._sql(("DELETE FROM audit_log WHERE seq = :s", {"s": seq}))
         else:
-            self.memory._tamper_audit(seq - 1, None)
+            self._put(seq - 1, None)
 
     def truncate_after(self, seq: int) -> None:
         if self.engine is not None:
             self._sql(("DELETE FROM audit_log WHERE seq > :s", {"s": seq}))
         else:
             for index in reversed(range(seq, len(_records(self.store)))):
-                self.memory._tamper_audit(index, None)
+                self._put(index, None)
 
     def swap(self, a: int, b: int) -> None:
         """Exchange the contents of two rows, each keeping its sequence number."""
@@ -162,8 +161,8 @@ class Tamper:
         else:
             records = _records(self.store)
             ra, rb = records[a - 1], records[b - 1]
-            self.memory._tamper_audit(a - 1, dataclasses.replace(rb, seq=a))
-            self.memory._tamper_audit(b - 1, dataclasses.replace(ra, seq=b))
+            self._put(a - 1, dataclasses.replace(rb, seq=a))
+            self._put(b - 1, dataclasses.replace(ra, seq=b))
 
     def insert(self, seq: int, action: str) -> None:
         """Insert a well-formed forged entry at `seq`, linked to its predecessor and hashed
@@ -181,7 +180,7 @@ class Tamper:
         else:
             shifted = [dataclasses.replace(r, seq=r.seq + 1) for r in records[seq - 1 :]]
             for index, record in enumerate([forged, *shifted[:-1]], start=seq - 1):
-                self.memory._tamper_audit(index, record)
+                self._put(index, record)
             with self.store.transaction() as tx:
                 tx.append_audit([shifted[-1]])
 
@@ -522,3 +521,78 @@ def test_when_the_audit_key_is_unavailable_the_operation_does_not_happen(
     with store.read() as tx:
         assert tx.estate_objects("owner") == {}
     assert verify_chain(store.iter_audit(), expected_head=_head(store)).ok
+
+
+# -- one mapping of the record, each way --
+
+_TS = dt.datetime(2027, 1, 31, 12, 0, 0, 123456, tzinfo=dt.UTC)
+
+
+def _record(**changes: Any) -> AuditRecord:
+    base = AuditRecord(
+        seq=7,
+        ts=_TS,
+        action="lease.issue",
+        actor="token:tok_1(ci)",
+        result="ok",
+        identity_id="nhi-1",
+        owner_id="team-a",
+        task_id=None,
+        reason="because",
+        justification="CHG-1",
+        details='{"n":"ünï"}',
+        prev_hash="0" * 64,
+        hash="",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_the_hash_covers_every_field_but_itself_predecessor_first() -> None:
+    assert HASHED_FIELDS[0] == "prev_hash"
+    assert sorted(HASHED_FIELDS) == sorted(set(AUDIT_RECORD_FIELDS) - {"hash"})
+
+
+def test_hashes_are_the_ones_existing_chains_carry() -> None:
+    """Known entries hash as they always have: a stored chain keeps verifying."""
+    assert record_hash(_record()) == (
+        "8b1951d76e79433cc7c756aec5a3fb687c7ee67080c7038e7af183dd40f5ace4"
+    )
+    bare = _record(
+        seq=1,
+        action="sys.init",
+        actor="init",
+        identity_id=None,
+        owner_id=None,
+        reason=None,
+        justification=None,
+        details="{}",
+        prev_hash="a" * 64,
+    )
+    assert record_hash(bare) == "f445a17d39fee19efa709840f0b21c0f5b2082d2c8def5e0274d37b28e342cce"
+
+
+def test_json_round_trips_every_field_and_only_optional_ones_may_be_absent() -> None:
+    record = _record(hash="f" * 64)
+    doc = record_to_json(record)
+    assert list(doc) == list(AUDIT_RECORD_FIELDS)
+    assert doc["ts"] == "2027-01-31T12:00:00.123456Z"
+    assert read_jsonl([jsonl_line(record)]).__next__() == record
+    for name in AUDIT_RECORD_FIELDS:
+        partial = {k: v for k, v in doc.items() if k != name}
+        if name in AUDIT_OPTIONAL_FIELDS:
+            assert getattr(next(read_jsonl([json.dumps(partial)])), name) is None
+        else:
+            with pytest.raises(ValueError, match=f"line 1 is not an audit entry: '{name}'"):
+                next(read_jsonl([json.dumps(partial)]))
+
+
+def test_listing_and_streaming_read_back_the_same_records(
+    store: Store, chain: tuple[int, str]
+) -> None:
+    """Both reads of every store map rows to records the one way (`list_audit` for the
+    API's pages, `iter_audit` for verification and export)."""
+    with store.read() as tx:
+        listed = tx.list_audit(0, 100)
+    assert listed == _records(store)
+    assert {r.result for r in listed} == {"ok", "deny"}
+    assert [r.justification for r in listed if r.justification] == ["CHG-1001"]

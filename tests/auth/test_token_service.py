@@ -21,7 +21,7 @@ from tether.auth import (
     UnknownToken,
 )
 from tether.auth._service import TASK_LEASE_PROVIDER
-from tether.auth.tokens import new_token, token_hash
+from tether._internal.tokens import new_token, token_hash
 from tether.issuance import TASK_PROVIDER
 from tether.model import Lease, LeaseState
 from tether.store import Store

@@ -6,9 +6,10 @@ import datetime as dt
 import os
 
 import pytest
+import sqlalchemy as sa
 
 from tether._internal.timeutil import utcnow
-from tether.model import AuditRecord
+from tether.model import AUDIT_RECORD_FIELDS, AuditRecord
 from tether.store import ApiTokenRecord, IdentityFilter, SealedRecord, Store, StoreError
 
 
@@ -164,3 +165,13 @@ def test_migrate_is_idempotent(store: Store) -> None:
     store.migrate()
     with store.read() as tx:
         assert tx.audit_head() == (0, "0" * 64)
+
+
+def test_the_audit_table_has_a_column_for_each_record_field_in_order(store: Store) -> None:
+    """The row mapping is derived from `AuditRecord`'s fields: the table (as migrated)
+    must have exactly those columns, in that order."""
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        pytest.skip("the memory store keeps records, not rows")
+    columns = [c["name"] for c in sa.inspect(engine).get_columns("audit_log")]
+    assert columns == list(AUDIT_RECORD_FIELDS)

@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import Any
 
-from tether.auth.tokens import TOKEN_PATTERN
+from tether._internal.tokens import TOKEN_PATTERN
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 
 UTC = dt.UTC
 #: The longest duration Tether accepts anywhere: nothing it governs should live longer.
@@ -26,6 +27,10 @@ _RFC3339 = re.compile(
 
 class InvalidValue(ValueError):
     """A value could not be read as a time or a duration; the message says why."""
+
+
+#: Where a service reads the time: `utcnow` in production; tests pass a settable clock.
+Clock = Callable[[], dt.datetime]
 
 
 def utcnow() -> dt.datetime:

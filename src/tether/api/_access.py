@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tether._internal.tokens import is_well_formed
 from tether.auth import Forbidden, Principal, Unauthenticated
-from tether.auth.tokens import is_well_formed
 from tether.errors import NotFoundError
 
 #: Bodies a route accepts by default; the estate is the one large document.

@@ -6,14 +6,8 @@ as HMACs under the audit key. `verify_chain` needs no key: anyone holding an exp
 check that no entry was edited, deleted, inserted or reordered.
 """
 
-from tether.audit._chain import (
-    GENESIS_HASH,
-    Verification,
-    read_jsonl,
-    record_to_json,
-    verify_chain,
-    write_jsonl,
-)
+from tether.audit._chain import GENESIS_HASH, Verification, verify_chain
+from tether.audit._export import jsonl_line, read_jsonl, record_to_json, write_jsonl
 from tether.audit._log import AuditLog
 from tether.audit.errors import AuditError, AuditUnavailable
 
@@ -23,6 +17,7 @@ __all__ = [
     "AuditLog",
     "AuditUnavailable",
     "Verification",
+    "jsonl_line",
     "read_jsonl",
     "record_to_json",
     "verify_chain",

@@ -4,65 +4,51 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import IO, Any
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from tether._internal.timeutil import format_time, parse_time
+from tether._internal.timeutil import format_time
 from tether.model import AuditRecord
 
 GENESIS_HASH = "0" * 64
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def entry_hash(
-    prev_hash: str,
-    seq: int,
-    ts: str,
-    action: str,
-    actor: str,
-    result: str,
-    identity_id: str | None,
-    owner_id: str | None,
-    task_id: str | None,
-    reason: str | None,
-    justification: str | None,
-    details: str,
-) -> str:
-    body = _ENCODER.encode(
-        [
-            prev_hash,
-            seq,
-            ts,
-            action,
-            actor,
-            result,
-            identity_id,
-            owner_id,
-            task_id,
-            reason,
-            justification,
-            details,
-        ],
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
+#: What an entry's hash covers, in the order the hash reads them: every field but the
+#: hash itself, the predecessor's hash first. A stored contract (every chain ever written
+#: verifies against this order), so it is spelled out, not derived from the dataclass.
+HASHED_FIELDS = (
+    "prev_hash",
+    "seq",
+    "ts",
+    "action",
+    "actor",
+    "result",
+    "identity_id",
+    "owner_id",
+    "task_id",
+    "reason",
+    "justification",
+    "details",
+)
+_HASHED_VALUES = operator.attrgetter(*HASHED_FIELDS)
+_TS = HASHED_FIELDS.index("ts")
+
+
+def hash_values(values: Sequence[object]) -> str:
+    """The hash of an entry from its `HASHED_FIELDS` values, in that order (`ts` as text)."""
+    return hashlib.sha256(_ENCODER.encode(values).encode()).hexdigest()
 
 
 def record_hash(r: AuditRecord, ts_text: str | None = None) -> str:
-    return entry_hash(
-        r.prev_hash,
-        r.seq,
-        ts_text or format_time(r.ts),
-        r.action,
-        r.actor,
-        r.result,
-        r.identity_id,
-        r.owner_id,
-        r.task_id,
-        r.reason,
-        r.justification,
-        r.details,
-    )
+    """The hash `r` must carry: over its predecessor's hash and all its fields.
+
+    `ts_text` is `format_time(r.ts)` when the caller already has it (one per batch)."""
+    values = list(_HASHED_VALUES(r))
+    values[_TS] = ts_text or format_time(r.ts)
+    return hash_values(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +61,7 @@ class Verification:
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "entries": self.entries,
-            "head_hash": self.head_hash,
-            "first_bad_seq": self.first_bad_seq,
-            "problem": self.problem,
-        }
+        return asdict(self)
 
 
 def verify_chain(
@@ -130,58 +110,3 @@ def verify_chain(
             first_bad = max(head_seq, 1)
         return Verification(False, count, prev_hash, first_bad, problem)
     return Verification(True, count, prev_hash)
-
-
-def record_to_json(r: AuditRecord) -> dict[str, Any]:
-    return {
-        "seq": r.seq,
-        "ts": format_time(r.ts),
-        "action": r.action,
-        "actor": r.actor,
-        "result": r.result,
-        "identity_id": r.identity_id,
-        "owner_id": r.owner_id,
-        "task_id": r.task_id,
-        "reason": r.reason,
-        "justification": r.justification,
-        "details": r.details,
-        "prev_hash": r.prev_hash,
-        "hash": r.hash,
-    }
-
-
-def record_from_json(doc: dict[str, Any]) -> AuditRecord:
-    return AuditRecord(
-        seq=int(doc["seq"]),
-        ts=parse_time(doc["ts"]),
-        action=doc["action"],
-        actor=doc["actor"],
-        result=doc["result"],
-        identity_id=doc.get("identity_id"),
-        owner_id=doc.get("owner_id"),
-        task_id=doc.get("task_id"),
-        reason=doc.get("reason"),
-        justification=doc.get("justification"),
-        details=doc["details"],
-        prev_hash=doc["prev_hash"],
-        hash=doc["hash"],
-    )
-
-
-def write_jsonl(records: Iterable[AuditRecord], out: IO[str]) -> int:
-    count = 0
-    for r in records:
-        out.write(json.dumps(record_to_json(r), ensure_ascii=False, separators=(",", ":")))
-        out.write("\n")
-        count += 1
-    return count
-
-
-def read_jsonl(lines: Iterable[str]) -> Iterator[AuditRecord]:
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield record_from_json(json.loads(line))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"line {number} is not an audit entry: {exc}") from None

@@ -3,15 +3,30 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import operator
 from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any
 
 from tether._internal.canonical import canonical_json
 from tether._internal.timeutil import format_time, utcnow
-from tether.audit._chain import entry_hash
+from tether.audit._chain import HASHED_FIELDS, hash_values
 from tether.audit.errors import AuditUnavailable
 from tether.errors import TetherError
-from tether.model import AuditEvent, AuditRecord
+from tether.model import AUDIT_RECORD_FIELDS, AuditEvent, AuditRecord
 from tether.store import Tx
+
+#: What an entry takes from its event as is (`details` is fingerprinted first).
+_FROM_EVENT = tuple(
+    name
+    for name in AUDIT_RECORD_FIELDS
+    if name != "details" and name in {f.name for f in fields(AuditEvent)}
+)
+_EVENT_VALUES = operator.attrgetter(*_FROM_EVENT)
+# `append` builds the hashed values and the record positionally (it is the hot path of
+# every audited change): these are the layouts it relies on.
+assert ("prev_hash", "seq", "ts", *_FROM_EVENT, "details") == HASHED_FIELDS
+assert ("seq", "ts", *_FROM_EVENT, "details", "prev_hash", "hash") == AUDIT_RECORD_FIELDS
 
 
 class AuditLog:
@@ -21,8 +36,11 @@ class AuditLog:
     change is never committed without its evidence, and a failed audit write fails it.
     """
 
-    def __init__(self, audit_key: Callable[[], bytes]) -> None:
+    def __init__(
+        self, audit_key: Callable[[], bytes], clock: Callable[[], dt.datetime] = utcnow
+    ) -> None:
         self._audit_key = audit_key
+        self._clock = clock
 
     def fingerprint(self, value: str) -> str:
         """HMAC of a sensitive value under the audit key: provable, not readable."""
@@ -34,7 +52,7 @@ class AuditLog:
     ) -> list[AuditRecord]:
         if not events:
             return []
-        ts = now or utcnow()
+        ts = now or self._clock()
         ts_text = format_time(ts)
         try:
             seq, prev_hash = tx.audit_head()
@@ -44,38 +62,11 @@ class AuditLog:
                 details = dict(event.details)
                 for key, value in event.sensitive.items():
                     details[key] = self.fingerprint(value)
+                copied = _EVENT_VALUES(event)
                 details_text = canonical_json(details)
-                digest = entry_hash(
-                    prev_hash,
-                    seq,
-                    ts_text,
-                    event.action,
-                    event.actor,
-                    event.result,
-                    event.identity_id,
-                    event.owner_id,
-                    event.task_id,
-                    event.reason,
-                    event.justification,
-                    details_text,
-                )
-                records.append(
-                    AuditRecord(
-                        seq=seq,
-                        ts=ts,
-                        action=event.action,
-                        actor=event.actor,
-                        result=event.result,
-                        identity_id=event.identity_id,
-                        owner_id=event.owner_id,
-                        task_id=event.task_id,
-                        reason=event.reason,
-                        justification=event.justification,
-                        details=details_text,
-                        prev_hash=prev_hash,
-                        hash=digest,
-                    )
-                )
+                digest = hash_values([prev_hash, seq, ts_text, *copied, details_text])
+                row: list[Any] = [seq, ts, *copied, details_text, prev_hash, digest]
+                records.append(AuditRecord(*row))
                 prev_hash = digest
             tx.append_audit(records)
         except TetherError as exc:

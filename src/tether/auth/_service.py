@@ -21,7 +21,7 @@ from tether.auth.errors import (
     Unauthenticated,
     UnknownToken,
 )
-from tether.auth.tokens import is_well_formed, new_token, token_hash
+from tether._internal.tokens import is_well_formed, new_token, token_hash
 from tether.model import AuditEvent
 from tether.store import ApiTokenRecord, Store, Tx
 
@@ -88,9 +88,15 @@ CACHE_SECONDS = 2.0
 
 
 class Authenticator:
-    def __init__(self, store: Store, token_key: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        token_key: Callable[[], bytes],
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
         self._store = store
         self._token_key = token_key
+        self._clock = clock
         self._cache: dict[str, tuple[float, ApiTokenRecord]] = {}
         self._cache_lock = threading.Lock()
 
@@ -123,7 +129,7 @@ class Authenticator:
     ) -> tuple[str, ApiTokenRecord]:
         """Create an API token. The token is returned once and stored only as a hash."""
         token = new_token()
-        now = utcnow()
+        now = self._clock()
         record = ApiTokenRecord(
             id="tok_" + secrets.token_hex(8),
             token_hash=token_hash(self._token_key(), token),
@@ -148,7 +154,7 @@ class Authenticator:
             raise UnknownToken("the token is not known")
         if record.revoked_at is not None:
             raise Unauthenticated("the token was revoked")
-        if record.expires_at is not None and record.expires_at <= utcnow():
+        if record.expires_at is not None and record.expires_at <= self._clock():
             raise Unauthenticated("the token has expired")
         return Principal(token_id=record.id, name=record.name, roles=record.roles)
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether._internal.files import write_private_file
 from tether.barrier import shamir
 from tether.barrier.errors import (
     AlreadyInitialized,
@@ -377,10 +378,6 @@ class Barrier:
                 self._open(root_key)
             return self.status()
 
-    def unseal_with_root_key(self, root_key: bytes) -> None:
-        with self._lock:
-            self._open(root_key)
-
     def _open(self, root_key: bytes) -> None:
         with self._store.read() as tx:
             wrapped = tx.get_meta(_KEYRING_KEY)
@@ -481,18 +478,6 @@ class Barrier:
 
     def unseal_from_file(self, key_file: Path) -> None:
         self.submit_share(read_private_file(key_file).decode())
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, refusing to follow an existing symlink."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def read_private_file(path: Path) -> bytes:

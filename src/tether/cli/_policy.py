@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.cli._output import out
+from tether.estate import load_estate_file, parse_estate
 from tether.model import Estate, Policy
 from tether.policy import (
     CEDAR_SCHEMA,
@@ -63,8 +64,6 @@ def _read_policy(path: Path, policy_id: str, where: str) -> Policy:
 
 
 def _load_estate(path: Path) -> Estate:
-    from tether.estate import load_estate_file, parse_estate
-
     return parse_estate(load_estate_file(path))
 
 

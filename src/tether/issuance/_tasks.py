@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 
 from tether._internal.timeutil import format_time
-from tether.auth.tokens import is_well_formed, new_token, token_hash
+from tether._internal.tokens import is_well_formed, new_token, token_hash
 from tether.issuance._parts import TASK_PROVIDER, IssuanceParts, new_id
 from tether.issuance._subjects import Subject, Subjects
 from tether.issuance.errors import AccessDenied, NotFound

@@ -1,20 +1,12 @@
 """Leases and tasks: the bounded life of every credential, and how it ends.
 
 Leases form a tree (identity → task → lease → derived leases). Revoking any node revokes
-its subtree in one transaction, audited per lease. A worker ends what expired, what
-outlived its task, and what lost its justification; failed external revocations stay
-`revoking` and are retried with backoff until confirmed.
+its subtree in one transaction, audited per lease. The lifecycle sweep
+(`tether.lifecycle`) calls on it to end what expired, what outlived its task, and what
+lost its justification; failed external revocations stay `revoking` and are retried
+with backoff until confirmed.
 """
 
-from tether.lease._service import LeaseService, LifecycleWorker, RevokeTarget, backoff
-from tether.lease.errors import LeaseError, LeaseNotFound, TaskNotFound
+from tether.lease._service import LeaseService, RevokeTarget, backoff
 
-__all__ = [
-    "LeaseError",
-    "LeaseNotFound",
-    "LeaseService",
-    "LifecycleWorker",
-    "RevokeTarget",
-    "TaskNotFound",
-    "backoff",
-]
+__all__ = ["LeaseService", "RevokeTarget", "backoff"]

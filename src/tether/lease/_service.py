@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -381,36 +380,3 @@ def _live_leases(tx: Tx, identity_id: str) -> list[Lease]:
             break
         where = replace(where, after_id=page[-1].id)
     return found
-
-
-class LifecycleWorker:
-    """Runs the sweep every `interval` and whenever woken; works from indexed queries only."""
-
-    def __init__(self, sweep: Callable[[], None], interval: float = 0.5) -> None:
-        self._sweep = sweep
-        self._interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lifecycle", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._sweep()
-            except Exception:  # the worker must survive anything; the next pass retries
-                log.exception("lifecycle sweep failed; retrying")
-            self._wake.wait(self._interval)
-            self._wake.clear()

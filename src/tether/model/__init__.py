@@ -5,7 +5,12 @@ Every estate object converts to a *spec*: a plain JSON-able dict in canonical fo
 plan compares, so applying the same file twice is a no-op by construction.
 """
 
-from tether.model._audit import AuditEvent, AuditRecord
+from tether.model._audit import (
+    AUDIT_OPTIONAL_FIELDS,
+    AUDIT_RECORD_FIELDS,
+    AuditEvent,
+    AuditRecord,
+)
 from tether.model._estate import (
     DEFAULT_ENVIRONMENTS,
     KIND_CONTROL_DEFAULTS,
@@ -39,6 +44,8 @@ from tether.model._lease import (
 )
 
 __all__ = [
+    "AUDIT_OPTIONAL_FIELDS",
+    "AUDIT_RECORD_FIELDS",
     "DEFAULT_ENVIRONMENTS",
     "KIND_CONTROL_DEFAULTS",
     "Approval",

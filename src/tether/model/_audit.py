@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, get_args, get_type_hints
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +45,12 @@ class AuditRecord:
     details: str
     prev_hash: str
     hash: str
+
+
+#: AuditRecord's fields in declaration order. The audit table's columns and the keys of an
+#: exported entry are these names: the store and the export derive their mappings from here.
+AUDIT_RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AuditRecord))
+#: The fields an entry may leave empty (typed `... | None`); every other one is always set.
+AUDIT_OPTIONAL_FIELDS: frozenset[str] = frozenset(
+    name for name, hint in get_type_hints(AuditRecord).items() if type(None) in get_args(hint)
+)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tether.auth.tokens import new_token, token_hash
+from tether._internal.tokens import new_token, token_hash
 from tether.model import Identity, Lease, Profile
 from tether.providers._base import ACCESS_TOKEN_TYPE, IssuedCredential
 

@@ -417,10 +417,3 @@ class MemoryStore:
 
     def close(self) -> None:
         return None
-
-    # Test hook: lets tamper tests edit a stored entry the way an attacker with DB access would.
-    def _tamper_audit(self, index: int, record: AuditRecord | None) -> None:
-        if record is None:
-            del self._state.audit[index]
-        else:
-            self._state.audit[index] = record

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -12,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from tether.api._deps import Caller, Node
 from tether.api._routing import TetherRoute, text_response
 from tether.api._schemas import HmacRequest
-from tether.audit import record_to_json
+from tether.audit import jsonl_line, record_to_json
 
 router = APIRouter(route_class=TetherRoute, tags=["audit"])
 
@@ -49,7 +48,7 @@ def export_audit(caller: Caller, node: Node) -> StreamingResponse:
     def lines() -> Iterator[str]:
         for record in node.store.iter_audit():
             yield (
-                json.dumps(record_to_json(record), ensure_ascii=False, separators=(",", ":")) + "\n"
+                jsonl_line(record)
             )
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -12,7 +12,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from tether._internal.canonical import canonical_json
 from tether._internal.timeutil import parse_time, utcnow
-from tether.model import AuditRecord, Lease, LeaseState, Placement, Task, TaskStatus
+from tether.model import (
+    AUDIT_RECORD_FIELDS,
+    AuditRecord,
+    Lease,
+    LeaseState,
+    Placement,
+    Task,
+    TaskStatus,
+)
 from tether.store._port import (
     ApiTokenRecord,
     IdentityFilter,
@@ -55,22 +63,8 @@ def _identity_row(spec: Spec, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _audit_record(row: Any) -> AuditRecord:
-    return AuditRecord(
-        seq=row.seq,
-        ts=row.ts,
-        action=row.action,
-        actor=row.actor,
-        result=row.result,
-        identity_id=row.identity_id,
-        owner_id=row.owner_id,
-        task_id=row.task_id,
-        reason=row.reason,
-        justification=row.justification,
-        details=row.details,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+def _audit_row(record: AuditRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in AUDIT_RECORD_FIELDS}
 
 
 # Statements on the request path are built once: building a SQLAlchemy statement costs
@@ -84,6 +78,8 @@ _TOKEN_BY_HASH = sa.select(t.api_tokens).where(t.api_tokens.c.token_hash == _by_
 _UPDATE_LEASE = sa.update(t.leases).where(t.leases.c.id == _by_id)
 _INSERT_LEASE = t.leases.insert()
 _INSERT_AUDIT = t.audit_log.insert()
+#: The audit table's columns in AuditRecord's field order: `AuditRecord(*row)` reads a row.
+_AUDIT_COLUMNS = [t.audit_log.c[name] for name in AUDIT_RECORD_FIELDS]
 _AUDIT_HEAD = (
     sa.select(t.audit_head.c.seq, t.audit_head.c.hash)
     .where(t.audit_head.c.id == 1)
@@ -357,27 +353,7 @@ class _SqlTx:
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        self._c.execute(
-            _INSERT_AUDIT,
-            [
-                {
-                    "seq": r.seq,
-                    "ts": r.ts,
-                    "action": r.action,
-                    "actor": r.actor,
-                    "result": r.result,
-                    "identity_id": r.identity_id,
-                    "owner_id": r.owner_id,
-                    "task_id": r.task_id,
-                    "reason": r.reason,
-                    "justification": r.justification,
-                    "details": r.details,
-                    "prev_hash": r.prev_hash,
-                    "hash": r.hash,
-                }
-                for r in records
-            ],
-        )
+        self._c.execute(_INSERT_AUDIT, [_audit_row(r) for r in records])
         last = records[-1]
         self._c.execute(_UPDATE_AUDIT_HEAD, {"seq": last.seq, "hash": last.hash})
 
@@ -389,7 +365,7 @@ class _SqlTx:
         action_prefix: str | None = None,
     ) -> list[AuditRecord]:
         query = (
-            sa.select(t.audit_log)
+            sa.select(*_AUDIT_COLUMNS)
             .where(t.audit_log.c.seq > after_seq)
             .order_by(t.audit_log.c.seq)
             .limit(limit)
@@ -398,7 +374,7 @@ class _SqlTx:
             query = query.where(t.audit_log.c.action.startswith(action_prefix, autoescape=True))
         if identity_id is not None:
             query = query.where(t.audit_log.c.identity_id == identity_id)
-        return [_audit_record(r) for r in self._c.execute(query)]
+        return [AuditRecord(*r) for r in self._c.execute(query)]
 
     # -- tasks --
     def put_task(self, task: Task) -> None:
@@ -712,29 +688,11 @@ class SqlStore:
 
     def iter_audit(self, batch: int = 20_000) -> Iterator[AuditRecord]:
         after = 0
-        columns = [
-            t.audit_log.c[name]
-            for name in (
-                "seq",
-                "ts",
-                "action",
-                "actor",
-                "result",
-                "identity_id",
-                "owner_id",
-                "task_id",
-                "reason",
-                "justification",
-                "details",
-                "prev_hash",
-                "hash",
-            )
-        ]
         while True:
             try:
                 with self._engine.connect() as conn:
                     rows = conn.execute(
-                        sa.select(*columns)
+                        sa.select(*_AUDIT_COLUMNS)
                         .where(t.audit_log.c.seq > after)
                         .order_by(t.audit_log.c.seq)
                         .limit(batch)
