@@ -12,7 +12,7 @@ import datetime as dt
 from tether._internal.timeutil import Clock, utcnow
 from tether.attest import Attestor, StoreJtiStore
 from tether.audit import AuditLog, Verification
-from tether.auth import Authenticator, Principal
+from tether.auth import Authenticator, Principal, TokenService
 from tether.barrier import Barrier, BarrierStatus
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
@@ -42,6 +42,7 @@ class Tether:
         self.barrier = Barrier(self.store)
         self.audit = AuditLog(self.barrier.audit_key, clock)
         self.auth = Authenticator(self.store, self.barrier.token_key, clock)
+        self.tokens = TokenService(self.store, self.auth, self.audit)
         self.estate = EstateService(self.store, self.audit)
         self.view = EstateViewHolder(self.store)
         self.policy = PolicyHolder()

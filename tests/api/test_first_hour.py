@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import estate_document
+from tether._internal.tokens import new_token
 from tether.api import create_app
 from tether.app import Tether
-from tether._internal.tokens import new_token
 from tether.config import Settings
 from tether.estate import parse_estate
 from tether.issuance import ExchangeRequest

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from tether._internal.timeutil import utcnow
+from tether._internal.tokens import new_token, token_hash
 from tether.audit import AuditLog
 from tether.auth import (
     Authenticator,
@@ -21,7 +22,6 @@ from tether.auth import (
     UnknownToken,
 )
 from tether.auth._service import TASK_LEASE_PROVIDER
-from tether._internal.tokens import new_token, token_hash
 from tether.issuance import TASK_PROVIDER
 from tether.model import Lease, LeaseState
 from tether.store import Store

@@ -14,7 +14,6 @@ from tether.api._proxies import ClientAddress
 from tether.api._routing import TetherRoute
 from tether.api.routes import ROUTERS
 from tether.app import Tether
-from tether.auth import TokenService
 
 
 def create_app(node: Tether) -> FastAPI:
@@ -28,7 +27,7 @@ def create_app(node: Tether) -> FastAPI:
     app.router.route_class = TetherRoute
     app.state.node = node
     # The API token service writes the audit trail of token changes; it has no state.
-    app.state.tokens = TokenService(node.store, node.auth, node.audit)
+    app.state.tokens = node.tokens
     registry = CollectorRegistry()
     app.state.metrics = registry
     requests_total, latency = _register_metrics(registry, node)

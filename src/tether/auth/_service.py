@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tether._internal.timeutil import utcnow
+from tether._internal.tokens import is_well_formed, new_token, token_hash
 from tether.audit import AuditLog
 from tether.auth.errors import (
     Forbidden,
@@ -21,7 +22,6 @@ from tether.auth.errors import (
     Unauthenticated,
     UnknownToken,
 )
-from tether._internal.tokens import is_well_formed, new_token, token_hash
 from tether.model import AuditEvent
 from tether.store import ApiTokenRecord, Store, Tx
 

@@ -7,8 +7,8 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tether.attest import AttestationError, Evidence, IssuerUnavailable, match_identity
 from tether._internal.tokens import is_well_formed, token_hash
+from tether.attest import AttestationError, Evidence, IssuerUnavailable, match_identity
 from tether.issuance._parts import TASK_PROVIDER, IssuanceParts
 from tether.issuance.errors import (
     AttestationUnavailable,

@@ -47,9 +47,7 @@ def verify_audit(caller: Caller, node: Node) -> dict[str, Any]:
 def export_audit(caller: Caller, node: Node) -> StreamingResponse:
     def lines() -> Iterator[str]:
         for record in node.store.iter_audit():
-            yield (
-                jsonl_line(record)
-            )
+            yield (jsonl_line(record))
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
