@@ -42,7 +42,7 @@ class Tether:
         self.barrier = Barrier(self.store)
         self.audit = AuditLog(self.barrier.audit_key, clock)
         self.auth = Authenticator(self.store, self.barrier.token_key, clock)
-        self.tokens = TokenService(self.store, self.auth, self.audit)
+        self.tokens = TokenService(self.store, self.auth, self.audit, clock)
         self.estate = EstateService(self.store, self.audit)
         self.view = EstateViewHolder(self.store)
         self.policy = PolicyHolder()

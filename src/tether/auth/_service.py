@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tether._internal.timeutil import utcnow
+from tether._internal.timeutil import Clock, utcnow
 from tether._internal.tokens import is_well_formed, new_token, token_hash
 from tether.audit import AuditLog
 from tether.auth.errors import (
@@ -204,10 +204,13 @@ def _looks_like_jwt(token: str) -> bool:
 class TokenService:
     """API tokens as operators manage them; every change is in the audit trail."""
 
-    def __init__(self, store: Store, auth: Authenticator, audit: AuditLog) -> None:
+    def __init__(
+        self, store: Store, auth: Authenticator, audit: AuditLog, clock: Clock = utcnow
+    ) -> None:
         self._store = store
         self._auth = auth
         self._audit = audit
+        self._clock = clock
 
     def create(
         self, name: str, roles: Sequence[str], actor: str, ttl: dt.timedelta | None = None
@@ -230,7 +233,7 @@ class TokenService:
     def revoke(self, token_id: str, actor: str) -> None:
         """Revoke an active token; this node forgets it at once, others within seconds."""
         with self._store.transaction() as tx:
-            if not tx.revoke_api_token(token_id, utcnow()):
+            if not tx.revoke_api_token(token_id, self._clock()):
                 raise TokenNotFound(f"no active token {token_id!r}")
             tx.on_commit(self._auth.forget_cached)
             event = AuditEvent(action="token.revoke", actor=actor, details={"token_id": token_id})

@@ -7,18 +7,15 @@ unseal attempts are rate-limited per source and summarized for the audit log. Se
 the barrier holds no key and Tether serves nothing but health and status.
 """
 
-from tether.barrier._service import (
+from tether.barrier._guard import (
     UNSEAL_FAILURE_LIMIT,
     UNSEAL_FAILURE_WINDOW,
     UNSEAL_MAX_SOURCES,
-    Barrier,
-    BarrierStatus,
     FailureSink,
     UnsealFailures,
     UnsealGuard,
-    decode_share,
-    encode_share,
 )
+from tether.barrier._service import Barrier, BarrierStatus, decode_share, encode_share
 from tether.barrier.errors import (
     AlreadyInitialized,
     BarrierError,

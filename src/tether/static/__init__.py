@@ -6,17 +6,12 @@ by a target system, whose kind brings the backend (`tether.targets`, e.g. two
 alternating PostgreSQL roles)."""
 
 from tether.static._backend import SecretUse, StaticBackend, VaultOnly
-from tether.static._service import (
-    InvalidCredential,
-    NotAReader,
-    SecretVersion,
-    StaticCredential,
-    StaticError,
-    StaticSecrets,
-    Verification,
-)
+from tether.static._model import SecretVersion, StaticCredential, Verification
+from tether.static._service import StaticSecrets
+from tether.static.errors import CredentialExists, InvalidCredential, NotAReader, StaticError
 
 __all__ = [
+    "CredentialExists",
     "InvalidCredential",
     "NotAReader",
     "SecretUse",

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from tether._internal.timeutil import utcnow
 from tether.api._deps import Caller, Node, TaskOrApiToken, duration, optional_duration
 from tether.api._routing import TetherRoute
 from tether.api._schemas import (
@@ -31,7 +30,7 @@ def create_credential(body: CredentialCreateRequest, caller: Caller, node: Node)
         readers=tuple(body.readers),
         overlap=duration("overlap", body.overlap),
         rotate_every=optional_duration("rotate_every", body.rotate_every),
-        last_rotated_at=utcnow(),
+        last_rotated_at=node.clock(),
         target=body.target,
         users=body.users,
         grant_from=body.grant_from,
