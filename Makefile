@@ -41,7 +41,7 @@ unit: $(STAMP)
 ## Benchmarks; prints JSON.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >&2
-	$(BIN)/python -m bench
+	@$(BIN)/python -m bench
 
 ## Re-lock dependencies after editing pyproject.toml.
 lock:
