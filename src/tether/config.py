@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:8737"
@@ -12,7 +12,7 @@ DEFAULT_LISTEN = "127.0.0.1:8737"
 @dataclass(frozen=True, slots=True)
 class Settings:
     home: Path
-    database_url: str
+    database_url: str = field(repr=False)  # it may carry a password
     listen: str = DEFAULT_LISTEN
     dev: bool = False
     #: The URL clients reach this node at: the `iss` of the tokens it signs.

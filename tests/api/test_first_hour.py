@@ -3,6 +3,7 @@ initialized, and a token of the wrong kind where an API token is needed."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,6 +160,16 @@ def test_unknown_and_malformed_tokens_are_answered_as_before(tokens: Tokens) -> 
     assert _refusal(tokens, new_token()) == "the token is not known"
     assert _refusal(tokens, "not-a-token") == "the token is malformed or its checksum is wrong"
     assert _refusal(tokens, "a.b.c") == "the token is malformed or its checksum is wrong"
+
+
+def test_a_jwt_shaped_bearer_with_a_deeply_nested_header_is_refused_not_a_500(
+    tokens: Tokens,
+) -> None:
+    # The kind of token is named by parsing its header: nesting deep enough to exhaust
+    # the parser must still be a plain 401, never an unhandled error.
+    header = base64.urlsafe_b64encode(b"[" * 9000).rstrip(b"=").decode()
+    message = _refusal(tokens, f"{header}.e30.c2ln")
+    assert message == "the token is malformed or its checksum is wrong"
 
 
 def test_an_api_token_without_the_role_is_still_forbidden(tokens: Tokens) -> None:

@@ -11,7 +11,15 @@ import sqlalchemy as sa
 
 from tests.scenario.harness import free_port
 from tests.services import PG_ADMIN_URL, throwaway_postgres_database
-from tether.store import ForeignSchema, StoreError, StoreUnavailable, StoreUnreachable, open_store
+from tether.config import Settings
+from tether.store import (
+    ForeignSchema,
+    StoreError,
+    StoreUnavailable,
+    StoreUnreachable,
+    open_store,
+    shown_url,
+)
 from tether.store._sql import tables as t
 
 PASSWORD = "hunter2-do-not-print"  # the secret the messages must not carry
@@ -44,6 +52,21 @@ def test_a_closed_port_names_the_host_and_the_cause_but_not_the_password() -> No
     assert "connection refused" in message
     assert PASSWORD not in message and "OperationalError" not in message
     assert issubclass(StoreUnreachable, StoreUnavailable)  # a 503 like any outage
+
+
+def test_a_password_with_an_unencoded_at_sign_is_masked_whole() -> None:
+    # `user:pa@ss@host`: everything up to the last `@` is the password, so no piece of
+    # it may be shown, neither in the URL Tether prints nor in the driver's reason.
+    port = free_port()
+    url = f"postgresql://tether:{PASSWORD}@x{PASSWORD}@127.0.0.1:{port}/tether"
+    assert shown_url(url) == f"postgresql://tether:***@127.0.0.1:{port}/tether"
+    message = _refusal(url, StoreUnreachable)
+    assert PASSWORD not in message
+
+
+def test_settings_do_not_show_the_database_url_in_their_repr(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, database_url=f"postgresql://u:{PASSWORD}@h/db")
+    assert PASSWORD not in repr(settings)
 
 
 @pytest.mark.service

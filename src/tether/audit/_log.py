@@ -25,8 +25,15 @@ _FROM_EVENT = tuple(
 _EVENT_VALUES = operator.attrgetter(*_FROM_EVENT)
 # `append` builds the hashed values and the record positionally (it is the hot path of
 # every audited change): these are the layouts it relies on.
-assert ("prev_hash", "seq", "ts", *_FROM_EVENT, "details") == HASHED_FIELDS
-assert ("seq", "ts", *_FROM_EVENT, "details", "prev_hash", "hash") == AUDIT_RECORD_FIELDS
+if ("prev_hash", "seq", "ts", *_FROM_EVENT, "details") != HASHED_FIELDS or (
+    "seq",
+    "ts",
+    *_FROM_EVENT,
+    "details",
+    "prev_hash",
+    "hash",
+) != AUDIT_RECORD_FIELDS:  # not `assert`: `python -O` must not skip it
+    raise RuntimeError("the audit record's fields no longer match the hashed layout")
 
 
 class AuditLog:

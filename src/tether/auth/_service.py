@@ -186,6 +186,8 @@ class Authenticator:
 TASK_LEASE_PROVIDER = "task"
 #: A JWT longer than this is not looked at (headers are bounded before this anyway).
 _MAX_JWT = 16 * 1024
+#: A JOSE header is a few fields; anything longer is not looked at (base64url characters).
+_MAX_JWT_HEADER = 1024
 
 
 def _looks_like_jwt(token: str) -> bool:
@@ -194,9 +196,11 @@ def _looks_like_jwt(token: str) -> bool:
     parts = token.split(".")
     if len(token) > _MAX_JWT or len(parts) != 3 or not all(parts[:2]):
         return False
+    if len(parts[0]) > _MAX_JWT_HEADER:
+        return False
     try:
         header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # deep nesting is not a header
         return False
     return isinstance(header, dict) and "alg" in header
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from tether.audit import read_jsonl, verify_chain
 from tether.cli._api import all_pages, by_seq, client, get
@@ -66,7 +67,7 @@ def audit_verify(path: Path | None, as_json: bool) -> None:
         )
     if not result["ok"]:
         if not as_json:
-            err.print(f"[bold red]audit verification failed:[/] {result['problem']}")
+            err.print(f"[bold red]audit verification failed:[/] {escape(result['problem'])}")
         sys.exit(2)
 
 

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar, cast
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -138,7 +139,7 @@ def _print_table(table: Table, natural: bool) -> None:
 
 def fail(message: str, problems: Sequence[Mapping[str, str]] = ()) -> NoReturn:
     """One line for the error, then one line per problem, each naming its field."""
-    err.print(f"[bold red]error:[/] {_headline(message, problems)}", markup=True)
+    err.print(f"[bold red]error:[/] {escape(_headline(message, problems))}", markup=True)
     for problem in problems:
         err.print(f"  {problem['path']}: {problem['message']}", markup=False)
     sys.exit(1)

@@ -33,7 +33,7 @@ from tether.cli._listen import (
     prepare,
 )
 from tether.estate import load_estate_file, parse_estate
-from tether.store import IdentityFilter
+from tether.store import IdentityFilter, shown_url
 
 if TYPE_CHECKING:
     from tether.app import Tether
@@ -190,7 +190,7 @@ def _set_up(node: Tether, estate_file: Path, console: Console) -> None:
     settings = node.settings
     status = node.barrier.status()
     console.print(f"[bold]Tether dev mode[/] — home {settings.home}")
-    console.print(f"  storage:  {settings.database_url.split('?')[0]}")
+    console.print(f"  storage:  {shown_url(settings.database_url)}", markup=False)
     console.print(
         f"  barrier:  initialized, {'sealed' if status.sealed else 'unsealed'} "
         f"(dev key file {settings.dev_key_file}, mode 600), keyring term {status.term}"

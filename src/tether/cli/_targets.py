@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from tether.cli._api import client, get, post
 from tether.cli._output import (
@@ -64,7 +65,7 @@ def target_health(name: str, output: str) -> None:
     if not report.get("ok"):
         if output in ("table", "wide"):
             why = report.get("error") or "it cannot be administered"
-            err.print(f"[bold red]target {name} is not healthy:[/] {why}", markup=True)
+            err.print(f"[bold red]target {escape(name)} is not healthy:[/] {escape(why)}")
         sys.exit(2)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from tether.issuance._decide import decide, deny, task_for, write_pending_lease
 from tether.issuance._parts import IssuanceParts
@@ -17,14 +17,14 @@ from tether.providers import JWT_TOKEN_TYPE
 
 @dataclass(frozen=True, slots=True)
 class ExchangeRequest:
-    subject_token: str
+    subject_token: str = field(repr=False)
     subject_token_type: str
     audience: str | None = None
     resource: str | None = None
     scope: tuple[str, ...] | None = None
     requested_ttl: dt.timedelta | None = None
     requested_token_type: str | None = None
-    actor_token: str | None = None
+    actor_token: str | None = field(default=None, repr=False)
     actor_token_type: str | None = None
     task_id: str | None = None
     intent: str | None = None
@@ -33,7 +33,7 @@ class ExchangeRequest:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeResult:
-    access_token: str
+    access_token: str = field(repr=False)
     issued_token_type: str
     expires_at: dt.datetime
     expires_in: int

@@ -32,7 +32,17 @@ __all__ = [
     "TaskFilter",
     "Tx",
     "open_store",
+    "shown_url",
 ]
+
+
+def shown_url(url: str) -> str:
+    """The database URL as it may be printed: never a password, never a query."""
+    if url.startswith("memory://"):
+        return url
+    from tether.store._sql._engine import shown_url as shown
+
+    return shown(url)
 
 
 def open_store(url: str, *, allow_existing_schema: bool = False) -> Store:

@@ -6,6 +6,7 @@ database (never its password) and the cause, in Tether's words.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,10 +90,22 @@ def _create_engine(url: str) -> Engine:
 def shown_url(url: str) -> str:
     """The database URL as it may be printed: no password, no query (it may hold one)."""
     try:
-        parsed = sa.engine.make_url(url)
+        parsed = sa.engine.make_url(_masked(url))
     except (sa.exc.ArgumentError, ValueError):
         return "(TETHER_DATABASE_URL)"
     return str(parsed.set(password=None, query={}).render_as_string(hide_password=True))
+
+
+def _masked(url: str) -> str:
+    """`url` with everything between the user name and the authority's LAST `@` masked:
+    a password with an unencoded `@` in it is still all password, not part of the host."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def _cause(url: str, exc: sa.exc.SQLAlchemyError) -> str:
@@ -100,17 +113,20 @@ def _cause(url: str, exc: sa.exc.SQLAlchemyError) -> str:
     text = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     reason = first.rpartition(" failed: ")[2].removeprefix("FATAL:").strip()
-    password = _password(url)
-    if password:
-        reason = reason.replace(password, "***")
+    for secret in sorted(_password_parts(url), key=len, reverse=True):
+        reason = reason.replace(secret, "***")
     return reason[:1].lower() + reason[1:]
 
 
-def _password(url: str) -> str | None:
-    try:
-        return sa.engine.make_url(url).password
-    except (sa.exc.ArgumentError, ValueError):
-        return None
+def _password_parts(url: str) -> set[str]:
+    """The password as the driver may quote it: whole, as SQLAlchemy reads it, and each
+    piece of it between unencoded `@`s (which a driver may take for part of the host)."""
+    authority = url.partition("://")[2].partition("/")[0]
+    raw = authority.rpartition("@")[0].partition(":")[2]
+    parts = {raw, *raw.split("@")}
+    with contextlib.suppress(sa.exc.ArgumentError, ValueError):
+        parts.add(sa.engine.make_url(url).password or "")
+    return {p for p in parts if p}
 
 
 def _check_schema(conn: Connection, url: str, allow_existing: bool, config: Config) -> None:

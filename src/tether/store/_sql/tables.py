@@ -188,7 +188,6 @@ leases = Table(
     Column("placement", Text),
     Index("ix_leases_state_expires", "state", "expires_at"),
     Index("ix_leases_task", "task_id"),
-    Index("ix_leases_identity", "identity_id"),
     Index("ix_leases_owner", "owner_id"),
     Index("ix_leases_parent", "parent_id"),
     Index("ix_leases_state_retry", "state", "next_attempt_at"),
