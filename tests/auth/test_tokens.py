@@ -266,3 +266,19 @@ def test_a_principal_from_a_token_carries_its_roles(store: Store, auth: Authenti
     assert principal.owner_scope() == ("team-a",)
     with pytest.raises(Forbidden):
         principal.require_reader()
+
+
+def test_only_a_cached_api_token_is_answered_without_the_store(
+    store: Store, auth: Authenticator
+) -> None:
+    # The HTTP layer checks tokens on its event loop only when no store read is needed;
+    # an unknown well-formed token (cheap to forge) must be sent to a thread.
+    with store.transaction() as tx:
+        token, _ = auth.issue(tx, "ci", ["admin"], created_by="test")
+    assert auth.answers_from_memory(None) and auth.answers_from_memory("not-a-token")
+    assert not auth.answers_from_memory(new_token())
+    assert not auth.answers_from_memory(token)  # not looked up yet
+    auth.authenticate(token)
+    assert auth.answers_from_memory(token)
+    auth.forget_cached()
+    assert not auth.answers_from_memory(token)

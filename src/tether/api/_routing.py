@@ -162,8 +162,13 @@ class TetherRoute(APIRoute):
             bounded.body_limit = rule.body_limit
             node = request.app.state.node
             bearer = bearer_of(request.headers)
-            if rule.subject is not None or Who.TASK in rule.who:
-                # Object and task-token checks read the store: not on the event loop.
+            if (
+                rule.subject is not None
+                or Who.TASK in rule.who
+                or (Who.ANYONE not in rule.who and not node.auth.answers_from_memory(bearer))
+            ):
+                # Object, task-token and uncached-token checks read the store: not on the
+                # event loop (an unknown token must not stall every other request).
                 admitted = await run_in_threadpool(admit, node, rule, bearer, request.path_params)
             else:
                 admitted = admit(node, rule, bearer, request.path_params)

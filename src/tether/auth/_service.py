@@ -104,12 +104,22 @@ class Authenticator:
         with self._cache_lock:
             self._cache.clear()
 
-    def _lookup(self, digest: str) -> ApiTokenRecord | None:
-        now = time.monotonic()
+    def _cached(self, digest: str, now: float) -> ApiTokenRecord | None:
         with self._cache_lock:
             hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
-            return hit[1]
+        return hit[1] if hit is not None and now - hit[0] < CACHE_SECONDS else None
+
+    def answers_from_memory(self, token: str | None) -> bool:
+        """Whether checking `token` reads no store: it is absent, malformed, or a cached
+        API token. Callers on an event loop hand every other token to a thread."""
+        if not token or not is_well_formed(token):
+            return True
+        return self._cached(token_hash(self._token_key(), token), time.monotonic()) is not None
+
+    def _lookup(self, digest: str) -> ApiTokenRecord | None:
+        now = time.monotonic()
+        if (hit := self._cached(digest, now)) is not None:
+            return hit
         with self._store.read() as tx:
             record = tx.api_token_by_hash(digest)
         if record is not None:
