@@ -129,7 +129,7 @@ def test_the_bound_is_the_earliest_justification_and_says_which() -> None:
 
 def test_the_pending_lease_records_what_it_is_justified_for() -> None:
     bound = request().bound()
-    lease = request().pending_lease("lse_new", bound, audience="orders", target=None)
+    lease = request().new_lease("lse_new", bound, audience="orders", target=None)
     assert lease.state is LeaseState.PENDING and lease.expires_at == bound.at
     assert (lease.parent_id, lease.task_id, lease.actor) == ("lse_task", "tsk_1", "user:kim")
     assert lease.placement == Placement("team-a", "prod", "eu-west-1", "acme")
@@ -139,7 +139,7 @@ def test_the_pending_lease_records_what_it_is_justified_for() -> None:
 def test_the_audit_event_links_identity_owner_task_decision_and_bound() -> None:
     decision = Decision(True, ("tether:default",), ("permitted by tether:default",), (), {"a": 1})
     bound = request().bound()
-    lease = request().pending_lease("lse_new", bound, audience="orders", target=None)
+    lease = request().new_lease("lse_new", bound, audience="orders", target=None)
     event = request().audit_event("token.exchange", decision, lease=lease, bound=bound)
     assert (event.action, event.actor, event.result) == (
         "token.exchange",

@@ -11,8 +11,8 @@ from tether.api import _errors, _oauth_errors
 from tether.api._access import ROUTES, rule_for
 from tether.api._gate import Gate
 from tether.api._proxies import ClientAddress
-from tether.api._routing import TetherRoute
-from tether.api.routes import ROUTERS
+from tether.api._routing import HotRoutes, TetherRoute
+from tether.api.routes import HOT_PATHS, ROUTERS
 from tether.app import Tether
 
 
@@ -31,13 +31,6 @@ def create_app(node: Tether) -> FastAPI:
     registry = CollectorRegistry()
     app.state.metrics = registry
     requests_total, latency = _register_metrics(registry, node)
-    app.add_middleware(
-        Gate,
-        node=node,
-        requests_total=requests_total,
-        latency=latency,
-        addresses=ClientAddress(node.settings.trusted_proxies),
-    )
     _errors.register(app)
     _oauth_errors.register(app)
     for router in ROUTERS:
@@ -46,6 +39,14 @@ def create_app(node: Tether) -> FastAPI:
         # route labels and the tests all read `app.routes` as the routes they are.
         app.router.routes.extend(router.routes)
     _check_every_route_has_a_rule(app)
+    app.add_middleware(
+        Gate,
+        node=node,
+        requests_total=requests_total,
+        latency=latency,
+        addresses=ClientAddress(node.settings.trusted_proxies),
+        hot=HotRoutes(app, HOT_PATHS),
+    )
     return app
 
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.api._errors import error_response
 from tether.api._proxies import ClientAddress
+from tether.api._routing import HotRoutes
 from tether.app import Tether
 from tether.store import StoreError
 
@@ -43,8 +44,10 @@ class Gate:
         requests_total: Counter,
         latency: Histogram,
         addresses: ClientAddress,
+        hot: HotRoutes | None = None,
     ) -> None:
         self.app, self.node = app, node
+        self.hot = hot
         self.requests_total, self.latency = requests_total, latency
         self.addresses = addresses
         self._initialized_seen = False
@@ -89,8 +92,11 @@ class Gate:
             await send(message)
 
         try:
+            hot = self.hot.route_for(scope) if self.hot is not None else None
             if self.node.barrier.sealed and scope["path"] not in _WHILE_SEALED:
                 await self._refuse_sealed(scope, receive, send_status)
+            elif hot is not None:
+                await self.hot.serve(hot, scope, receive, send_status)  # type: ignore[union-attr]
             else:
                 await self.app(scope, receive, send_status)
         except Exception as exc:

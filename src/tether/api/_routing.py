@@ -11,8 +11,9 @@ from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
-from tether.api._access import Rule, Who, admit, bearer_of, rule_for
+from tether.api._access import Admitted, Rule, Who, admit, bearer_of, rule_for
 
 #: JSON nested deeper than this is refused before Python's parser would recurse on it.
 MAX_JSON_DEPTH = 64
@@ -160,19 +161,71 @@ class TetherRoute(APIRoute):
         async def admitted(request: Request) -> Response:
             bounded = _BoundedRequest(request.scope, request.receive)
             bounded.body_limit = rule.body_limit
-            node = request.app.state.node
-            bearer = bearer_of(request.headers)
-            if (
-                rule.subject is not None
-                or Who.TASK in rule.who
-                or (Who.ANYONE not in rule.who and not node.auth.answers_from_memory(bearer))
-            ):
-                # Object, task-token and uncached-token checks read the store: not on the
-                # event loop (an unknown token must not stall every other request).
-                admitted = await run_in_threadpool(admit, node, rule, bearer, request.path_params)
-            else:
-                admitted = admit(node, rule, bearer, request.path_params)
-            bounded.state.admitted = admitted
+            bounded.state.admitted = await admit_request(request.app.state.node, rule, bounded)
             return await handler(bounded)
 
         return admitted
+
+
+async def admit_request(node: Any, rule: Rule, request: Request) -> Admitted:
+    """The access table's verdict on `request` (raises 401, 403 or 404)."""
+    bearer = bearer_of(request.headers)
+    if (
+        rule.subject is not None
+        or Who.TASK in rule.who
+        or (Who.ANYONE not in rule.who and not node.auth.answers_from_memory(bearer))
+    ):
+        # Object, task-token and uncached-token checks read the store: not on the event
+        # loop (an unknown token must not stall every other request).
+        return await run_in_threadpool(admit, node, rule, bearer, request.path_params)
+    return admit(node, rule, bearer, request.path_params)
+
+
+#: An endpoint served on the hot path: it takes the request alone and returns a response.
+HotEndpoint = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class HotRoutes:
+    """The few routes every workload and resource server calls (token exchange,
+    introspection), served as plain ASGI beneath the framework: the same access rule,
+    bounded body, endpoint and error handlers as their TetherRoute, without routing
+    through every route, dependency solving and four layers of middleware per request.
+    Their endpoints take the request alone (`request.app.state.node` is the node)."""
+
+    def __init__(self, app: Any, paths: set[tuple[str, str]]) -> None:
+        self._app = app
+        self._routes: dict[tuple[str, str], TetherRoute] = {}
+        for route in app.routes:
+            for method in getattr(route, "methods", None) or ():
+                if (method, getattr(route, "path", None)) in paths:
+                    self._routes[(method, route.path)] = route
+        if set(self._routes) != paths:
+            raise LookupError(f"hot routes that do not exist: {sorted(paths - set(self._routes))}")
+
+    def route_for(self, scope: Scope) -> TetherRoute | None:
+        return self._routes.get((scope["method"], scope["path"]))
+
+    async def serve(self, route: TetherRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self._app
+        scope["route"] = route
+        scope.setdefault("path_params", {})
+        request = _BoundedRequest(scope, receive)
+        request.body_limit = route.rule.body_limit
+        endpoint: HotEndpoint = route.endpoint
+        try:
+            request.state.admitted = await admit_request(self._app.state.node, route.rule, request)
+            response = await endpoint(request)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is None:
+                raise  # the gate's last word: a logged 500
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+    def _handler_for(self, exc: Exception) -> Any:
+        """The app's own exception handler for `exc` (most specific class first)."""
+        handlers = self._app.exception_handlers
+        for kind in type(exc).__mro__:
+            if kind in handlers:
+                return handlers[kind]
+        return None

@@ -56,14 +56,24 @@ def write_pending_lease(
     audience: str | None,
     target: str | None = None,
 ) -> tuple[Lease, IssuanceRequest]:
-    """Invariant 1, first step: the lease is written, `pending`, before anything is
-    minted. A credential from bare attestation gets its implicit task here too; the
-    request comes back with the task it is issued in."""
-    if request.task is None and request.subject.evidence is not None:
-        request = replace(request, task=_implicit_task(tx, request.subject, request.now))
-    lease = request.pending_lease(new_id("lse"), bound, audience=audience, target=target)
+    """Invariant 1, first step for a credential minted in another system: the lease is
+    written, `pending`, before anything is minted there. The request comes back with the
+    task it is issued in (an implicit one for bare attestation, written here too)."""
+    request, implicit = with_implicit_task(request)
+    if implicit is not None:
+        tx.put_task(implicit)
+    lease = request.new_lease(new_id("lse"), bound, audience=audience, target=target)
     tx.insert_leases([lease])
     return lease, request
+
+
+def with_implicit_task(request: IssuanceRequest) -> tuple[IssuanceRequest, Task | None]:
+    """A credential from bare attestation gets a task of its own: the request in it, and
+    the new task to write (None when the request already had one)."""
+    if request.task is not None or request.subject.evidence is None:
+        return request, None
+    task = _implicit_task(request.subject, request.now)
+    return replace(request, task=task), task
 
 
 def own_task(parts: IssuanceParts, task_id: str, identity: Identity) -> Task:
@@ -85,11 +95,11 @@ def task_for(parts: IssuanceParts, subject: Subject, task_id: str | None) -> Tas
     return task
 
 
-def _implicit_task(tx: Tx, subject: Subject, now: dt.datetime) -> Task:
+def _implicit_task(subject: Subject, now: dt.datetime) -> Task:
     """A credential straight from attestation lives in a task that ends with the evidence."""
     evidence = subject.evidence
     assert evidence is not None
-    task = Task(
+    return Task(
         id=new_id("tsk"),
         identity_id=subject.identity.id,
         name=f"implicit:{evidence.jti or evidence.subject}"[:255],
@@ -101,5 +111,3 @@ def _implicit_task(tx: Tx, subject: Subject, now: dt.datetime) -> Task:
         implicit=True,
         claims=dict(subject.claims),
     )
-    tx.put_task(task)
-    return task

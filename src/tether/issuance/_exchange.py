@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, replace
 
-from tether.issuance._decide import decide, deny, task_for, write_pending_lease
-from tether.issuance._parts import IssuanceParts
+from tether.issuance._decide import decide, deny, task_for, with_implicit_task
+from tether.issuance._parts import IssuanceParts, new_id
 from tether.issuance._profiles import select_profile
 from tether.issuance._request import IssuanceRequest
 from tether.issuance._subjects import Subject, Subjects
 from tether.model import LeaseState
 from tether.policy import entitled_scopes
 from tether.providers import JWT_TOKEN_TYPE
+from tether.store import Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +92,24 @@ class Exchange:
         bound = request.bound()
         profile = request.profile
         provider = self._parts.providers[profile.provider]
-        with self._parts.store.transaction() as tx:
-            lease, request = write_pending_lease(
-                tx, request, bound, audience=profile.audience or profile.id
-            )
-            credential = provider.issue(lease, request.identity, profile)
-            lease = replace(lease, state=LeaseState.ACTIVE, token_hash=credential.token_hash)
-            tx.put_lease(lease)
-            event = request.audit_event("token.exchange", decision, lease=lease, bound=bound)
+        # Minted in-process, the credential is made first and its lease written `active`
+        # at once: it leaves this node only after that commit (invariant 1), so a crash in
+        # between loses a token nobody holds, and there is no pending state to settle.
+        request, implicit = with_implicit_task(request)
+        lease = request.new_lease(
+            new_id("lse"), bound, audience=profile.audience or profile.id, target=None
+        )
+        credential = provider.issue(lease, request.identity, profile)
+        lease = replace(lease, state=LeaseState.ACTIVE, token_hash=credential.token_hash)
+        event = request.audit_event("token.exchange", decision, lease=lease, bound=bound)
+
+        def write(tx: Tx) -> None:
+            if implicit is not None:
+                tx.put_task(implicit)
+            tx.insert_leases([lease])
             self._parts.record([event], tx)
+
+        self._parts.store.commit_together(write)
         return ExchangeResult(
             access_token=credential.secret,
             issued_token_type=credential.token_type,

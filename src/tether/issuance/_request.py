@@ -119,10 +119,10 @@ class IssuanceRequest:
             ]
         )
 
-    def pending_lease(
+    def new_lease(
         self, lease_id: str, bound: ExpiryBound, *, audience: str | None, target: str | None
     ) -> Lease:
-        """The lease written before anything is minted (invariant 1), recording the
+        """The lease of the credential about to be minted, `pending`, recording the
         placement the credential is justified for."""
         identity = self.identity
         standing = self.subject.lease

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from tether._internal.timeutil import parse_time
 from tether.model import AuditRecord, Lease, LeaseState, Placement, Task, TaskStatus
+from tether.store._group import GroupCommit
 from tether.store._port import (
     ApiTokenRecord,
     IdentityFilter,
@@ -18,7 +19,9 @@ from tether.store._port import (
     LeaseFilter,
     SealedRecord,
     Spec,
+    T,
     TaskFilter,
+    Tx,
 )
 from tether.store.errors import StoreError
 
@@ -388,6 +391,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._state = _State()
         self._lock = threading.RLock()
+        self._group = GroupCommit(self.transaction)
 
     def migrate(self) -> None:
         return None
@@ -409,6 +413,9 @@ class MemoryStore:
     def read(self) -> Iterator[_MemoryTx]:
         with self._lock:
             yield _MemoryTx(self._state, writable=False)
+
+    def commit_together(self, work: Callable[[Tx], T]) -> T:
+        return self._group.run(work)
 
     def iter_audit(self, batch: int = 20_000) -> Iterator[AuditRecord]:
         with self._lock:

@@ -4,11 +4,12 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tether.model import AuditRecord, Lease, LeaseState, Task
 
 Spec = dict[str, Any]
+T = TypeVar("T")
 
 #: The kinds of estate object kept in the generic object table (identities have their own).
 ESTATE_OBJECT_TYPES = ("owner", "vendor", "issuer", "profile", "kind", "policy")
@@ -195,6 +196,12 @@ class Store(Protocol):
 
     def read(self) -> AbstractContextManager[Tx]:
         """A read-only transaction that does not wait for writers."""
+
+    def commit_together(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` in a write transaction it may share with concurrent callers (group
+        commit: one commit for all of them) and return what it returned, once committed.
+        `work` may run twice (alone, when the shared transaction failed): it must only
+        write to the transaction it is given."""
 
     def iter_audit(self, batch: int = 20_000) -> Iterator[AuditRecord]:
         """Every audit entry in sequence order, streamed in batches (memory stays flat)."""

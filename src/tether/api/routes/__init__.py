@@ -26,4 +26,6 @@ ROUTERS = (
     _credentials.router,
 )
 
-__all__ = ["ROUTERS"]
+HOT_PATHS = _oauth.HOT_PATHS
+
+__all__ = ["HOT_PATHS", "ROUTERS"]

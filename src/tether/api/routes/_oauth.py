@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tether.api._access import bearer_of
-from tether.api._deps import Caller, Node, client_ip, duration
+from tether.api._deps import Node, client_ip, duration
 from tether.api._oauth_errors import OAuthError
 from tether.api._routing import TetherRoute
 from tether.api._schemas import DURATION_PATTERN
@@ -144,8 +144,14 @@ def _exchange_request(form: dict[str, str], request: Request) -> ExchangeRequest
     )
 
 
+#: Served beneath the framework (`tether.api._routing.HotRoutes`): their endpoints take
+#: the request alone.
+HOT_PATHS = {("POST", "/oauth2/token"), ("POST", "/oauth2/introspect")}
+
+
 @router.post("/oauth2/token", openapi_extra=_TOKEN_FORM)
-async def token(request: Request, node: Node) -> JSONResponse:
+async def token(request: Request) -> JSONResponse:
+    node = request.app.state.node
     form = await _form(request)
     if form.get("grant_type") != TOKEN_EXCHANGE:
         raise OAuthError("unsupported_grant_type", f"grant_type must be {TOKEN_EXCHANGE}")
@@ -164,7 +170,9 @@ async def token(request: Request, node: Node) -> JSONResponse:
 
 
 @router.post("/oauth2/introspect", openapi_extra=_TOKEN_ONLY_FORM)
-async def introspect(request: Request, caller: Caller, node: Node) -> JSONResponse:
+async def introspect(request: Request) -> JSONResponse:
+    # The access table admitted an admin or introspection token before the body is read.
+    node = request.app.state.node
     token_value = await _token_form(request)
     result = await run_in_threadpool(node.issuance.introspect, token_value)
     return JSONResponse(result, headers={"Cache-Control": "no-store"})

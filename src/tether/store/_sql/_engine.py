@@ -58,13 +58,25 @@ def create_engine(url: str) -> Engine:
         ) from None
 
 
+# Connections kept open per process. The request path runs in a thread pool of 40
+# (Starlette's), and a connection beyond the pool is opened and closed per use: on SQLite
+# that re-runs the PRAGMAs under a lock, on PostgreSQL it costs a TCP and auth round trip.
+_SQLITE_POOL = 48
+# PostgreSQL's connections are the cluster's to share: a node's writers share one
+# transaction per round (group commit), so fewer suffice.
+_PG_POOL = 20
+
+
 def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=_SQLITE_POOL,
+            max_overflow=_SQLITE_POOL // 2,
         )
 
         @event.listens_for(engine, "connect")
@@ -84,7 +96,7 @@ def _create_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(url, pool_size=_PG_POOL, max_overflow=_PG_POOL, pool_pre_ping=True)
 
 
 def shown_url(url: str) -> str:

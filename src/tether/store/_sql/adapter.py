@@ -21,6 +21,7 @@ from tether.model import (
     Task,
     TaskStatus,
 )
+from tether.store._group import GroupCommit
 from tether.store._port import (
     ApiTokenRecord,
     IdentityFilter,
@@ -28,7 +29,9 @@ from tether.store._port import (
     LeaseFilter,
     SealedRecord,
     Spec,
+    T,
     TaskFilter,
+    Tx,
 )
 from tether.store._sql import tables as t
 from tether.store._sql._engine import create_engine, migrate
@@ -214,6 +217,7 @@ class _SqlTx:
     def __init__(self, conn: Connection) -> None:
         self._c = conn
         self.after_commit: list[Callable[[], None]] = []
+        self._head: tuple[int, str] | None = None
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self.after_commit.append(callback)
@@ -347,8 +351,11 @@ class _SqlTx:
         return [json.loads(r.spec) for r in self._c.execute(query)]
 
     def audit_head(self) -> tuple[int, str]:
-        row = self._c.execute(_AUDIT_HEAD).one()
-        return int(row.seq), str(row.hash)
+        # Locked by the first read; this transaction's own appends move it after that.
+        if self._head is None:
+            row = self._c.execute(_AUDIT_HEAD).one()
+            self._head = (int(row.seq), str(row.hash))
+        return self._head
 
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
@@ -356,6 +363,7 @@ class _SqlTx:
         self._c.execute(_INSERT_AUDIT, [_audit_row(r) for r in records])
         last = records[-1]
         self._c.execute(_UPDATE_AUDIT_HEAD, {"seq": last.seq, "hash": last.hash})
+        self._head = (last.seq, last.hash)
 
     def list_audit(
         self,
@@ -657,6 +665,7 @@ class SqlStore:
         self._writer_lock: threading.Lock | None = (
             threading.Lock() if self.dialect == "sqlite" else None
         )
+        self._group = GroupCommit(self.transaction)
 
     @property
     def engine(self) -> Engine:
@@ -677,6 +686,9 @@ class SqlStore:
                 raise _translate(exc) from None
         for callback in tx.after_commit:
             callback()
+
+    def commit_together(self, work: Callable[[Tx], T]) -> T:
+        return self._group.run(work)
 
     @contextmanager
     def read(self) -> Iterator[_SqlTx]:
