@@ -17,7 +17,7 @@ from tether.barrier import Barrier, BarrierStatus
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
 from tether.issuance import TASK_PROVIDER, IssuanceParts, IssuanceService
-from tether.lease import LeaseService
+from tether.lease import EndedLeases, LeaseService
 from tether.lifecycle import Lifecycle, Sweep, SweepParts, SweepSchedule, reconcile_targets
 from tether.policy import PolicyHolder
 from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
@@ -62,6 +62,7 @@ class Tether:
             TASK_PROVIDER: task_tokens,
         }
         self.targets = TargetRegistry(self.store, self.barrier, self.audit)
+        self.ended_leases = EndedLeases(standalone=self.store.single_process)
         self.leases = LeaseService(
             self.store,
             self.audit,
@@ -85,6 +86,7 @@ class Tether:
                 issuer_url=lambda: settings.issuer_url,
                 target_provider=self.targets.provider,
                 clock=clock,
+                known_leases=self.ended_leases,
             )
         )
         self.statics = StaticSecrets(
@@ -113,7 +115,10 @@ class Tether:
         )
         self.worker = self.lifecycle.worker
         # External revocations (sessions to terminate) start at once, not at the next sweep.
-        self.leases.on_ended.append(self.lifecycle.leases_ended)
+        self.leases.on_ended += [
+            self.lifecycle.leases_ended,
+            lambda ended: self.ended_leases.add(lease.id for lease in ended),
+        ]
         self.estate.on_applied.append(self._estate_applied)
         self.system.on_opened += [self.signing_keys.ensure_current, self.lifecycle.rewrap_soon]
         self.system.on_sealed.append(self.signing_keys.forget)

@@ -17,15 +17,14 @@ class Introspection:
 
     def introspect(self, token: str) -> dict[str, Any]:
         parts = self._parts
-        lease = self._subjects.lease_for(token) if token else None
-        now = parts.clock()
-        if lease is None or lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:
+        standing = self._subjects.standing(token) if token else None
+        if standing is None:
             return {"active": False}
-        if lease.task_id is not None:
-            with parts.store.read() as tx:
-                task = tx.get_task(lease.task_id)
-            if task is None or task.status is not TaskStatus.ACTIVE:
-                return {"active": False}
+        lease, task = standing
+        if lease.state is not LeaseState.ACTIVE or lease.expires_at <= parts.clock():
+            return {"active": False}
+        if lease.task_id is not None and (task is None or task.status is not TaskStatus.ACTIVE):
+            return {"active": False}
         result: dict[str, Any] = {
             "active": True,
             "scope": " ".join(lease.scopes),

@@ -12,7 +12,7 @@ from tether.attest import Attestor
 from tether.audit import AuditLog
 from tether.estate import EstateViewHolder
 from tether.issuance.errors import UnknownTarget
-from tether.lease import LeaseService
+from tether.lease import EndedLeases, LeaseService
 from tether.model import AuditEvent
 from tether.policy import PolicyHolder
 from tether.providers import ExternalProvider, JwtProvider, OpaqueTokenProvider, Provider
@@ -45,6 +45,8 @@ class IssuanceParts:
     #: The credential provider of a registered target system, by target name.
     target_provider: Callable[[str], ExternalProvider] = _no_targets
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+    #: Live leases this process remembers; by default it remembers none it may trust.
+    known_leases: EndedLeases = field(default_factory=EndedLeases)
 
     def record(self, events: list[AuditEvent], tx: Tx | None = None) -> None:
         """Append audit entries in `tx`, or in a transaction of their own."""

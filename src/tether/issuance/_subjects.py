@@ -118,28 +118,46 @@ class Subjects:
 
     def lease_for(self, token: str) -> Lease | None:
         """The lease a Tether token stands for (opaque by its keyed hash, JWT by its jti)."""
+        standing = self.standing(token)
+        return None if standing is None else standing[0]
+
+    def standing(self, token: str) -> tuple[Lease, Task | None] | None:
+        """The lease a Tether token stands for and the task it was issued in. A live one
+        this process has seen is answered from memory while no end of it is known (see
+        `tether.lease.EndedLeases`); a JWT's signature and expiry are checked every time."""
         parts = self._parts
         if is_well_formed(token):
-            with parts.store.read() as tx:
-                return tx.lease_by_token_hash(token_hash(parts.token_key(), token))
-        claims = parts.jwt_provider.decode(token)
-        if claims is None:
-            return None
+            key = token_hash(parts.token_key(), token)
+            lease_id = None
+        else:
+            claims = parts.jwt_provider.decode(token)
+            if claims is None:
+                return None
+            lease_id = str(claims["jti"])
+            key = f"jti:{lease_id}"
+        known = parts.known_leases
+        remembered = known.recall(key)
+        if remembered is not None:
+            return remembered
+        generation = known.generation
         with parts.store.read() as tx:
-            return tx.get_lease(str(claims["jti"]))
+            lease = tx.get_lease(lease_id) if lease_id else tx.lease_by_token_hash(key)
+            if lease is None:
+                return None
+            task = tx.get_task(lease.task_id) if lease.task_id is not None else None
+        if lease.state is LeaseState.ACTIVE and (task is None or task.status is TaskStatus.ACTIVE):
+            known.remember(key, lease, task, generation)
+        return lease, task
 
     def from_lease(self, token: str) -> Subject | None:
-        lease = self.lease_for(token)
-        if lease is None:
+        standing = self.standing(token)
+        if standing is None:
             return None
+        lease, task = standing
         if lease.state is not LeaseState.ACTIVE or lease.expires_at <= self._parts.clock():
             raise InvalidGrant("the subject token is no longer active")
-        task = None
-        if lease.task_id is not None:
-            with self._parts.store.read() as tx:
-                task = tx.get_task(lease.task_id)
-            if task is None or task.status is not TaskStatus.ACTIVE:
-                raise InvalidGrant("the task behind the subject token has ended")
+        if lease.task_id is not None and (task is None or task.status is not TaskStatus.ACTIVE):
+            raise InvalidGrant("the task behind the subject token has ended")
         identity = self._parts.view.current.identities.get(lease.identity_id)
         if identity is None:
             raise InvalidGrant("the subject token's identity no longer exists")

@@ -388,6 +388,8 @@ class _MemoryTx:
 
 
 class MemoryStore:
+    single_process = True
+
     def __init__(self) -> None:
         self._state = _State()
         self._lock = threading.RLock()

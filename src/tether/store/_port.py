@@ -188,6 +188,10 @@ class Tx(Protocol):
 
 
 class Store(Protocol):
+    #: True when no other process can write to this store (the in-memory one): this
+    #: process's own commits are then every change there is.
+    single_process: bool
+
     def migrate(self) -> None:
         """Bring the schema to the newest version; safe to call on every start."""
 

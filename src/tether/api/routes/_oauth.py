@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from tether.api._access import bearer_of
 from tether.api._deps import Node, client_ip, duration
 from tether.api._oauth_errors import OAuthError
-from tether.api._routing import TetherRoute
+from tether.api._routing import TetherRoute, in_hot_thread
 from tether.api._schemas import DURATION_PATTERN
 from tether.issuance import ExchangeRequest
 
@@ -156,7 +156,7 @@ async def token(request: Request) -> JSONResponse:
     if form.get("grant_type") != TOKEN_EXCHANGE:
         raise OAuthError("unsupported_grant_type", f"grant_type must be {TOKEN_EXCHANGE}")
     exchange = _exchange_request(form, request)
-    result = await run_in_threadpool(node.issuance.exchange, exchange)
+    result = await in_hot_thread(node.issuance.exchange, exchange)
     body = {
         "access_token": result.access_token,
         "issued_token_type": result.issued_token_type,
@@ -174,7 +174,7 @@ async def introspect(request: Request) -> JSONResponse:
     # The access table admitted an admin or introspection token before the body is read.
     node = request.app.state.node
     token_value = await _token_form(request)
-    result = await run_in_threadpool(node.issuance.introspect, token_value)
+    result = await in_hot_thread(node.issuance.introspect, token_value)
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 

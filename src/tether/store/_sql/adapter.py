@@ -35,6 +35,7 @@ from tether.store._port import (
 )
 from tether.store._sql import tables as t
 from tether.store._sql._engine import create_engine, migrate
+from tether.store._sql._fast import statements
 from tether.store.errors import StoreError, StoreUnavailable
 
 
@@ -74,13 +75,8 @@ def _audit_row(record: AuditRecord) -> dict[str, Any]:
 # more than executing it on SQLite.
 _by_id: sa.BindParameter[str] = sa.bindparam("id_")
 _GET_META = sa.select(t.meta.c.value).where(t.meta.c.key == _by_id)
-_GET_TASK = sa.select(t.tasks).where(t.tasks.c.id == _by_id)
-_GET_LEASE = sa.select(t.leases).where(t.leases.c.id == _by_id)
-_LEASE_BY_HASH = sa.select(t.leases).where(t.leases.c.token_hash == _by_id)
 _TOKEN_BY_HASH = sa.select(t.api_tokens).where(t.api_tokens.c.token_hash == _by_id)
 _UPDATE_LEASE = sa.update(t.leases).where(t.leases.c.id == _by_id)
-_INSERT_LEASE = t.leases.insert()
-_INSERT_AUDIT = t.audit_log.insert()
 #: The audit table's columns in AuditRecord's field order: `AuditRecord(*row)` reads a row.
 _AUDIT_COLUMNS = [t.audit_log.c[name] for name in AUDIT_RECORD_FIELDS]
 _AUDIT_HEAD = (
@@ -88,7 +84,6 @@ _AUDIT_HEAD = (
     .where(t.audit_head.c.id == 1)
     .with_for_update()
 )
-_UPDATE_AUDIT_HEAD = sa.update(t.audit_head).where(t.audit_head.c.id == 1)
 _UPSERTS: dict[tuple[str, str], Any] = {}
 
 
@@ -213,11 +208,36 @@ def _token_record(row: Any) -> ApiTokenRecord:
     )
 
 
+def _driver_error(exc: Exception, dbapi: Any) -> StoreError:
+    """`_translate` for errors raised by the driver itself (the fast statements)."""
+    if isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError):
+        return StoreUnavailable(f"database unavailable ({type(exc).__name__})")
+    if isinstance(exc, dbapi.IntegrityError):
+        return StoreError(f"database constraint violated ({type(exc).__name__})")
+    return StoreError(f"database error ({type(exc).__name__})")
+
+
 class _SqlTx:
     def __init__(self, conn: Connection) -> None:
         self._c = conn
         self.after_commit: list[Callable[[], None]] = []
         self._head: tuple[int, str] | None = None
+        self._fast = statements(conn.dialect.name)
+        self._cursor: Any = None
+
+    def _driver(self, sql: str, params: Any, many: bool = False) -> Any:
+        """Run one of the fast statements on the driver's cursor, in this transaction."""
+        dbapi = self._c.dialect.loaded_dbapi
+        try:
+            if self._cursor is None:
+                self._cursor = self._c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            if many:
+                self._cursor.executemany(sql, params)
+            else:
+                self._cursor.execute(sql, params)
+        except dbapi.Error as exc:
+            raise _driver_error(exc, dbapi) from None
+        return self._cursor
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self.after_commit.append(callback)
@@ -360,9 +380,11 @@ class _SqlTx:
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        self._c.execute(_INSERT_AUDIT, [_audit_row(r) for r in records])
+        fast = self._fast
+        rows = [fast.audit.params(_audit_row(r)) for r in records]
+        self._driver(fast.insert_audit, rows, many=True)
         last = records[-1]
-        self._c.execute(_UPDATE_AUDIT_HEAD, {"seq": last.seq, "hash": last.hash})
+        self._driver(fast.update_audit_head, (last.seq, last.hash))
         self._head = (last.seq, last.hash)
 
     def list_audit(
@@ -386,11 +408,13 @@ class _SqlTx:
 
     # -- tasks --
     def put_task(self, task: Task) -> None:
-        self._upsert(t.tasks, _task_row(task), ["id"])
+        fast = self._fast
+        self._driver(fast.put_task, fast.tasks.params(_task_row(task)))
 
     def get_task(self, task_id: str) -> Task | None:
-        row = self._c.execute(_GET_TASK, {"id_": task_id}).first()
-        return None if row is None else _task(row)
+        fast = self._fast
+        row = self._driver(fast.task_by_id, (task_id,)).fetchone()
+        return None if row is None else _task(fast.tasks.read(row))
 
     def active_task_for_run(self, identity_id: str, run_key: str) -> Task | None:
         c = t.tasks.c
@@ -428,15 +452,19 @@ class _SqlTx:
     # -- leases --
     def insert_leases(self, leases: Sequence[Lease]) -> None:
         if leases:
-            self._c.execute(_INSERT_LEASE, [_lease_row(lease) for lease in leases])
+            fast = self._fast
+            rows = [fast.leases.params(_lease_row(lease)) for lease in leases]
+            self._driver(fast.insert_lease, rows, many=True)
 
     def get_lease(self, lease_id: str) -> Lease | None:
-        row = self._c.execute(_GET_LEASE, {"id_": lease_id}).first()
-        return None if row is None else _lease(row)
+        fast = self._fast
+        row = self._driver(fast.lease_by_id, (lease_id,)).fetchone()
+        return None if row is None else _lease(fast.leases.read(row))
 
     def lease_by_token_hash(self, token_hash: str) -> Lease | None:
-        row = self._c.execute(_LEASE_BY_HASH, {"id_": token_hash}).first()
-        return None if row is None else _lease(row)
+        fast = self._fast
+        row = self._driver(fast.lease_by_token_hash, (token_hash,)).fetchone()
+        return None if row is None else _lease(fast.leases.read(row))
 
     def put_lease(self, lease: Lease) -> None:
         row = _lease_row(lease)
@@ -656,6 +684,8 @@ class _SqlTx:
 
 
 class SqlStore:
+    single_process = False
+
     def __init__(self, url: str, *, allow_existing_schema: bool = False) -> None:
         self.url = url
         self._allow_existing_schema = allow_existing_schema

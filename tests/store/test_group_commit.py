@@ -1,0 +1,161 @@
+"""Group commit: concurrent writers share one transaction, and still each get their own
+outcome; the audit chain stays one unbroken chain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tether._internal.timeutil import utcnow
+from tether.audit import AuditLog, verify_chain
+from tether.model import AuditEvent, Lease, LeaseState
+from tether.store import LeaseFilter, Store, Tx
+from tether.store._group import MAX_BATCH, GroupCommit
+
+
+def _lease(n: int) -> Lease:
+    now = utcnow()
+    return Lease(
+        id=f"lse_group{n:05d}",
+        identity_id="svc",
+        owner_id="team",
+        provider="token",
+        issued_at=now,
+        expires_at=now + dt.timedelta(hours=1),
+        state=LeaseState.ACTIVE,
+        token_hash=os.urandom(16).hex(),
+    )
+
+
+class _CountingTransactions:
+    """The store's transactions, counted, with a hook run inside the first one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.count = 0
+        self.inside_first: Callable[[], None] = lambda: None
+
+    @contextmanager
+    def __call__(self) -> Iterator[Tx]:
+        self.count += 1
+        first = self.count == 1
+        with self.store.transaction() as tx:
+            yield tx
+            if first:
+                self.inside_first()
+
+
+def _run_all(group: GroupCommit, works: list[Callable[[Tx], Any]]) -> list[Any]:
+    outcomes: list[Any] = [None] * len(works)
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = group.run(works[i])
+        except Exception as exc:  # the outcome under test
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def _hold_first_round_until_queued(
+    group: GroupCommit, transactions: _CountingTransactions, waiting: int
+) -> None:
+    """Keep the first transaction open until `waiting` more jobs are queued behind it."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + 30
+        while len(group._queue) < waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    transactions.inside_first = wait
+
+
+def test_writers_arriving_during_a_commit_share_the_next_one(store: Store) -> None:
+    transactions = _CountingTransactions(store)
+    group = GroupCommit(transactions)
+    key = os.urandom(32)
+    log = AuditLog(lambda: key)
+    _hold_first_round_until_queued(group, transactions, waiting=20)
+
+    def issue(n: int) -> Callable[[Tx], str]:
+        def work(tx: Tx) -> str:
+            tx.insert_leases([_lease(n)])
+            log.append(tx, [AuditEvent(action="token.exchange", actor=f"w{n}")])
+            return f"lse_group{n:05d}"
+
+        return work
+
+    outcomes = _run_all(group, [issue(n) for n in range(21)])
+
+    assert sorted(outcomes) == [f"lse_group{n:05d}" for n in range(21)]
+    assert transactions.count == 2  # the first writer's round, then everyone else's
+    with store.read() as tx:
+        assert len(tx.find_leases(LeaseFilter(identity_id="svc"))) == 21
+        head = tx.audit_head()
+    chain = verify_chain(store.iter_audit(), expected_head=head)
+    assert chain.ok, chain.problem
+    assert chain.entries == 21  # one entry each
+
+
+def test_a_failing_writer_fails_alone(store: Store) -> None:
+    transactions = _CountingTransactions(store)
+    group = GroupCommit(transactions)
+    _hold_first_round_until_queued(group, transactions, waiting=5)
+
+    def good(n: int) -> Callable[[Tx], int]:
+        def work(tx: Tx) -> int:
+            tx.insert_leases([_lease(n)])
+            return n
+
+        return work
+
+    def bad(tx: Tx) -> int:
+        tx.insert_leases([_lease(99)])
+        raise ValueError("this request is refused")
+
+    outcomes = _run_all(group, [good(0), good(1), bad, good(2), good(3), good(4)])
+
+    assert outcomes[:2] + outcomes[3:] == [0, 1, 2, 3, 4]
+    assert isinstance(outcomes[2], ValueError)
+    with store.read() as tx:
+        ids = {lease.id for lease in tx.find_leases(LeaseFilter(identity_id="svc"))}
+    assert ids == {f"lse_group{n:05d}" for n in range(5)}  # not the refused one's
+
+
+def test_more_writers_than_one_round_takes_are_all_committed(store: Store) -> None:
+    transactions = _CountingTransactions(store)
+    group = GroupCommit(transactions)
+    total = MAX_BATCH * 2 + 5
+    _hold_first_round_until_queued(group, transactions, waiting=total - 1)
+
+    def issue(n: int) -> Callable[[Tx], int]:
+        def work(tx: Tx) -> int:
+            tx.insert_leases([_lease(n)])
+            return n
+
+        return work
+
+    outcomes = _run_all(group, [issue(n) for n in range(total)])
+
+    assert sorted(outcomes) == list(range(total))
+    with store.read() as tx:
+        assert len(tx.find_leases(LeaseFilter(identity_id="svc", limit=10_000))) == total
+
+
+def test_commit_together_is_a_transaction_of_the_store(store: Store) -> None:
+    def work(tx: Tx) -> None:
+        tx.insert_leases([_lease(7)])
+
+    store.commit_together(work)
+    with store.read() as tx:
+        assert tx.get_lease("lse_group00007") is not None
