@@ -11,7 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import audit_bench, estate_bench, issuance_bench, policy_bench, target_bench
+from bench import (
+    audit_bench,
+    estate_bench,
+    issuance_bench,
+    policy_bench,
+    scale_bench,
+    target_bench,
+)
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "audit": audit_bench.run,
@@ -19,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "issuance": issuance_bench.run,
     "policy": policy_bench.run,
     "postgres": target_bench.run,
+    "scale": scale_bench.run,
 }
 
 

@@ -41,25 +41,28 @@ def _pg_time_out(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else value.astimezone(dt.UTC)
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 class _Table:
-    """One table's row shape: column order, and the conversion of each column."""
+    """One table's row shape: column order, and which columns hold times."""
 
     def __init__(self, table: sa.Table, time_in: _Convert, time_out: _Convert) -> None:
         self.names = [c.name for c in table.c]
-        times = [isinstance(c.type, t.UTCDateTime) for c in table.c]
-        self._in = [time_in if is_time else _same for is_time in times]
-        self._out = [time_out if is_time else _same for is_time in times]
-        self.row = namedtuple(f"{table.name}_row", self.names)  # type: ignore[misc]
+        self._times = [i for i, c in enumerate(table.c) if isinstance(c.type, t.UTCDateTime)]
+        self._time_in, self._time_out = time_in, time_out
+        self.row: Any = namedtuple(f"{table.name}_row", self.names)  # type: ignore[misc]
 
-    def params(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(f(values[n]) for f, n in zip(self._in, self.names, strict=True))
+    def params(self, values: dict[str, Any]) -> list[Any]:
+        row = [values[n] for n in self.names]
+        for i in self._times:
+            if row[i] is not None:
+                row[i] = self._time_in(row[i])
+        return row
 
     def read(self, raw: Sequence[Any]) -> Any:
-        return self.row(*(f(v) for f, v in zip(self._out, raw, strict=True)))
+        row = list(raw)
+        for i in self._times:
+            if row[i] is not None:
+                row[i] = self._time_out(row[i])
+        return self.row._make(row)
 
 
 class FastStatements:
@@ -85,6 +88,30 @@ class FastStatements:
         self.lease_by_id = self._select(t.leases, self.leases, "id")
         self.lease_by_token_hash = self._select(t.leases, self.leases, "token_hash")
         self.task_by_id = self._select(t.tasks, self.tasks, "id")
+        self.time_in = time_in
+        names = ", ".join(self.leases.names)
+        self.leases_due = (
+            f"SELECT {names} FROM leases WHERE state = 'active' AND expires_at <= ? "  # noqa: S608
+            "ORDER BY expires_at LIMIT ?"
+        ).replace("?", self._mark)
+        self._end_leases: dict[tuple[int, int, bool], str] = {}
+
+    def end_leases(self, ids: int, sources: int, *, revoking: bool) -> str:
+        """UPDATE ... RETURNING for `ids` lease ids in `sources` states; its parameters are
+        (state, reason, at, *ids, *sources). A revoking lease keeps no `ended_at` yet: `at`
+        is when its external revocation is next tried."""
+        key = (ids, sources, revoking)
+        sql = self._end_leases.get(key)
+        if sql is None:
+            when = "next_attempt_at" if revoking else "ended_at"
+            # Column names and placeholders only: every value is bound.
+            sql = (
+                f"UPDATE leases SET state = ?, end_reason = COALESCE(end_reason, ?), {when} = ? "  # noqa: S608
+                f"WHERE id IN ({', '.join('?' * ids)}) AND state IN ({', '.join('?' * sources)}) "
+                f"RETURNING {', '.join(self.leases.names)}"
+            ).replace("?", self._mark)
+            self._end_leases[key] = sql
+        return sql
 
     def _insert(self, table: sa.Table, shape: _Table) -> str:
         marks = ", ".join(self._mark for _ in shape.names)

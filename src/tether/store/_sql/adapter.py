@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -191,8 +192,14 @@ def _lease(row: Any) -> Lease:
         next_attempt_at=row.next_attempt_at,
         ended_at=row.ended_at,
         end_reason=row.end_reason,
-        placement=None if row.placement is None else Placement.from_key(row.placement),
+        placement=None if row.placement is None else _placement(row.placement),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _placement(key: str) -> Placement:
+    # A few distinct placements stand for every lease: parse each once.
+    return Placement.from_key(key)
 
 
 def _token_record(row: Any) -> ApiTokenRecord:
@@ -476,26 +483,15 @@ class _SqlTx:
     def end_leases(
         self, lease_ids: Sequence[str], state: LeaseState, at: dt.datetime, reason: str
     ) -> list[Lease]:
-        c = t.leases.c
+        fast = self._fast
         sources = [*_LIVE, LeaseState.REVOKING.value] if state is LeaseState.REVOKED else _LIVE
-        values: dict[str, Any] = {
-            "state": state.value,
-            "end_reason": sa.func.coalesce(c.end_reason, reason),
-        }
-        if state is LeaseState.REVOKING:
-            values["next_attempt_at"] = at
-        else:
-            values["ended_at"] = at
         moved: list[Lease] = []
         for start in range(0, len(lease_ids), _CHUNK):
             chunk = list(lease_ids[start : start + _CHUNK])
-            rows = self._c.execute(
-                sa.update(t.leases)
-                .where(c.id.in_(chunk), c.state.in_(sources))
-                .values(**values)
-                .returning(*t.leases.c)
-            )
-            moved.extend(_lease(r) for r in rows)
+            sql = fast.end_leases(len(chunk), len(sources), revoking=state is LeaseState.REVOKING)
+            params = (state.value, reason, fast.time_in(at), *chunk, *sources)
+            rows = self._driver(sql, params).fetchall()
+            moved.extend(_lease(fast.leases.read(r)) for r in rows)
         return moved
 
     def find_leases(self, where: LeaseFilter) -> list[Lease]:
@@ -520,14 +516,9 @@ class _SqlTx:
         return [_lease(r) for r in self._c.execute(query)]
 
     def leases_due(self, now: dt.datetime, limit: int) -> list[Lease]:
-        c = t.leases.c
-        rows = self._c.execute(
-            sa.select(t.leases)
-            .where(c.state == "active", c.expires_at <= now)
-            .order_by(c.expires_at)
-            .limit(limit)
-        )
-        return [_lease(r) for r in rows]
+        fast = self._fast
+        rows = self._driver(fast.leases_due, (fast.time_in(now), limit)).fetchall()
+        return [_lease(fast.leases.read(r)) for r in rows]
 
     def leases_to_retry(self, now: dt.datetime, limit: int) -> list[Lease]:
         c = t.leases.c
