@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 
 import jwt
@@ -73,6 +74,7 @@ def test_tokens_verify_with_the_published_jwks(node: Tether) -> None:
 
 def test_forged_tokens_are_refused(node: Tether) -> None:
     token = _issue(node)
+    assert node.jwt_provider.decode(token) is not None  # verified once: remembered by hash
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     kid = jwt.get_unverified_header(token)["kid"]
@@ -119,8 +121,30 @@ def test_expired_tokens_are_refused(node: Tether) -> None:
     assert node.jwt_provider.decode(token) is None
 
 
+def test_a_token_verified_before_is_refused_once_it_expires(node: Tether) -> None:
+    now = utcnow()
+    lease = Lease(
+        "lse_short",
+        "svc",
+        "team",
+        "jwt",
+        now,
+        now + dt.timedelta(seconds=1),
+        LeaseState.ACTIVE,
+        audience="x",
+    )
+    identity = Identity("svc", Kind.WORKLOAD, "team", "p", "j", "prod")
+    token = node.jwt_provider.issue(lease, identity, None).secret
+    assert node.jwt_provider.decode(token) is not None
+    exp = int(lease.expires_at.timestamp())
+    while time.time() <= exp:
+        time.sleep(0.05)
+    assert node.jwt_provider.decode(token) is None
+
+
 def test_sealing_forgets_the_private_keys(node: Tether) -> None:
     token = _issue(node)
+    assert node.jwt_provider.decode(token) is not None
     node.seal(node.auth.authenticate(_root(node)))
     assert node.signing_keys.jwks() == {"keys": []}
     assert node.jwt_provider.decode(token) is None

@@ -70,10 +70,11 @@ class Tasks:
         if problems:
             self._audit_denied(subject, name, problems[0].reason, source_ip)
             raise AccessDenied(problems[0].reason)
-        with parts.store.transaction() as tx:
+        credential = parts.task_tokens.mint()
+
+        def write(tx: Tx) -> tuple[Task, Lease]:
             task, action = self._task(tx, subject, name, now, min(ttl, MAX_TASK_TTL))
             tx.put_task(task)
-            credential = parts.task_tokens.mint()
             lease = Lease(
                 id=new_id("lse"),
                 identity_id=task.identity_id,
@@ -106,6 +107,10 @@ class Tasks:
                 },
             )
             parts.audit.append(tx, [event], now)
+            return task, lease
+
+        # Tasks start as often as credentials are issued: their writes commit together too.
+        task, lease = parts.store.commit_together(write)
         return StartedTask(task=task, token=credential.secret, token_lease=lease)
 
     def _task(

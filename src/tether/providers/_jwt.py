@@ -3,9 +3,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 import secrets
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +28,8 @@ _KEYS_META = "jwt/signing-keys"
 ALGORITHM = "ES256"
 #: A header longer than this (base64url) is not one Tether wrote.
 _MAX_HEADER = 512
+#: Verified tokens remembered (by hash) per process.
+_VERIFIED_CAPACITY = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,10 @@ class JwtProvider:
     def __init__(self, keys: SigningKeys, issuer_url: Callable[[], str]) -> None:
         self._keys = keys
         self._issuer_url = issuer_url
+        # Tokens whose signature was verified, by their SHA-256 (never the token itself):
+        # a resource server introspects the same token many times in its short life.
+        self._verified: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     def issue(self, lease: Lease, identity: Identity, profile: Profile | None) -> IssuedCredential:
         key = self._keys.signing_key()
@@ -225,7 +234,12 @@ class JwtProvider:
             return None
         public = self._keys.verification_key(header["kid"])
         if public is None:
-            return None
+            return None  # a key retired or forgotten (sealed) verifies nothing, cached or not
+        digest = hashlib.sha256(token.encode()).digest()
+        with self._verified_lock:
+            known = self._verified.get(digest)
+        if known is not None and known["exp"] > time.time():
+            return dict(known)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -236,4 +250,8 @@ class JwtProvider:
             )
         except jwt.PyJWTError:
             return None
+        with self._verified_lock:
+            self._verified[digest] = dict(claims)
+            while len(self._verified) > _VERIFIED_CAPACITY:
+                self._verified.popitem(last=False)
         return claims
