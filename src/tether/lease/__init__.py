@@ -7,6 +7,7 @@ lost its justification; failed external revocations stay `revoking` and are retr
 with backoff until confirmed.
 """
 
+from tether.lease._ended import EndedLeases
 from tether.lease._service import LeaseService, RevokeTarget, backoff
 
-__all__ = ["LeaseService", "RevokeTarget", "backoff"]
+__all__ = ["EndedLeases", "LeaseService", "RevokeTarget", "backoff"]
