@@ -143,6 +143,7 @@ class Tether:
                 signing_keys=self.signing_keys,
                 barrier=self.barrier,
                 ended_leases=self.ended_leases,
+                forget_target=self.targets.forget,
                 wake=self.lifecycle.wake,
                 rewrap_soon=self.lifecycle.rewrap_soon,
             ),

@@ -21,6 +21,9 @@ API_TOKEN_CREATED: Final = "api_token.created"  # noqa: S105 - a kind, not a sec
 SIGNING_KEYS_CHANGED: Final = "signing_keys.changed"
 #: {"term": int | None}. Nodes re-read the keyring.
 KEYRING_ROTATED: Final = "keyring.rotated"
+#: {"name": str}: a target's stored connection was replaced (or its admin credential
+#: rotated). Nodes drop the provider they built from the old one.
+TARGET_CHANGED: Final = "target.changed"
 #: {"lease_ids": [str], "revoking": bool}. Nodes add the ids to their ended leases; with
 #: `revoking` (an external revocation is due), the leader's sweep wakes.
 LEASES_ENDED: Final = "leases.ended"

@@ -46,6 +46,8 @@ class NodeCaches:
     signing_keys: SigningKeyCache
     barrier: KeyringHolder
     ended_leases: EndedLeaseSet
+    #: Drop the provider built for a target (by name).
+    forget_target: Callable[[str], None]
     #: Sweep now (on the leader; elsewhere a no-op): leases ended, estate changed.
     wake: Callable[[], None]
     #: Rewrap now (on the leader): the keyring rotated.
@@ -87,5 +89,6 @@ def subscribe(feed: Feed, caches: NodeCaches) -> None:
     feed.subscribe(kinds.SIGNING_KEYS_CHANGED, signing_keys_changed)
     feed.subscribe(kinds.KEYRING_ROTATED, keyring_rotated)
     feed.subscribe(kinds.LEASES_ENDED, leases_ended)
+    feed.subscribe(kinds.TARGET_CHANGED, lambda data: caches.forget_target(str(data["name"])))
     feed.on_heartbeat.append(caches.ended_leases.heartbeat)
     feed.on_resync.append(resync)
