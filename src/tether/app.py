@@ -14,6 +14,7 @@ from tether.attest import Attestor, StoreJtiStore
 from tether.audit import AuditLog, Verification
 from tether.auth import Authenticator, Principal, TokenService
 from tether.barrier import Barrier, BarrierStatus
+from tether.cluster import KEYRING_ROTATED, Feed, FencedStore, Leadership, NodeCaches, subscribe
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
 from tether.issuance import TASK_PROVIDER, IssuanceParts, IssuanceService
@@ -35,10 +36,18 @@ class Tether:
     def __init__(self, settings: Settings, store: Store | None = None, clock: Clock = utcnow):
         self.settings = settings
         self.clock = clock
-        self.store = store or open_store(
-            settings.database_url, allow_existing_schema=settings.allow_existing_schema
+        # Fenced: the background work's writes check, in their own transaction, that this
+        # process still leads (tether.cluster); the request path's are never fenced.
+        self.store: Store = FencedStore(
+            store
+            or open_store(
+                settings.database_url, allow_existing_schema=settings.allow_existing_schema
+            )
         )
         self.store.migrate()
+        # Before anything cached is loaded: every change committed after it is applied.
+        self.feed = Feed(self.store)
+        self.ended_leases = EndedLeases(standalone=self.store.single_process)
         self.barrier = Barrier(self.store)
         self.audit = AuditLog(self.barrier.audit_key, clock)
         self.auth = Authenticator(self.store, self.barrier.token_key, clock)
@@ -62,7 +71,6 @@ class Tether:
             TASK_PROVIDER: task_tokens,
         }
         self.targets = TargetRegistry(self.store, self.barrier, self.audit)
-        self.ended_leases = EndedLeases(standalone=self.store.single_process)
         self.leases = LeaseService(
             self.store,
             self.audit,
@@ -93,6 +101,7 @@ class Tether:
             self.store, self.barrier, self.audit, self._static_backend, clock
         )
         self.system = SystemService(self.store, self.barrier, self.audit, self.auth)
+        self.leadership = Leadership(self.store, may_lead=lambda: not self.barrier.sealed)
         self.lifecycle = Lifecycle(
             Sweep(
                 SweepParts(
@@ -112,6 +121,7 @@ class Tether:
             ),
             self.barrier,
             settings.sweep_interval,
+            gate=self.leadership.run,
         )
         self.worker = self.lifecycle.worker
         # External revocations (sessions to terminate) start at once, not at the next sweep.
@@ -122,7 +132,26 @@ class Tether:
         self.estate.on_applied.append(self._estate_applied)
         self.system.on_opened += [self.signing_keys.ensure_current, self.lifecycle.rewrap_soon]
         self.system.on_sealed.append(self.signing_keys.forget)
-        self.system.on_rotated.append(self.lifecycle.rewrap_soon)
+        self.system.on_rotated += [
+            self.lifecycle.rewrap_soon,
+            lambda: self.feed.publish(KEYRING_ROTATED, {}),
+        ]
+        # One process runs the background work; every process applies every change.
+        self.leadership.on_elected += [self.lifecycle.wake, self.lifecycle.rewrap_soon]
+        self.leadership.duties.append(self.feed.prune)
+        subscribe(
+            self.feed,
+            NodeCaches(
+                view=self.view,
+                forget_api_tokens=self.auth.forget_cached,
+                signing_keys=self.signing_keys,
+                barrier=self.barrier,
+                ended_leases=self.ended_leases,
+                forget_target=self.targets.forget,
+                wake=self.lifecycle.wake,
+                rewrap_soon=self.lifecycle.rewrap_soon,
+            ),
+        )
 
     def _estate_applied(self, _plan: object) -> None:
         self.view.reload()
@@ -136,11 +165,15 @@ class Tether:
         """Start background work; in dev mode, initialize and unseal from the key file."""
         dev = DevFiles(self.settings.dev_key_file, self.settings.dev_token_file)
         self.system.start(dev if self.settings.dev else None)
+        self.feed.start()
+        self.leadership.start()
         self.lifecycle.start()
 
     def stop(self) -> None:
         self.system.stop()
         self.lifecycle.stop()
+        self.leadership.stop()
+        self.feed.stop()
         self.store.close()
 
     def sweep(self) -> None:

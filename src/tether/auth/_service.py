@@ -22,6 +22,7 @@ from tether.auth.errors import (
     Unauthenticated,
     UnknownToken,
 )
+from tether.cluster import API_TOKEN_CREATED, API_TOKEN_REVOKED
 from tether.model import AuditEvent
 from tether.store import ApiTokenRecord, Store, Tx
 
@@ -238,6 +239,7 @@ class TokenService:
                 details={"token_id": record.id, "name": record.name, "roles": list(record.roles)},
             )
             self._audit.append(tx, [event])
+            tx.publish(API_TOKEN_CREATED, {"token_id": record.id})
         return token, record
 
     def all(self) -> list[ApiTokenRecord]:
@@ -252,3 +254,4 @@ class TokenService:
             tx.on_commit(self._auth.forget_cached)
             event = AuditEvent(action="token.revoke", actor=actor, details={"token_id": token_id})
             self._audit.append(tx, [event])
+            tx.publish(API_TOKEN_REVOKED, {"token_id": token_id})  # every node forgets it

@@ -8,6 +8,7 @@ from typing import Any
 
 from tether._internal.canonical import canonical_json
 from tether.audit import AuditLog
+from tether.cluster import ESTATE_APPLIED
 from tether.errors import NotFoundError
 from tether.estate._view import VERSION_KEY
 from tether.model import (
@@ -159,9 +160,10 @@ class EstateService:
             )
             self._audit.append(tx, events)
             if not plan.empty:
-                # Other replicas notice the new version and reload their estate view.
+                # Every node (this one too, idempotently) reloads its view from the event.
                 version = int(tx.get_meta(VERSION_KEY) or b"0") + 1
                 tx.put_meta(VERSION_KEY, str(version).encode())
+                tx.publish(ESTATE_APPLIED, {"version": version})
                 for listener in self.on_applied:
                     tx.on_commit(functools.partial(listener, plan))
             return plan

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from tether._internal.timeutil import format_time, utcnow
 from tether.audit import AuditLog
+from tether.cluster import publish_ended
 from tether.errors import NotFoundError
 from tether.model import (
     AuditEvent,
@@ -25,6 +26,9 @@ log = logging.getLogger("tether.lease")
 
 _PAGE = 5_000
 _MAX_BACKOFF = dt.timedelta(minutes=5)
+#: How long a claimed revocation retry is its runner's alone: far longer than one
+#: target revocation takes, so a slow runner is not overtaken mid-revocation.
+RETRY_CLAIM = dt.timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,7 @@ class LeaseService:
             now,
         )
         if ended:
+            publish_ended(tx, ended)  # other nodes' caches, and the leader's sweep
             tx.on_commit(lambda: self._after_end(ended))
         return ended
 
@@ -305,8 +310,10 @@ class LeaseService:
     def retry_revocations(self, limit: int = 100) -> int:
         """Retry external revocations; confirmed ones become `revoked`, others back off."""
         now = self._clock()
-        with self._store.read() as tx:
-            due = tx.leases_to_retry(now, limit)
+        # Claimed, not just read: no other runner retries these (no target revocation
+        # twice), and if this one dies they are due again when the claim runs out.
+        with self._store.transaction() as tx:
+            due = tx.claim_retries(now, now + RETRY_CLAIM, limit)
         confirmed = 0
         for lease in due:
             try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tether.barrier import Barrier
 from tether.lifecycle._rewrap import rewrap_pending
@@ -13,15 +13,26 @@ from tether.model import Lease, LeaseState
 #: Without a wake-up (unseal, rotation), the rewrap worker still looks this often.
 _REWRAP_INTERVAL = 60.0
 
+#: Runs one pass of background work, or skips it: where several processes share a
+#: database, only the one that leads runs it (tether.cluster.Leadership.run).
+Gate = Callable[[Callable[[], None]], None]
+
+
+def _ungated(work: Callable[[], None]) -> None:
+    work()
+
 
 class Lifecycle:
-    """The node's background work: a sweep worker and a rewrap worker."""
+    """The node's background work: a sweep worker and a rewrap worker, each pass
+    through `gate` (every process starts both; the gate lets one of them work)."""
 
-    def __init__(self, sweep: Sweep, barrier: Barrier, sweep_interval: float) -> None:
+    def __init__(
+        self, sweep: Sweep, barrier: Barrier, sweep_interval: float, gate: Gate = _ungated
+    ) -> None:
         self.sweep = sweep
-        self.worker = LifecycleWorker(sweep, interval=sweep_interval)
+        self.worker = LifecycleWorker(lambda: gate(sweep), interval=sweep_interval)
         self.rewrapper = LifecycleWorker(
-            lambda: rewrap_pending(barrier, lambda: self.rewrapper.stopping),
+            lambda: gate(lambda: rewrap_pending(barrier, lambda: self.rewrapper.stopping)),
             interval=_REWRAP_INTERVAL,
             name="rewrap",
         )

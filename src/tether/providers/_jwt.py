@@ -20,6 +20,7 @@ from jwt.algorithms import ECAlgorithm
 
 from tether._internal.timeutil import format_time, parse_time, utcnow
 from tether.barrier import Barrier
+from tether.cluster import SIGNING_KEYS_CHANGED
 from tether.model import Identity, Lease, Profile
 from tether.providers._base import JWT_TOKEN_TYPE, IssuedCredential
 from tether.store import Store, Tx
@@ -98,7 +99,8 @@ class SigningKeys:
         """Create a key if none signs now; drop retired ones. Called at start and by the worker."""
         now = self._clock()
         with self._store.transaction() as tx:
-            keys = [k for k in self._load(tx) if k.retire_at > now]
+            stored = self._load(tx)
+            keys = [k for k in stored if k.retire_at > now]
             if not any(k.rotate_at > now for k in keys):
                 private = ec.generate_private_key(ec.SECP256R1())
                 kid = "tk_" + secrets.token_hex(8)
@@ -120,6 +122,8 @@ class SigningKeys:
                     )
                 )
             self._save(tx, keys)
+            if [k.kid for k in keys] != [k.kid for k in stored]:  # other nodes reload
+                tx.publish(SIGNING_KEYS_CHANGED, {"kids": [k.kid for k in keys]})
             loaded = []
             for key in keys:
                 pem_bytes = self._barrier.get_secret(tx, f"jwt-signing-key/{key.kid}")

@@ -8,6 +8,7 @@ one way the composition root gets one.
 
 from tether.store._port import (
     ApiTokenRecord,
+    ClusterEvent,
     IdentityFilter,
     JoinTokenRecord,
     LeaseFilter,
@@ -15,11 +16,13 @@ from tether.store._port import (
     Store,
     TaskFilter,
     Tx,
+    WakeUps,
 )
 from tether.store.errors import ForeignSchema, StoreError, StoreUnavailable, StoreUnreachable
 
 __all__ = [
     "ApiTokenRecord",
+    "ClusterEvent",
     "ForeignSchema",
     "IdentityFilter",
     "JoinTokenRecord",
@@ -31,6 +34,7 @@ __all__ = [
     "StoreUnreachable",
     "TaskFilter",
     "Tx",
+    "WakeUps",
     "open_store",
     "shown_url",
 ]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
-from tether._internal.timeutil import parse_time
+from tether._internal.timeutil import parse_time, utcnow
 from tether.model import AuditRecord, Lease, LeaseState, Placement, Task, TaskStatus
 from tether.store._group import GroupCommit
 from tether.store._port import (
     ApiTokenRecord,
+    ClusterEvent,
     IdentityFilter,
     JoinTokenRecord,
     LeaseFilter,
@@ -22,6 +24,7 @@ from tether.store._port import (
     T,
     TaskFilter,
     Tx,
+    WakeUps,
 )
 from tether.store.errors import StoreError
 
@@ -41,6 +44,10 @@ class _State:
         self.lease_by_hash: dict[str, str] = {}
         self.jtis: dict[tuple[str, str], dt.datetime] = {}
         self.join_tokens: dict[str, JoinTokenRecord] = {}
+        self.events: dict[int, ClusterEvent] = {}
+        self.event_head: dict[str, int] = {"seq": 0}
+        #: name -> (holder, term, expires_at in seconds since the epoch)
+        self.leadership: dict[str, tuple[str, int, float]] = {}
 
 
 class _MemoryTx:
@@ -386,6 +393,62 @@ class _MemoryTx:
         self._set(self._s.tokens, token_id, replace(record, revoked_at=at))  # type: ignore[arg-type]
         return True
 
+    # -- cluster --
+    def publish(self, kind: str, data: Mapping[str, object]) -> None:
+        seq = self._s.event_head["seq"] + 1
+        self._set(self._s.event_head, "seq", seq)  # type: ignore[arg-type]
+        event = ClusterEvent(seq, kind, copy.deepcopy(dict(data)), utcnow())
+        self._set(self._s.events, seq, event)  # type: ignore[arg-type]
+
+    def events_head(self) -> int:
+        return self._s.event_head["seq"]
+
+    def events_after(self, seq: int, limit: int) -> list[ClusterEvent]:
+        return [self._s.events[k] for k in sorted(self._s.events) if k > seq][:limit]
+
+    def prune_events(self, before: dt.datetime) -> int:
+        old = [k for k, e in self._s.events.items() if e.created_at < before]
+        for key in old:
+            self._delete(self._s.events, key)  # type: ignore[arg-type]
+        return len(old)
+
+    def claim_leadership(self, name: str, holder: str, ttl: float) -> int | None:
+        now = time.time()
+        current, term, expires_at = self._s.leadership.get(name, ("", 0, 0.0))
+        if current != holder and expires_at >= now:
+            return None
+        term = term if current == holder else term + 1
+        self._set(self._s.leadership, name, (holder, term, now + ttl))  # type: ignore[arg-type]
+        return term
+
+    def release_leadership(self, name: str, holder: str) -> None:
+        current, term, _ = self._s.leadership.get(name, ("", 0, 0.0))
+        if current == holder:
+            self._set(self._s.leadership, name, (holder, term, 0.0))  # type: ignore[arg-type]
+
+    def holds_leadership(self, name: str, holder: str, term: int) -> bool:
+        current, current_term, expires_at = self._s.leadership.get(name, ("", 0, 0.0))
+        return current == holder and current_term == term and expires_at > time.time()
+
+    def claim_retries(self, now: dt.datetime, until: dt.datetime, limit: int) -> list[Lease]:
+        claimed = [
+            replace(lease, next_attempt_at=until) for lease in self.leases_to_retry(now, limit)
+        ]
+        for lease in claimed:
+            self._set(self._s.leases, lease.id, lease)  # type: ignore[arg-type]
+        return claimed
+
+
+class _Polling:
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> None:
+        self._closed.wait(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+
 
 class MemoryStore:
     single_process = True
@@ -426,3 +489,6 @@ class MemoryStore:
 
     def close(self) -> None:
         return None
+
+    def wake_ups(self) -> WakeUps:
+        return _Polling()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -84,6 +84,26 @@ class TaskFilter:
     status: str | None = None
     after_id: str | None = None
     limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """A change other nodes act on (tether.cluster's feed), numbered in commit order."""
+
+    seq: int
+    kind: str
+    data: Mapping[str, Any]
+    created_at: dt.datetime
+
+
+class WakeUps(Protocol):
+    """What the change feed waits on between polls: PostgreSQL's NOTIFY, or a plain
+    timeout where there is none (SQLite, memory)."""
+
+    def wait(self, timeout: float) -> None:
+        """Return when an event may have been committed, or after `timeout` seconds."""
+
+    def close(self) -> None: ...
 
 
 class Tx(Protocol):
@@ -186,11 +206,47 @@ class Tx(Protocol):
     def list_api_tokens(self) -> list[ApiTokenRecord]: ...
     def revoke_api_token(self, token_id: str, at: dt.datetime) -> bool: ...
 
+    # -- cluster: the change feed and the leadership lease (tether.cluster) --
+    def publish(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Record an event for every node, atomically with this transaction's changes.
+
+        Takes the event counter's lock until commit (that is what keeps events in commit
+        order): publish after the transaction's audit append. Lock order: leadership,
+        audit head, event counter."""
+
+    def events_head(self) -> int:
+        """The newest event's seq (0 before the first)."""
+
+    def events_after(self, seq: int, limit: int) -> list[ClusterEvent]:
+        """Committed events after `seq`, in order."""
+
+    def prune_events(self, before: dt.datetime) -> int:
+        """Forget events created before `before`; how many."""
+
+    def claim_leadership(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take or renew the lease `name` for `ttl` seconds of the database's clock: the
+        term when `holder` holds it now (a new term if it was someone else's), None when
+        another holder's lease has not expired."""
+
+    def release_leadership(self, name: str, holder: str) -> None:
+        """End `holder`'s lease now, so another may take over without waiting."""
+
+    def holds_leadership(self, name: str, holder: str, term: int) -> bool:
+        """Whether `holder` still holds `name` in `term` and its lease has not expired.
+        On PostgreSQL the row stays share-locked until this transaction ends, so no one
+        takes over while a fenced write is in flight."""
+
+    def claim_retries(self, now: dt.datetime, until: dt.datetime, limit: int) -> list[Lease]:
+        """Claim up to `limit` leases stuck in `revoking` whose next attempt is due: their
+        next attempt moves to `until`, so no other runner retries them meanwhile (and a
+        runner that dies leaves them due again at `until`, never lost)."""
+
 
 class Store(Protocol):
-    #: True when no other process can write to this store (the in-memory one): this
-    #: process's own commits are then every change there is.
-    single_process: bool
+    @property
+    def single_process(self) -> bool:
+        """True when no other process can write to this store (the in-memory one): this
+        process's own commits are then every change there is."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest version; safe to call on every start."""
@@ -211,3 +267,6 @@ class Store(Protocol):
         """Every audit entry in sequence order, streamed in batches (memory stays flat)."""
 
     def close(self) -> None: ...
+
+    def wake_ups(self) -> WakeUps:
+        """A new waiter on committed events, for the change feed (close it when done)."""

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from tether._internal.ids import SAFE_ID_RULE, is_safe_id
 from tether.audit import AuditLog
 from tether.barrier import Barrier
+from tether.cluster import TARGET_CHANGED
 from tether.errors import NotFoundError
 from tether.model import AuditEvent
 from tether.providers import ExternalProvider
@@ -68,9 +69,11 @@ class TargetRegistry:
                     )
                 ],
             )
-            tx.on_commit(lambda: self._forget(name))
+            tx.publish(TARGET_CHANGED, {"name": name})  # every node drops its connection
+            tx.on_commit(lambda: self.forget(name))
 
-    def _forget(self, name: str) -> None:
+    def forget(self, name: str) -> None:
+        """Drop the provider built for `name` (its stored connection changed)."""
         with self._lock:
             self._providers.pop(name, None)
 
@@ -125,4 +128,5 @@ class TargetRegistry:
             self._audit.append(
                 tx, [AuditEvent(action="target.rotate_root", actor=actor, details={"target": name})]
             )
-            tx.on_commit(lambda: self._forget(name))
+            tx.publish(TARGET_CHANGED, {"name": name})  # every node drops its connection
+            tx.on_commit(lambda: self.forget(name))

@@ -4,7 +4,7 @@ import datetime as dt
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -25,6 +25,7 @@ from tether.model import (
 from tether.store._group import GroupCommit
 from tether.store._port import (
     ApiTokenRecord,
+    ClusterEvent,
     IdentityFilter,
     JoinTokenRecord,
     LeaseFilter,
@@ -33,7 +34,9 @@ from tether.store._port import (
     T,
     TaskFilter,
     Tx,
+    WakeUps,
 )
+from tether.store._sql import _cluster
 from tether.store._sql import tables as t
 from tether.store._sql._engine import create_engine, migrate
 from tether.store._sql._fast import statements
@@ -673,6 +676,31 @@ class _SqlTx:
         )
         return bool(result.rowcount)
 
+    # -- cluster (the SQL is in _cluster.py) --
+    def publish(self, kind: str, data: Mapping[str, Any]) -> None:
+        _cluster.publish(self._c, kind, data)
+
+    def events_head(self) -> int:
+        return _cluster.events_head(self._c)
+
+    def events_after(self, seq: int, limit: int) -> list[ClusterEvent]:
+        return _cluster.events_after(self._c, seq, limit)
+
+    def prune_events(self, before: dt.datetime) -> int:
+        return _cluster.prune_events(self._c, before)
+
+    def claim_leadership(self, name: str, holder: str, ttl: float) -> int | None:
+        return _cluster.claim_leadership(self._c, name, holder, ttl)
+
+    def release_leadership(self, name: str, holder: str) -> None:
+        _cluster.release_leadership(self._c, name, holder)
+
+    def holds_leadership(self, name: str, holder: str, term: int) -> bool:
+        return _cluster.holds_leadership(self._c, name, holder, term)
+
+    def claim_retries(self, now: dt.datetime, until: dt.datetime, limit: int) -> list[Lease]:
+        return _cluster.claim_retries(self._c, now, until, limit, _lease)
+
 
 class SqlStore:
     single_process = False
@@ -740,3 +768,9 @@ class SqlStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def wake_ups(self) -> WakeUps:
+        if self.dialect == "postgresql":
+            url = self._engine.url.set(drivername="postgresql")
+            return _cluster.Notifications(url.render_as_string(hide_password=False))
+        return _cluster.PollOnly()

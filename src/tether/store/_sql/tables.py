@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -214,4 +215,36 @@ join_tokens = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("created_by", String(255), nullable=False),
     Column("used_at", UTCDateTime),
+)
+
+# -- cluster (tether.cluster): the change feed and the leadership lease --
+
+#: Changes other nodes must act on (cache invalidations), in commit order: `seq` is
+#: handed out by `cluster_event_head`, whose row each publisher locks until it commits.
+cluster_events = Table(
+    "cluster_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(64), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_cluster_events_created", "created_at"),
+)
+
+cluster_event_head = Table(
+    "cluster_event_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+)
+
+#: Who runs the background work: `term` grows with every change of holder (the fencing
+#: token); `expires_at` is the database's clock in seconds since the epoch.
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("term", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from tether.targets._target import Target
-from tether.targets.postgres._session import end_sessions, membership_in, scalar
+from tether.targets.postgres._session import end_sessions, lock_privileges, membership_in, scalar
 
 log = logging.getLogger("tether.targets.postgres")
 
@@ -39,6 +39,7 @@ def drop_role(conn: psycopg.Connection[Any], target: Target, role: str) -> bool:
         conn.execute(membership_in(conn, role))
     terminated = _terminate(conn, target, oid, role)
     with conn.transaction():
+        lock_privileges(conn)
         conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident))
         conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
         conn.execute(sql.SQL("DROP ROLE {}").format(ident))
@@ -54,6 +55,7 @@ def _revoke_privileges(conn: psycopg.Connection[Any], ident: sql.Identifier, oid
     """Take back what the role holds here, so a session still running between now and
     its termination can read nothing more. REVOKE takes no lock on the tables."""
     with conn.transaction():
+        lock_privileges(conn)
         dbname = scalar(conn, "SELECT current_database()")
         conn.execute(
             sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(sql.Identifier(dbname), ident)

@@ -41,6 +41,7 @@ from tether.targets.postgres._session import (
     client_uri,
     describe,
     libpq_timeout,
+    lock_privileges,
     new_password,
     scalar,
     verifier,
@@ -157,6 +158,7 @@ class PostgresProvider:
                 drop_role(conn, self.target, role)
             dbname = scalar(conn, "SELECT current_database()")
             with conn.transaction():
+                lock_privileges(conn)
                 conn.execute(
                     sql.SQL(
                         "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"

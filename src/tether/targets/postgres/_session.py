@@ -103,6 +103,14 @@ def scalar(conn: psycopg.Connection[Any], query: LiteralString, *params: object)
     return None if row is None else row[0]
 
 
+def lock_privileges(conn: psycopg.Connection[Any]) -> None:
+    """Serialize, until the transaction ends, Tether's changes to privileges in this
+    database: two sessions granting on (or revoking from) the same database, schema or
+    table at once fail with "tuple concurrently updated" (every node and thread issues
+    and revokes, so they would). An advisory lock needs no privilege of its own."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('tether privileges', 0))")
+
+
 def membership_in(conn: psycopg.Connection[Any], role: str) -> sql.Composed:
     """The statement making the admin a member of `role` with its privileges: what a
     CREATEROLE admin that is not superuser needs to see and end the role's sessions."""
