@@ -375,7 +375,11 @@ class Barrier:
 
 
 def read_private_file(path: Path) -> bytes:
-    mode = path.stat().st_mode
+    """A key file's bytes, if only this user can read (or change) it."""
+    info = path.stat()
+    mode = info.st_mode
+    if info.st_uid != os.geteuid():
+        raise UnsealFailed(f"{path} is not owned by the user Tether runs as; chown it")
     if mode & 0o077:
         raise UnsealFailed(f"{path} is readable by others (mode {oct(mode & 0o777)}); chmod 600 it")
     return path.read_bytes()
