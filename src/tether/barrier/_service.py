@@ -126,6 +126,12 @@ class Barrier:
     def sealed(self) -> bool:
         return self._keyring is None
 
+    @property
+    def progress(self) -> int:
+        """Shares given toward unsealing so far (a worker's: its supervisor's)."""
+        mirrored = self._mirrored_progress
+        return len(self._pending) if mirrored is None else mirrored
+
     def keyring(self) -> Keyring:
         keyring = self._keyring
         if keyring is None:
@@ -140,9 +146,7 @@ class Barrier:
             sealed=keyring is None,
             shares=None if config is None else config.shares,
             threshold=None if config is None else config.threshold,
-            progress=(
-                len(self._pending) if self._mirrored_progress is None else self._mirrored_progress
-            ),
+            progress=self.progress,
             term=None if keyring is None else keyring.active_term,
             dev=bool(config and config.dev),
         )

@@ -207,10 +207,23 @@ def _run(listen_fd: int, channel: Channel) -> None:
         node.stop()
 
 
+def _die_with_the_supervisor() -> None:
+    """On Linux the kernel kills this worker the moment its supervisor dies, SIGKILL
+    included: a node killed is killed whole (its socket freed for the next start), not
+    left serving without its supervisor. (The supervisor starts workers from its main
+    thread, whose end is the process's.) Elsewhere, the closed channel stops the worker."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def main(argv: list[str]) -> int:
     # Until uvicorn takes over, a Ctrl-C meant for the supervisor must not kill this one
     # with a traceback: the supervisor stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_the_supervisor()
     listen_fd, channel_fd = int(argv[0]), int(argv[1])
     for fd in (listen_fd, channel_fd):
         os.set_inheritable(fd, False)  # nothing this worker starts gets either

@@ -338,7 +338,7 @@ class Supervisor:
                 worker.process.kill()
 
     def _tell_progress(self) -> None:
-        progress = self._barrier.status().progress
+        progress = self._barrier.progress  # no store read: this must not fail
         if progress != self._progress:
             self._progress = progress
             self._broadcast({"op": "progress", "progress": progress})
