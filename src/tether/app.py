@@ -164,7 +164,7 @@ class Tether:
     def start(self) -> None:
         """Start background work; in dev mode, initialize and unseal from the key file."""
         dev = DevFiles(self.settings.dev_key_file, self.settings.dev_token_file)
-        self.system.start(dev if self.settings.dev else None)
+        self.system.start(dev if self.settings.dev else None, self.settings.unseal_key_file)
         self.feed.start()
         self.leadership.start()
         self.lifecycle.start()
@@ -199,3 +199,16 @@ class Tether:
 
     def verify_audit(self) -> Verification:
         return self.system.verify_audit()
+
+
+# -- the supervisor of `tether serve --workers N` (tether.cli._workers) --
+def keeper(settings: Settings) -> tuple[Store, Barrier, SystemService]:
+    """What the supervisor of a node's workers holds: the store (migrated, before any
+    worker starts), a barrier, and the system operations that unseal, seal and bootstrap
+    it, without the services that serve requests (its workers are full nodes)."""
+    store = open_store(settings.database_url, allow_existing_schema=settings.allow_existing_schema)
+    store.migrate()
+    barrier = Barrier(store)
+    audit = AuditLog(barrier.audit_key)
+    auth = Authenticator(store, barrier.token_key)
+    return store, barrier, SystemService(store, barrier, audit, auth)

@@ -35,6 +35,9 @@ class Settings:
     allow_plain_http: bool = False
     #: Migrate into a database that already holds tables that are not Tether's.
     allow_existing_schema: bool = False
+    #: A file only its owner can read holding enough unseal shares, one a line: the node
+    #: unseals itself from it at start (each node of a cluster, with no one at hand).
+    unseal_key_file: Path | None = None
 
     @property
     def tls(self) -> bool:
@@ -71,6 +74,7 @@ class Settings:
             tls_client_ca=_path(os.environ.get("TETHER_TLS_CLIENT_CA")),
             allow_plain_http=_flag("TETHER_ALLOW_PLAIN_HTTP"),
             allow_existing_schema=_flag("TETHER_ALLOW_EXISTING_SCHEMA"),
+            unseal_key_file=_path(os.environ.get("TETHER_UNSEAL_KEY_FILE")),
         )
 
 

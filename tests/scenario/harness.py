@@ -91,9 +91,13 @@ class Server:
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
         listen = f"{self.listen_host}:{self.port}"
+        # One process unless a test asks for workers (`--workers N`): these tests kill the
+        # server (a custom launcher's registrations are in its process alone) and use what
+        # they applied at once on whichever process answers (tests/cli/test_workers.py
+        # covers the workers; across processes a change is in force within the bound).
         self.process = subprocess.Popen(
             [*self.launcher, "serve", "--listen", listen, *extra],
-            env={**self.env(), **self.extra_env},
+            env={"TETHER_WORKERS": "1", **self.env(), **self.extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

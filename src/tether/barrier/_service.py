@@ -111,6 +111,9 @@ class Barrier:
         # Held while unsealed, as Vault does, so the keyring can be re-wrapped on rotation.
         self._root_key: bytes | None = None
         self._pending: list[bytes] = []
+        # A worker of a node does not combine shares (its supervisor does): this is the
+        # supervisor's progress, mirrored so any worker's status shows it.
+        self._mirrored_progress: int | None = None
         self.unseal_guard = UnsealGuard(clock)
 
     # -- state --
@@ -122,6 +125,12 @@ class Barrier:
     @property
     def sealed(self) -> bool:
         return self._keyring is None
+
+    @property
+    def progress(self) -> int:
+        """Shares given toward unsealing so far (a worker's: its supervisor's)."""
+        mirrored = self._mirrored_progress
+        return len(self._pending) if mirrored is None else mirrored
 
     def keyring(self) -> Keyring:
         keyring = self._keyring
@@ -137,7 +146,7 @@ class Barrier:
             sealed=keyring is None,
             shares=None if config is None else config.shares,
             threshold=None if config is None else config.threshold,
-            progress=len(self._pending),
+            progress=self.progress,
             term=None if keyring is None else keyring.active_term,
             dev=bool(config and config.dev),
         )
@@ -233,11 +242,35 @@ class Barrier:
                 "the shares did not reconstruct the root key; unsealing starts again"
             ) from None
 
-    def seal(self) -> None:
+    def open(self, root_key: bytes) -> None:
+        """Open with the root key itself: a worker of a node, handed the key by its
+        supervisor over their private channel. Progress toward unsealing starts again."""
         with self._lock:
+            self._pending.clear()
+            self._open(root_key)
+
+    def root_key(self) -> bytes:
+        """The root key while unsealed: for the supervisor of a node to hand to its
+        workers over their private channels, and for nothing else."""
+        with self._lock:
+            root_key = self._root_key
+        if root_key is None:
+            raise Sealed("Tether is sealed: unseal it with `tether unseal SHARE`")
+        return root_key
+
+    def mirror_progress(self, progress: int) -> None:
+        """Show `progress` (shares given so far, counted by the supervisor) in `status`."""
+        with self._lock:
+            self._mirrored_progress = progress
+
+    def seal(self) -> bool:
+        """Drop every key; True if the barrier was open until now."""
+        with self._lock:
+            was_open = self._keyring is not None
             self._keyring = None
             self._root_key = None
             self._pending.clear()
+            return was_open
 
     def reset_progress(self) -> None:
         with self._lock:
@@ -318,12 +351,39 @@ class Barrier:
         (share,) = self.initialize(tx, shares=1, threshold=1, dev=True)
         write_private_file(key_file, encode_share(share).encode())
 
-    def unseal_from_file(self, key_file: Path) -> None:
-        self.submit_share(read_private_file(key_file).decode())
+    def unseal_from_file(self, key_file: Path) -> BarrierStatus:
+        """Unseal from a file only its owner can read that holds shares, one a line:
+        dev mode's one share, or the threshold of a production node's auto-unseal file.
+
+        Shares from a file are not rate-limited (no remote source gives them); a file that
+        does not unseal leaves progress where it was before."""
+        shares = read_private_file(key_file).decode().split()
+        if not shares:
+            raise UnsealFailed(f"{key_file} holds no unseal share")
+        config = self._config()
+        with self._lock:
+            if self._keyring is not None:
+                return self.status()
+            self._pending.clear()
+            for number, share in enumerate(shares, 1):
+                try:
+                    status = self._submit(config, share)
+                except InvalidShare as exc:
+                    self._pending.clear()
+                    raise InvalidShare(f"{key_file}, share {number}: {exc}") from None
+                if not status.sealed:
+                    return status
+            self._pending.clear()
+        threshold = config.threshold if config else 1
+        raise UnsealFailed(f"{key_file} holds {len(shares)} share(s); unsealing takes {threshold}")
 
 
 def read_private_file(path: Path) -> bytes:
-    mode = path.stat().st_mode
+    """A key file's bytes, if only this user can read (or change) it."""
+    info = path.stat()
+    mode = info.st_mode
+    if info.st_uid != os.geteuid():
+        raise UnsealFailed(f"{path} is not owned by the user Tether runs as; chown it")
     if mode & 0o077:
         raise UnsealFailed(f"{path} is readable by others (mode {oct(mode & 0o777)}); chmod 600 it")
     return path.read_bytes()

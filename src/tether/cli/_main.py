@@ -103,12 +103,24 @@ def _serve_options(**flags: Any) -> ServeOptions:
 @cli.command()
 @click.option("--listen", default=None, help="host:port to listen on (default 127.0.0.1:8737).")
 @click.option("--dev", is_flag=True, help="Dev mode: auto-initialize and auto-unseal.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    envvar="TETHER_WORKERS",
+    default=None,
+    metavar="N",
+    help="Worker processes on the one listening socket (env TETHER_WORKERS; default: one "
+    "per core). 1: serve in this process, with no supervisor.",
+)
 @listener_options
-def serve(listen: str | None, dev: bool, **flags: Any) -> None:
+def serve(listen: str | None, dev: bool, workers: int | None, **flags: Any) -> None:
     """Run the Tether server."""
+    import os
+
     from tether.cli._server import run_server
 
-    run_server(listen=listen, dev=dev, options=_serve_options(**flags))
+    count = workers if workers is not None else (os.cpu_count() or 1)
+    run_server(listen=listen, dev=dev, options=_serve_options(**flags), workers=count)
 
 
 @cli.command()

@@ -62,7 +62,8 @@ def _uvicorn_tls(listener: Listener) -> dict[str, Any]:
     return kwargs
 
 
-def _serve(node: Tether, listener: Listener, sock: socket.socket) -> None:
+def uvicorn_config(node: Tether, listener: Listener) -> uvicorn.Config:
+    """How uvicorn serves `node` (a single process or one worker of several)."""
     from tether.api import create_app
 
     if listener.tls is None and not is_loopback(listener.host):
@@ -70,7 +71,7 @@ def _serve(node: Tether, listener: Listener, sock: socket.socket) -> None:
             "serving plain HTTP on a non-loopback address (allowed by --allow-plain-http)",
             extra={"listen": node.settings.listen},
         )
-    config = uvicorn.Config(
+    return uvicorn.Config(
         create_app(node),
         host=listener.host,
         port=listener.port,
@@ -83,6 +84,10 @@ def _serve(node: Tether, listener: Listener, sock: socket.socket) -> None:
         forwarded_allow_ips="",
         **_uvicorn_tls(listener),
     )
+
+
+def _serve(node: Tether, listener: Listener, sock: socket.socket) -> None:
+    config = uvicorn_config(node, listener)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -98,11 +103,21 @@ def _start_node(listener: Listener) -> Tether:
     return node
 
 
-def run_server(listen: str | None, dev: bool, options: ServeOptions | None = None) -> None:
+def run_server(
+    listen: str | None, dev: bool, options: ServeOptions | None = None, workers: int = 1
+) -> None:
+    """Serve in this process (`workers` 1), or supervise that many worker processes on
+    one listening socket (`tether.cli._workers`)."""
     configure_logging(os.environ.get("TETHER_LOG_LEVEL", "INFO"))
-    listener = prepare(listen, dev, options or ServeOptions())
+    options = options or ServeOptions()
+    listener = prepare(listen, dev, options)
     with bind(listener) as sock:
-        _serve(_start_node(listener), listener, sock)
+        if workers > 1:
+            from tether.cli._workers import WorkerSpec, supervise
+
+            supervise(listener, sock, WorkerSpec(listen, dev, options), workers)
+        else:
+            _serve(_start_node(listener), listener, sock)
 
 
 def _show_core_loop(node: Tether, console: Console) -> None:

@@ -1,5 +1,10 @@
 """System operations: initialize, unseal, seal and rotate the barrier, each audited, and
-verify the audit log. Dev mode initializes and unseals itself from a key file."""
+verify the audit log. Dev mode initializes and unseals itself from a key file; a
+production node may unseal itself from a key file of shares (`TETHER_UNSEAL_KEY_FILE`).
+
+In a worker of `tether serve --workers N`, unsealing and sealing go through a `Custodian`
+(the supervisor), which keeps the root key and opens or seals every worker.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from tether.auth import Authenticator, Principal
 from tether.barrier import Barrier, BarrierStatus, UnsealFailures, encode_share
 from tether.model import AuditEvent
 from tether.store import Store, Tx
+from tether.system._custodian import Custodian
 
 log = logging.getLogger("tether")
 
@@ -65,15 +71,39 @@ class SystemService:
         self.on_sealed: list[Callable[[], None]] = []
         #: Called after a keyring rotation committed (records need rewrapping).
         self.on_rotated: list[Callable[[], None]] = []
+        self._custodian: Custodian | None = None
+
+    def attach(self, custodian: Custodian) -> None:
+        """Make this node a worker: from now on unsealing, sealing and handing over the
+        root key after init go through `custodian`, which does them for every worker."""
+        self._custodian = custodian
 
     # -- start and stop --
-    def start(self, dev: DevFiles | None = None) -> None:
-        """In dev mode, initialize or unseal from the key file; then, if the barrier is
-        open, tell the listeners (signing keys, a rewrap a previous process left)."""
-        if dev is not None:
-            self._dev_bootstrap(dev)
+    def start(self, dev: DevFiles | None = None, unseal_key_file: Path | None = None) -> None:
+        """In dev mode, initialize or unseal from the key file; else unseal from
+        `unseal_key_file` if given. Then, if the barrier is open, tell the listeners
+        (signing keys, a rewrap a previous process left).
+
+        A worker does neither: its supervisor bootstrapped the node and hands it the key.
+        """
+        if self._custodian is None:
+            if dev is not None:
+                self._dev_bootstrap(dev)
+            elif unseal_key_file is not None and self._barrier.sealed:
+                self._unseal_from_key_file(unseal_key_file)
         if not self._barrier.sealed:
             self._notify(self.on_opened)
+
+    def _unseal_from_key_file(self, key_file: Path) -> None:
+        if not self._barrier.status().initialized:
+            # `tether init` is still to be run against this node; it can then be restarted.
+            log.warning(
+                "not initialized: the unseal key file is not used until after `tether init`",
+                extra={"path": str(key_file)},
+            )
+            return
+        self._barrier.unseal_from_file(key_file)
+        self._record("sys.unseal", "key-file", {"method": "key file", "path": str(key_file)})
 
     def stop(self) -> None:
         try:
@@ -143,11 +173,19 @@ class SystemService:
         )
         if seal_after:
             self._barrier.seal()
+        elif self._custodian is not None:
+            self._custodian.adopt(self._barrier.root_key())
         return InitResult(shares=[encode_share(p) for p in parts], root_token=token)
 
     def unseal(self, share: str, source: str) -> BarrierStatus:
         """Give one share from `source`. Failed attempts are rate-limited per source and
-        audited as per-window summaries (`sys.unseal.failed`), not one entry each."""
+        audited as per-window summaries (`sys.unseal.failed`), not one entry each.
+
+        A worker relays the share to its supervisor, which limits, audits and combines
+        for the whole node; it has opened this worker too by the time it answers."""
+        if self._custodian is not None:
+            self._custodian.unseal(share, source)
+            return self._barrier.status()
         was_sealed = self._barrier.sealed
         status = self._barrier.submit_share(share, source, record=self._audit_unseal_failures)
         if was_sealed and not status.sealed:
@@ -161,9 +199,27 @@ class SystemService:
         self._flush_unseal_failures()
         # The entry is written while the keys are still there; if it fails, nothing seals.
         self._record("sys.seal", principal.actor, {})
-        self._barrier.seal()
-        self._notify(self.on_sealed)
+        if self._barrier.seal():
+            self._notify(self.on_sealed)
+        if self._custodian is not None:
+            # This worker is sealed already, whatever happens to the rest of the node.
+            self._custodian.seal()
         return self._barrier.status()
+
+    # -- changes made (and audited) by another process of the node --
+    def opened_elsewhere(self, root_key: bytes) -> None:
+        """The node was unsealed (or initialized) by another of its processes: open
+        with its root key and, if this barrier was sealed, tell the listeners."""
+        was_sealed = self._barrier.sealed
+        self._barrier.open(root_key)
+        if was_sealed:
+            self._notify(self.on_opened)
+
+    def sealed_elsewhere(self) -> None:
+        """Another process of the node recorded `sys.seal`: seal this one too."""
+        self._flush_unseal_failures()
+        if self._barrier.seal():
+            self._notify(self.on_sealed)
 
     def rotate(self, principal: Principal) -> int:
         principal.require_admin()

@@ -1,0 +1,384 @@
+"""The supervisor of `tether serve --workers N`: N worker processes on one socket.
+
+The supervisor binds the socket (before anything starts, as a single process does), opens
+and migrates the store, keeps a barrier of its own, and serves no request. Each worker is
+a full node (`_worker`) on an inherited copy of the socket, with a private channel
+(`_channel`) to the supervisor:
+
+- a share given to any worker is relayed here, where one unseal guard limits and audits
+  the attempts of the whole node, and the root key, once combined, goes to every worker;
+- a seal on any worker seals this barrier and every worker;
+- either is answered only once every live worker has confirmed it, so what a client was
+  told holds on whichever worker it reaches next;
+- a worker that dies is replaced at once, and a replacement gets the key before it serves;
+- SIGTERM or SIGINT stops the workers (each drains what it is serving) and exits 0.
+
+Background work runs in whichever worker holds the cluster's leadership lease
+(`tether.cluster`): every worker starts its node as a single process would, and the
+supervisor runs none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from tether.cli._channel import (
+    Channel,
+    ChannelClosed,
+    Message,
+    decode_key,
+    encode_key,
+    error_message,
+)
+from tether.cli._listen import Listener, ServeOptions
+from tether.errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.barrier import Barrier
+    from tether.system import SystemService
+
+log = logging.getLogger(__name__)
+
+#: How long a worker has to confirm an open, a seal or a progress change. One that does
+#: not confirm a seal in time is killed: it must not go on serving with the keys.
+_ACK_TIMEOUT = 15.0
+#: How long stopping workers may drain their requests before they are killed.
+_DRAIN_TIMEOUT = 30.0
+#: A worker that exits sooner than this after it started died young: a second young death
+#: in a row waits before the replacement (1 s, doubling up to `_MAX_BACKOFF`).
+_YOUNG = 10.0
+_MAX_BACKOFF = 30.0
+#: The longest the supervisor's loop waits before it looks at its clocks again.
+_TICK = 0.25
+_REQUESTS = frozenset({"unseal", "seal", "adopt"})
+
+
+class WorkersFailed(TetherError):
+    """The node's workers could not start: the first one exited before it served."""
+
+    code = "workers_failed"
+
+
+def _path(value: object) -> Path | None:
+    return None if value is None else Path(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What each worker is started with: the command line, sent as its first message
+    (the environment it inherits is the supervisor's)."""
+
+    listen: str | None
+    dev: bool
+    options: ServeOptions
+
+    def message(self) -> Message:
+        o = self.options
+        return {
+            "op": "spec",
+            "listen": self.listen,
+            "dev": self.dev,
+            "tls_cert": None if o.tls_cert is None else str(o.tls_cert),
+            "tls_key": None if o.tls_key is None else str(o.tls_key),
+            "tls_client_ca": None if o.tls_client_ca is None else str(o.tls_client_ca),
+            "tls_client_auth": o.tls_client_auth,
+            "trusted_proxies": list(o.trusted_proxies),
+            "allow_plain_http": o.allow_plain_http,
+            "allow_existing_schema": o.allow_existing_schema,
+        }
+
+    @classmethod
+    def from_message(cls, message: Message) -> WorkerSpec:
+        if message.get("op") != "spec":
+            raise ChannelClosed(f"expected the worker's flags, not {message.get('op')!r}")
+        options = ServeOptions(
+            tls_cert=_path(message["tls_cert"]),
+            tls_key=_path(message["tls_key"]),
+            tls_client_ca=_path(message["tls_client_ca"]),
+            tls_client_auth=message["tls_client_auth"],
+            trusted_proxies=tuple(message["trusted_proxies"]),
+            allow_plain_http=bool(message["allow_plain_http"]),
+            allow_existing_schema=bool(message["allow_existing_schema"]),
+        )
+        return cls(message["listen"], bool(message["dev"]), options)
+
+
+class _Worker:
+    """One worker process as the supervisor sees it."""
+
+    __slots__ = ("acked", "channel", "gone", "process", "ready", "slot", "started")
+
+    def __init__(self, slot: int, process: subprocess.Popen[bytes], channel: Channel) -> None:
+        self.slot = slot
+        self.process = process
+        self.channel = channel
+        self.started = time.monotonic()
+        self.ready = False  # uvicorn serves in it
+        self.gone = False  # its channel closed: it exited (or is about to be killed)
+        self.acked = 0  # the last broadcast it confirmed
+
+
+class Supervisor:
+    """Starts, replaces and stops the workers, and keeps the node's root key for them.
+
+    Three kinds of thread: the main one (signals, deaths, replacements), one reader per
+    worker channel (confirmations, requests), and the keeper, which handles requests one
+    at a time, so an unseal and a seal never interleave.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        spec: WorkerSpec,
+        count: int,
+        barrier: Barrier,
+        system: SystemService,
+    ) -> None:
+        self._sock, self._spec, self._count = sock, spec, count
+        self._barrier, self._system = barrier, system
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[_Worker, Message] | None] = queue.SimpleQueue()
+        # Held while the node's state changes and is told, and while a new worker is
+        # given that state and joins: no worker misses a change or sees it twice.
+        self._state = threading.RLock()
+        self._acks = threading.Condition()
+        self._workers: dict[int, _Worker] = {}  # slot -> its current worker
+        self._seq = itertools.count(1)
+        self._progress = 0
+        self._any_ready = False
+        self._stopping = False
+        self._kill_at: float | None = None
+        self._failed: str | None = None
+        self._young_deaths: dict[int, int] = {}
+        self._due: dict[int, float] = {}  # slot -> when its replacement starts
+
+    # -- running --
+    def run(self) -> None:
+        self._system.on_opened.append(self._opened)
+        self._system.on_sealed.append(self._sealed)
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in _SIGNALS}
+        keeper = threading.Thread(target=self._keep, name="tether-keeper", daemon=True)
+        keeper.start()
+        try:
+            for slot in range(self._count):
+                self._spawn(slot)
+            log.info("supervising workers", extra={"workers": self._count})
+            self._loop()
+        finally:
+            self._requests.put(None)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if self._failed:
+            raise WorkersFailed(self._failed)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._events.put(("signal", signum))  # SimpleQueue.put is safe in a handler
+
+    def _loop(self) -> None:
+        while not (self._stopping and not self._workers):
+            try:
+                kind, value = self._events.get(timeout=self._wait())
+            except queue.Empty:
+                kind, value = "tick", None
+            if kind == "signal":
+                self._stop(force=self._stopping)  # a second signal kills at once
+            elif kind == "gone":
+                self._reap(value)
+            now = time.monotonic()
+            if self._kill_at is not None and now >= self._kill_at:
+                log.warning("workers did not drain in time: killing them")
+                self._kill_at = None
+                self._stop(force=True)
+            for slot, due in list(self._due.items()):
+                if due <= now:
+                    del self._due[slot]
+                    self._spawn(slot)
+
+    def _wait(self) -> float:
+        now = time.monotonic()
+        soonest = min([*self._due.values(), now + _TICK])
+        return max(0.0, min(soonest - now, _TICK))
+
+    def _stop(self, force: bool) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._kill_at = time.monotonic() + _DRAIN_TIMEOUT
+            self._due.clear()
+            log.info("stopping: every worker drains its requests")
+        with self._state:
+            workers = list(self._workers.values())
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+
+    # -- workers --
+    def _spawn(self, slot: int) -> None:
+        ours, theirs = socket.socketpair()
+        fds = (self._sock.fileno(), theirs.fileno())
+        try:
+            process = subprocess.Popen(  # noqa: S603 - this interpreter, this package
+                [sys.executable, "-m", "tether.cli._worker", *map(str, fds)], pass_fds=fds
+            )
+        finally:
+            theirs.close()
+        worker = _Worker(slot, process, Channel(Connection(ours.detach())))
+        with contextlib.suppress(ChannelClosed):  # if it died already, its reader says so
+            worker.channel.send(self._spec.message())
+            with self._state:
+                worker.channel.send(self._state_message())
+                self._workers[slot] = worker
+        threading.Thread(
+            target=self._read, args=(worker,), name=f"tether-worker-{slot}", daemon=True
+        ).start()
+        log.info("worker started", extra={"worker": slot, "pid": process.pid})
+
+    def _state_message(self) -> Message:
+        key = None if self._barrier.sealed else encode_key(self._barrier.root_key())
+        return {"op": "state", "key": key, "progress": self._progress}
+
+    def _read(self, worker: _Worker) -> None:
+        try:
+            while True:
+                message = worker.channel.receive()
+                op = message.get("op")
+                if op == "ack":
+                    with self._acks:
+                        worker.acked = max(worker.acked, int(message["seq"]))
+                        self._acks.notify_all()
+                elif op == "ready":
+                    worker.ready = self._any_ready = True
+                elif op in _REQUESTS:
+                    self._requests.put((worker, message))
+        except ChannelClosed:
+            pass
+        except Exception:
+            log.exception("a worker's channel failed", extra={"worker": worker.slot})
+        finally:
+            with self._acks:
+                worker.gone = True
+                self._acks.notify_all()
+            self._events.put(("gone", worker))
+
+    def _reap(self, worker: _Worker) -> None:
+        with self._state:
+            if self._workers.get(worker.slot) is worker:
+                del self._workers[worker.slot]
+        try:
+            status = worker.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # its channel broke but it lives on: end it
+            worker.process.kill()
+            status = worker.process.wait()
+        worker.channel.close()
+        if self._stopping:
+            return
+        log.warning(
+            "worker exited: replacing it",
+            extra={"worker": worker.slot, "pid": worker.process.pid, "status": status},
+        )
+        if not worker.ready and not self._any_ready:
+            self._failed = (
+                f"worker {worker.slot} exited with status {status} before it served "
+                "(its error is above); nothing is served"
+            )
+            self._stop(force=False)
+            return
+        young = time.monotonic() - worker.started < _YOUNG
+        deaths = self._young_deaths[worker.slot] = (
+            self._young_deaths.get(worker.slot, 0) + 1 if young else 0
+        )
+        delay = 0.0 if deaths <= 1 else min(_MAX_BACKOFF, 2.0 ** (deaths - 2))
+        self._due[worker.slot] = time.monotonic() + delay
+
+    # -- the node's key --
+    def _keep(self) -> None:
+        while (item := self._requests.get()) is not None:
+            worker, message = item
+            answer: Message = {"op": "reply", "id": message.get("id")}
+            with self._state:
+                try:
+                    self._handle(message)
+                except Exception as exc:
+                    if not isinstance(exc, TetherError):
+                        log.exception("a worker's request failed", extra={"worker": worker.slot})
+                    answer["error"] = error_message(exc)
+                self._tell_progress()
+            with contextlib.suppress(ChannelClosed):
+                worker.channel.send(answer)
+
+    def _handle(self, message: Message) -> None:
+        op = message["op"]
+        if op == "unseal":
+            self._system.unseal(str(message["share"]), str(message["source"]))
+        elif op == "seal":
+            self._system.sealed_elsewhere()  # the worker has recorded `sys.seal`
+        elif op == "adopt":
+            self._system.opened_elsewhere(decode_key(str(message["key"])))
+
+    def _opened(self) -> None:
+        self._broadcast({"op": "open", "key": encode_key(self._barrier.root_key())})
+
+    def _sealed(self) -> None:
+        for worker in self._broadcast({"op": "seal"}):
+            log.error("a worker did not confirm sealing: killing it", extra={"worker": worker.slot})
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+
+    def _tell_progress(self) -> None:
+        progress = self._barrier.progress  # no store read: this must not fail
+        if progress != self._progress:
+            self._progress = progress
+            self._broadcast({"op": "progress", "progress": progress})
+
+    def _broadcast(self, message: Message) -> list[_Worker]:
+        """Send `message` to every live worker and wait until each has confirmed it;
+        returns those that did not in time."""
+        seq = next(self._seq)
+        with self._state:
+            live = [w for w in self._workers.values() if not w.gone]
+            for worker in live:
+                with contextlib.suppress(ChannelClosed):
+                    worker.channel.send({**message, "seq": seq})
+        deadline = time.monotonic() + _ACK_TIMEOUT
+        with self._acks:
+            for worker in live:
+                while not (worker.gone or worker.acked >= seq):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._acks.wait(left)
+            return [w for w in live if not (w.gone or w.acked >= seq)]
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def supervise(listener: Listener, sock: socket.socket, spec: WorkerSpec, count: int) -> None:
+    """Run `count` workers on `sock` until SIGTERM or SIGINT."""
+    from tether.app import keeper
+    from tether.system import DevFiles
+
+    settings = listener.settings
+    store, barrier, system = keeper(settings)
+    try:
+        # Dev mode's bootstrap and the unseal key file are the supervisor's: it is the
+        # one process that initializes or unseals, and its workers get the key from it.
+        dev = DevFiles(settings.dev_key_file, settings.dev_token_file) if settings.dev else None
+        system.start(dev, settings.unseal_key_file)
+        Supervisor(sock, spec, count, barrier, system).run()
+    finally:
+        system.stop()
+        store.close()
