@@ -501,9 +501,14 @@ class _SqlTx:
 
     def find_leases(self, where: LeaseFilter) -> list[Lease]:
         c = t.leases.c
+        state: sa.ColumnElement[Any] = c.state
+        if where.parent_ids is not None or where.task_id is not None:
+            # Not an index term (`state || ''`): without statistics SQLite would walk the
+            # state index over every live lease rather than the parent or task index.
+            state = state.concat("")
         query = (
             sa.select(t.leases)
-            .where(c.state.in_([s.value for s in where.states]))
+            .where(state.in_([s.value for s in where.states]))
             .order_by(c.id)
             .limit(where.limit)
         )
