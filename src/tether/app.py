@@ -14,7 +14,7 @@ from tether.attest import Attestor, StoreJtiStore
 from tether.audit import AuditLog, Verification
 from tether.auth import Authenticator, Principal, TokenService
 from tether.barrier import Barrier, BarrierStatus
-from tether.cluster import KEYRING_ROTATED, Feed, FencedStore, Leadership, NodeCaches, subscribe
+from tether.cluster import Feed, FencedStore, Leadership, NodeCaches, subscribe
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
 from tether.issuance import TASK_PROVIDER, IssuanceParts, IssuanceService
@@ -132,10 +132,7 @@ class Tether:
         self.estate.on_applied.append(self._estate_applied)
         self.system.on_opened += [self.signing_keys.ensure_current, self.lifecycle.rewrap_soon]
         self.system.on_sealed.append(self.signing_keys.forget)
-        self.system.on_rotated += [
-            self.lifecycle.rewrap_soon,
-            lambda: self.feed.publish(KEYRING_ROTATED, {}),
-        ]
+        self.system.on_rotated.append(self.lifecycle.rewrap_soon)
         # One process runs the background work; every process applies every change.
         self.leadership.on_elected += [self.lifecycle.wake, self.lifecycle.rewrap_soon]
         self.leadership.duties.append(self.feed.prune)

@@ -71,12 +71,6 @@ class Feed:
     def subscribe(self, kind: str, handler: Handler) -> None:
         self._handlers.setdefault(kind, []).append(handler)
 
-    def publish(self, kind: str, data: Mapping[str, Any]) -> None:
-        """Publish in a transaction of its own, for a change committed where no
-        transaction can be reached (prefer `tx.publish` in the change's transaction)."""
-        with self._store.transaction() as tx:
-            tx.publish(kind, data)
-
     # -- one pass --
     def poll_once(self) -> bool:
         """Apply what is committed now; True when it reached the newest event. A handler

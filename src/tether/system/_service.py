@@ -18,6 +18,7 @@ from tether._internal.files import write_private_file
 from tether.audit import AuditLog, Verification, verify_chain
 from tether.auth import Authenticator, Principal
 from tether.barrier import Barrier, BarrierStatus, UnsealFailures, encode_share
+from tether.cluster import KEYRING_ROTATED
 from tether.model import AuditEvent
 from tether.store import Store, Tx
 from tether.system._custodian import Custodian
@@ -228,6 +229,8 @@ class SystemService:
             self._audit.append(
                 tx, [AuditEvent(action="sys.rotate", actor=principal.actor, details={"term": term})]
             )
+            # With the change itself: every other process re-reads the keyring.
+            tx.publish(KEYRING_ROTATED, {"term": term})
         self._notify(self.on_rotated)
         return term
 
