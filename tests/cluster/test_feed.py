@@ -42,27 +42,16 @@ def within(condition: Callable[[], bool], limit: float = BOUND) -> float:
     return time.monotonic() - started
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-    elif request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'tether.db'}"
-    else:
-        with throwaway_postgres_database() as url:
-            yield url
-
-
 @pytest.fixture
-def pair(shared_url: str, tmp_path: Path) -> Iterator[tuple[Tether, Tether]]:
+def pair(store_url: str, tmp_path: Path) -> Iterator[tuple[Tether, Tether]]:
     """Node A (initialized) and node B (unsealed with A's share), both started."""
-    shared: Store | None = MemoryStore() if shared_url == "memory://" else None
+    shared: Store | None = MemoryStore() if store_url == "memory://" else None
 
     clock = SettableClock()
 
     def node(name: str) -> Tether:
-        store = shared or open_store(shared_url)
-        settings = Settings(home=tmp_path / name, database_url=shared_url)
+        store = shared or open_store(store_url)
+        settings = Settings(home=tmp_path / name, database_url=store_url)
         return Tether(settings, store=store, clock=clock)
 
     a = node("a")
@@ -184,8 +173,8 @@ def test_a_sealed_node_gives_up_the_lead(pair: tuple[Tether, Tether]) -> None:
 
 
 @pytest.fixture
-def lone_store(shared_url: str) -> Iterator[Store]:
-    store: Store = MemoryStore() if shared_url == "memory://" else open_store(shared_url)
+def lone_store(store_url: str) -> Iterator[Store]:
+    store: Store = MemoryStore() if store_url == "memory://" else open_store(store_url)
     store.migrate()
     yield store
     store.close()

@@ -29,15 +29,20 @@ def node(tmp_path: Path) -> Tether:
     return n
 
 
-def _issue(node: Tether) -> str:
-    now = utcnow()
+def _issue(
+    node: Tether,
+    lease_id: str = "lse_1",
+    lifetime: dt.timedelta = dt.timedelta(minutes=5),
+    issued_ago: dt.timedelta = dt.timedelta(0),
+) -> str:
+    issued = utcnow() - issued_ago
     lease = Lease(
-        "lse_1",
+        lease_id,
         "svc",
         "team",
         "jwt",
-        now,
-        now + dt.timedelta(minutes=5),
+        issued,
+        issued + lifetime,
         LeaseState.ACTIVE,
         audience="https://api.example.com",
         scopes=("read",),
@@ -105,39 +110,15 @@ def test_forged_tokens_are_refused(node: Tether) -> None:
 
 
 def test_expired_tokens_are_refused(node: Tether) -> None:
-    now = utcnow()
-    lease = Lease(
-        "lse_old",
-        "svc",
-        "team",
-        "jwt",
-        now - dt.timedelta(hours=1),
-        now - dt.timedelta(minutes=1),
-        LeaseState.ACTIVE,
-        audience="x",
-    )
-    identity = Identity("svc", Kind.WORKLOAD, "team", "p", "j", "prod")
-    token = node.jwt_provider.issue(lease, identity, None).secret
+    token = _issue(node, "lse_old", dt.timedelta(minutes=59), issued_ago=dt.timedelta(hours=1))
     assert node.jwt_provider.decode(token) is None
 
 
 def test_a_token_verified_before_is_refused_once_it_expires(node: Tether) -> None:
-    now = utcnow()
-    lease = Lease(
-        "lse_short",
-        "svc",
-        "team",
-        "jwt",
-        now,
-        now + dt.timedelta(seconds=1),
-        LeaseState.ACTIVE,
-        audience="x",
-    )
-    identity = Identity("svc", Kind.WORKLOAD, "team", "p", "j", "prod")
-    token = node.jwt_provider.issue(lease, identity, None).secret
-    assert node.jwt_provider.decode(token) is not None
-    exp = int(lease.expires_at.timestamp())
-    while time.time() <= exp:
+    token = _issue(node, "lse_short", dt.timedelta(seconds=1))
+    claims = node.jwt_provider.decode(token)
+    assert claims is not None
+    while time.time() <= claims["exp"]:
         time.sleep(0.05)
     assert node.jwt_provider.decode(token) is None
 
