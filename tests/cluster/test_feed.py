@@ -8,13 +8,13 @@ nodes' threads run as in production; tests poll for the outcome and never sleep.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.clock import SettableClock
+from tests.cluster._wait import BOUND, within
 from tests.factories import estate_document
 from tests.services import throwaway_postgres_database
 from tether.app import Tether
@@ -26,20 +26,6 @@ from tether.lease import RevokeTarget
 from tether.model import Lease, LeaseState
 from tether.store import Store, open_store
 from tether.store._memory import MemoryStore
-
-#: The issue's bound: a change committed on one node is in force on another within 1 s.
-BOUND = 1.0
-
-
-def within(condition: Callable[[], bool], limit: float = BOUND) -> float:
-    """Seconds until `condition()` holds, polled; fails once past `limit`."""
-    started = time.monotonic()
-    while not condition():
-        elapsed = time.monotonic() - started
-        if elapsed > limit:
-            pytest.fail(f"not in force after {elapsed:.2f} s (bound {limit} s)")
-        time.sleep(0.01)
-    return time.monotonic() - started
 
 
 @pytest.fixture

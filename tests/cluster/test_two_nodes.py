@@ -16,8 +16,7 @@ import json
 import re
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from tests.attest.oidc_issuer import OidcIssuer
+from tests.cluster._wait import BOUND, within
 from tests.factories import write_estate
 from tests.pg_cluster import PgCluster
 from tests.scenario.harness import Server
@@ -35,21 +35,8 @@ from tests.services import throwaway_postgres_database
 
 pytestmark = pytest.mark.service
 
-#: The issue's bound for a change on one node to be in force on another.
-BOUND = 1.0
 #: Both nodes sign as the one Tether behind the load balancer.
 PUBLIC_URL = "http://tether.cluster.test"
-
-
-def within(condition: Callable[[], bool], limit: float, explain: Callable[[], str] = str) -> float:
-    """Seconds until `condition()` holds, polled; fails past `limit`."""
-    started = time.monotonic()
-    while not condition():
-        elapsed = time.monotonic() - started
-        if elapsed > limit:
-            pytest.fail(f"not reached after {elapsed:.2f} s (limit {limit} s) {explain()}")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 @dataclass

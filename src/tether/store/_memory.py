@@ -19,6 +19,7 @@ from tether.store._port import (
     IdentityFilter,
     JoinTokenRecord,
     LeaseFilter,
+    PollOnly,
     SealedRecord,
     Spec,
     T,
@@ -439,17 +440,6 @@ class _MemoryTx:
         return claimed
 
 
-class _Polling:
-    def __init__(self) -> None:
-        self._closed = threading.Event()
-
-    def wait(self, timeout: float) -> None:
-        self._closed.wait(timeout)
-
-    def close(self) -> None:
-        self._closed.set()
-
-
 class MemoryStore:
     single_process = True
 
@@ -491,4 +481,4 @@ class MemoryStore:
         return None
 
     def wake_ups(self) -> WakeUps:
-        return _Polling()
+        return PollOnly()

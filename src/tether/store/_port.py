@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -104,6 +105,19 @@ class WakeUps(Protocol):
         """Return when an event may have been committed, or after `timeout` seconds."""
 
     def close(self) -> None: ...
+
+
+class PollOnly:
+    """WakeUps with none to give (SQLite, memory): the feed polls. `close` ends a wait."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> None:
+        self._closed.wait(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 class Tx(Protocol):

@@ -146,19 +146,6 @@ def claim_retries(
     return sorted((lease(r) for r in rows), key=lambda x: x.id)
 
 
-class PollOnly:
-    """No wake-ups (SQLite): the feed polls. `close` ends a wait at once."""
-
-    def __init__(self) -> None:
-        self._closed = threading.Event()
-
-    def wait(self, timeout: float) -> None:
-        self._closed.wait(timeout)
-
-    def close(self) -> None:
-        self._closed.set()
-
-
 class Notifications:
     """LISTEN on its own autocommit connection, outside the pool (a pooled connection
     would be handed to others between waits). A lost connection is reopened at the next

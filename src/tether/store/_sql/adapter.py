@@ -31,6 +31,7 @@ from tether.store._port import (
     IdentityFilter,
     JoinTokenRecord,
     LeaseFilter,
+    PollOnly,
     SealedRecord,
     Spec,
     T,
@@ -813,7 +814,7 @@ class SqlStore:
         if self.dialect == "postgresql":
             url = self._engine.url.set(drivername="postgresql")
             return _cluster.Notifications(url.render_as_string(hide_password=False))
-        return _cluster.PollOnly()
+        return PollOnly()
 
         if isinstance(self._writer_lock, _SqliteWriterLock):
             self._writer_lock.close()
