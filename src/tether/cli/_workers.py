@@ -251,6 +251,7 @@ class Supervisor:
         return {"op": "state", "key": key, "progress": self._progress}
 
     def _read(self, worker: _Worker) -> None:
+        pid = worker.process.pid
         try:
             while True:
                 message = worker.channel.receive()
@@ -261,6 +262,7 @@ class Supervisor:
                         self._acks.notify_all()
                 elif op == "ready":
                     worker.ready = self._any_ready = True
+                    log.info("worker serving", extra={"worker": worker.slot, "pid": pid})
                 elif op in _REQUESTS:
                     self._requests.put((worker, message))
         except ChannelClosed:
