@@ -159,3 +159,26 @@ def test_commit_together_is_a_transaction_of_the_store(store: Store) -> None:
     store.commit_together(work)
     with store.read() as tx:
         assert tx.get_lease("lse_group00007") is not None
+
+
+def test_a_failed_commit_is_not_run_again(store: Store) -> None:
+    """The commit itself failing (it may even have committed) gives every writer the
+    error; running them again could write them twice."""
+    runs = 0
+
+    @contextmanager
+    def failing_commit() -> Iterator[Tx]:
+        nonlocal runs
+        runs += 1
+        with store.transaction() as tx:
+            yield tx
+        raise ConnectionError("the commit's answer was lost")
+
+    group = GroupCommit(failing_commit)
+
+    def work(tx: Tx) -> None:
+        tx.insert_leases([_lease(1)])
+
+    outcomes = _run_all(group, [work])
+    assert isinstance(outcomes[0], ConnectionError)
+    assert runs == 1

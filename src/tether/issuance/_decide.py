@@ -11,7 +11,7 @@ from tether.issuance._parts import IssuanceParts, new_id
 from tether.issuance._request import IssuanceRequest
 from tether.issuance._subjects import Subject
 from tether.issuance.errors import AccessDenied, InvalidGrant, InvalidRequest
-from tether.model import ExpiryBound, Identity, Lease, Task, TaskStatus
+from tether.model import ExpiryBound, Identity, Lease, LeaseState, Task, TaskStatus
 from tether.policy import Decision
 from tether.store import Tx
 
@@ -74,6 +74,22 @@ def with_implicit_task(request: IssuanceRequest) -> tuple[IssuanceRequest, Task 
         return request, None
     task = _implicit_task(request.subject, request.now)
     return replace(request, task=task), task
+
+
+def still_justified(tx: Tx, request: IssuanceRequest, created: Task | None) -> None:
+    """Inside the issuing transaction: the task (unless this transaction `created` it) and
+    the credential it derives from are still live. A lease inserted after their end was
+    committed would escape its cascade."""
+    now = request.now
+    task, parent = request.task, request.parent
+    if task is not None and task is not created:
+        current = tx.get_task(task.id)
+        if current is None or current.status is not TaskStatus.ACTIVE:
+            raise InvalidGrant(f"task {task.id} has ended")
+    if parent is not None:
+        lease = tx.get_lease(parent.id)
+        if lease is None or lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:
+            raise InvalidGrant("the subject token is no longer active")
 
 
 def own_task(parts: IssuanceParts, task_id: str, identity: Identity) -> Task:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, replace
 
-from tether.issuance._decide import decide, deny, task_for, with_implicit_task
+from tether.issuance._decide import (
+    decide,
+    deny,
+    still_justified,
+    task_for,
+    with_implicit_task,
+)
 from tether.issuance._parts import IssuanceParts, new_id
 from tether.issuance._profiles import select_profile
 from tether.issuance._request import IssuanceRequest
@@ -104,6 +110,9 @@ class Exchange:
         event = request.audit_event("token.exchange", decision, lease=lease, bound=bound)
 
         def write(tx: Tx) -> None:
+            # What the request was checked against may have ended since (on another node,
+            # or before this process heard): checked again where the insert is serialized.
+            still_justified(tx, request, implicit)
             if implicit is not None:
                 tx.put_task(implicit)
             tx.insert_leases([lease])

@@ -137,8 +137,8 @@ class Subjects:
             key = f"jti:{lease_id}"
         known = parts.known_leases
         remembered = known.recall(key)
-        if remembered is not None:
-            return remembered
+        if remembered is not None and remembered[0].expires_at > parts.clock():
+            return remembered  # past its end, it may have been renewed: ask the store
         generation = known.generation
         with parts.store.read() as tx:
             lease = tx.get_lease(lease_id) if lease_id else tx.lease_by_token_hash(key)

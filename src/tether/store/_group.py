@@ -70,15 +70,24 @@ class GroupCommit:
                     self._changed.notify_all()
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
+        values: list[Any] = []
         try:
             with self._transaction() as tx:
                 values = [job.work(tx) for job in batch]
-        except BaseException as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
+        except Exception as exc:
+            if len(batch) == 1 or len(values) == len(batch):
+                # One job, or the commit itself failed (it may even have committed):
+                # running the jobs again could write them twice. Each gets the error.
+                for job in batch:
+                    job.error = exc
             else:
                 for job in batch:
                     self._alone(job)
+        except BaseException as exc:  # an interrupt: every waiter hears of it, then it goes on
+            for job in batch:
+                job.error = exc
+                job.done = True
+            raise
         else:
             for job, value in zip(batch, values, strict=True):
                 job.value = value
@@ -89,5 +98,5 @@ class GroupCommit:
         try:
             with self._transaction() as tx:
                 job.value = job.work(tx)
-        except BaseException as exc:
+        except Exception as exc:
             job.error = exc
