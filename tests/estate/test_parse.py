@@ -482,14 +482,6 @@ BAD_INPUT: list[tuple[str, Mutation, list[str]]] = [
         ["identities[2].approval.expires"],
     ),
     ("bad identity expiry", set_(("identities", 0, "expires"), "soon"), ["identities[0].expires"]),
-    # attestation required by the kind
-    ("workload without attest", del_(("identities", 2, "attest")), ["identities[2].attest"]),
-    ("agent without attest", del_(("identities", 5, "attest")), ["identities[5].attest"]),
-    (
-        "attestation required by override",
-        set_(("kinds", "token"), {"attestation_required": True}),
-        ["identities[4].attest"],
-    ),
     # allowed environments
     (
         "environment not allowed",
@@ -667,10 +659,8 @@ def test_problem_messages_say_what_is_wrong() -> None:
 
     document = base()
     document["identities"][3]["owner"] = "team-z"
-    del document["identities"][2]["attest"]
     problems = dict(problems_of(document))
     assert "team-z" in problems["identities[3].owner"]
-    assert "workload" in problems["identities[2].attest"]
 
 
 def test_several_schema_problems_are_all_reported() -> None:
@@ -701,7 +691,7 @@ def test_several_semantic_problems_are_all_reported() -> None:
     document = base()
     document["identities"][3]["owner"] = "team-z"
     document["identities"][1]["vendor"] = "vendor-z"
-    del document["identities"][5]["attest"]
+    document["identities"][5]["approval"] = {"by": "dana@example.com", "expires": "soon"}
     document["identities"][0]["entitlements"][0]["scopes"] = ["write"]
     document["profiles"][0]["max_ttl"] = "0s"
     del document["profiles"][1]["target"]
@@ -715,7 +705,7 @@ def test_several_semantic_problems_are_all_reported() -> None:
         [
             "identities[3].owner",
             "identities[1].vendor",
-            "identities[5].attest",
+            "identities[5].approval.expires",
             "identities[0].entitlements[0].scopes",
             "profiles[0].max_ttl",
             "profiles[1].target",
@@ -743,3 +733,96 @@ def test_postgres_grants_are_checked_when_the_estate_is_applied() -> None:
         parse_estate(doc)
     assert [p.path for p in refused.value.problems] == ["profiles[1].grants.privileges[1]"]
     assert "unknown privilege 'DROP'" in refused.value.problems[0].message
+
+
+def test_an_identity_its_kind_requires_to_attest_is_accepted_without_a_rule() -> None:
+    # The inventory holds the estate as it is; governance reports the identity as
+    # insecure authentication and issuance refuses it (tests/govern, tests/policy).
+    doc = base()
+    del doc["identities"][2]["attest"]
+    estate = parse_estate(doc)
+    assert estate.identities[2].kind is Kind.WORKLOAD
+    assert estate.identities[2].attest is None
+
+
+def test_owner_lifecycle_governance_and_exceptions_are_read() -> None:
+    doc = base()
+    doc["owners"][0].update(status="departed", left="2026-11-01")
+    doc["governance"] = {
+        "dormant_after": "60d",
+        "orphaned": {"action": "suspend", "grace": "0s"},
+        "workstation_sources": ["10.20.0.0/16"],
+        "kinds": {"agent": {"dormant_after": "7d"}},
+    }
+    doc["exceptions"] = [
+        {
+            "id": "EXC-1",
+            "rule": "dormant",
+            "identity": doc["identities"][0]["id"],
+            "compensating_control": "quarterly manual check",
+            "requested_by": "ana@example.com",
+            "approved_by": "dana@example.com",
+            "expires": "2027-01-31",
+        }
+    ]
+    estate = parse_estate(doc)
+    assert estate.owners[0].departed
+    assert estate.owners[0].left == dt.datetime(2026, 11, 1, tzinfo=UTC)
+    assert estate.governance.thresholds(Kind.AGENT).dormant_after == dt.timedelta(days=7)
+    assert estate.governance.thresholds(Kind.API_KEY).dormant_after == dt.timedelta(days=60)
+    assert estate.governance.suspends_at(estate.owners[0]) == estate.owners[0].left
+    assert estate.governance.is_workstation("10.20.3.4")
+    assert not estate.governance.is_workstation("10.21.3.4")
+    assert estate.exceptions[0].rule == "dormant"
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (lambda d: d["owners"][0].update(status="departed"), "owners[0].left"),
+        (lambda d: d["owners"][0].update(left="2026-01-01"), "owners[0].left"),
+        (lambda d: d.update(governance={"dormant_after": "soon"}), "governance.dormant_after"),
+        (
+            lambda d: d.update(governance={"workstation_sources": ["10.0.0.300/8"]}),
+            "governance.workstation_sources[0]",
+        ),
+        (
+            lambda d: d.update(governance={"sinks": [{"id": "hook", "kind": "webhook"}]}),
+            "governance.sinks[0].url",
+        ),
+    ],
+)
+def test_bad_governance_is_refused_naming_the_field(change: Mutation, path: str) -> None:
+    doc = base()
+    change(doc)
+    assert path in paths_of(doc)
+
+
+def _waiver(doc: Doc, **fields: Any) -> Doc:
+    waiver = {
+        "id": "EXC-1",
+        "rule": "dormant",
+        "identity": doc["identities"][0]["id"],
+        "compensating_control": "manual check",
+        "requested_by": "ana@example.com",
+        "approved_by": "dana@example.com",
+        "expires": "2027-01-31",
+    }
+    doc["exceptions"] = [{**waiver, **fields}]
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "message"),
+    [
+        ({"approved_by": "Ana@example.com"}, "exceptions[0].approved_by", "not its requester"),
+        ({"rule": "nope"}, "exceptions[0].rule", "unknown rule"),
+        ({"identity": "ghost"}, "exceptions[0].identity", "unknown identity"),
+        ({"identity": "*"}, "exceptions[0].scope", "names an owner"),
+        ({"expires": "later"}, "exceptions[0].expires", ""),
+    ],
+)
+def test_bad_exceptions_are_refused(fields: dict[str, str], path: str, message: str) -> None:
+    problems = dict(problems_of(_waiver(base(), **fields)))
+    assert path in problems
+    assert message in problems[path]

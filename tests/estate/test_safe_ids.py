@@ -129,6 +129,8 @@ ID_FIELDS = {
     "/properties/identities/items/properties/attest/properties/issuer",
     "/properties/identities/items/properties/entitlements/items/oneOf/0",
     "/properties/identities/items/properties/entitlements/items/oneOf/1/properties/profile",
+    "/properties/governance/properties/sinks/items/properties/id",
+    "/properties/exceptions/items/properties/id",
 }
 
 

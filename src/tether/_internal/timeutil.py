@@ -37,10 +37,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-def parse_duration(text: str) -> dt.timedelta:
+def parse_duration(text: str, *, zero: bool = False) -> dt.timedelta:
+    """A duration such as `1h30m`; longer than zero unless `zero` (a grace of `0s`)."""
     if not isinstance(text, str) or not _DURATION_FULL.fullmatch(text):
         raise InvalidValue("expected a duration such as 90s, 15m, 1h or 30d")
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds == 0 and zero:
+        return dt.timedelta(0)
     if seconds <= 0:
         raise InvalidValue("a duration must be longer than zero")
     # Compared as a number first: `999999999w` is too large even for a timedelta.

@@ -9,6 +9,7 @@ nothing past a limit is looked at, so a million bad items cost as much as a thou
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,10 @@ from tether.estate.errors import Problem
 from tether.model import (
     DEFAULT_ENVIRONMENTS,
     KIND_CONTROL_DEFAULTS,
+    RULES,
+    THRESHOLD_NAMES,
     Estate,
+    GovernanceSettings,
     Identity,
     Issuer,
     Kind,
@@ -27,6 +31,7 @@ from tether.model import (
     Policy,
     Profile,
     Vendor,
+    Waiver,
 )
 from tether.policy import validate_policies
 from tether.targets import InvalidGrants, kind_names, target_kind
@@ -61,9 +66,9 @@ class _Checker:
                 self.add(f"{section}[{index}].id", f"duplicate id {item['id']!r}")
             seen.add(item["id"])
 
-    def duration(self, path: str, value: str) -> None:
+    def duration(self, path: str, value: str, *, zero: bool = False) -> None:
         try:
-            parse_duration(value)
+            parse_duration(value, zero=zero)
         except InvalidValue as exc:
             self.add(path, str(exc))
 
@@ -104,6 +109,8 @@ def parse_estate(document: Any) -> Estate:
         environments=environments,
         kind_overrides=kind_overrides,
         policies=tuple(policies),
+        governance=GovernanceSettings.from_spec(doc.get("governance", {})),
+        exceptions=tuple(Waiver.from_spec(e) for e in doc.get("exceptions", [])),
     )
 
 
@@ -136,6 +143,14 @@ def _check_semantics(
         check.duplicates(section, doc.get(section, []))
     for i, vendor in enumerate(doc.get("vendors", [])):
         check.time(f"vendors[{i}].contract_ends", vendor["contract_ends"])
+    for i, owner in enumerate(doc.get("owners", [])):
+        if "left" in owner:
+            check.time(f"owners[{i}].left", owner["left"])
+            if owner.get("status", "active") != "departed":
+                check.add(f"owners[{i}].left", "is only for a departed owner (status: departed)")
+        elif owner.get("status") == "departed":
+            check.add(f"owners[{i}].left", "is required for a departed owner")
+    _check_governance(doc.get("governance", {}), check)
     for i, issuer in enumerate(doc.get("issuers", [])):
         if "jwks" in issuer and "jwks_uri" in issuer:
             check.add(f"issuers[{i}]", "give jwks_uri or an inline jwks, not both")
@@ -145,6 +160,7 @@ def _check_semantics(
     known = _Known.of(doc)
     for i, identity in enumerate(doc.get("identities", [])):
         _check_identity(f"identities[{i}]", identity, known, kind_overrides, check)
+    _check_exceptions(doc, check)
     return kind_overrides, _inline_policies(doc.get("policies", []), check)
 
 
@@ -162,6 +178,54 @@ def _check_profile(where: str, profile: dict[str, Any], check: _Checker) -> None
         if grants_problem is not None:
             field, _, why = grants_problem.partition(": ")
             check.add(f"{where}.{field}", why)
+
+
+def _check_governance(governance: dict[str, Any], check: _Checker) -> None:
+    def durations(where: str, section: dict[str, Any]) -> None:
+        for name in THRESHOLD_NAMES:
+            if name in section:
+                check.duration(f"{where}.{name}", section[name])
+
+    durations("governance", governance)
+    for kind_name, overrides in governance.get("kinds", {}).items():
+        durations(f"governance.kinds.{kind_name}", overrides)
+    if "evaluate_every" in governance:
+        check.duration("governance.evaluate_every", governance["evaluate_every"])
+    orphaned = governance.get("orphaned")
+    if isinstance(orphaned, dict) and "grace" in orphaned:
+        check.duration("governance.orphaned.grace", orphaned["grace"], zero=True)
+    for i, network in enumerate(governance.get("workstation_sources", [])):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            check.add(f"governance.workstation_sources[{i}]", f"{network!r} is not an IP network")
+    seen: set[str] = set()
+    for i, sink in enumerate(governance.get("sinks", [])):
+        where = f"governance.sinks[{i}]"
+        if sink["id"] in seen:
+            check.add(f"{where}.id", f"duplicate id {sink['id']!r}")
+        seen.add(sink["id"])
+        needed = {"webhook": "url", "jsonl": "path"}[sink["kind"]]
+        if needed not in sink:
+            check.add(f"{where}.{needed}", f"is required for a {sink['kind']} sink")
+
+
+def _check_exceptions(doc: dict[str, Any], check: _Checker) -> None:
+    identities = {i["id"] for i in doc.get("identities", [])}
+    owners = {o["id"] for o in doc.get("owners", [])}
+    check.duplicates("exceptions", doc.get("exceptions", []))
+    for i, waiver in enumerate(doc.get("exceptions", [])):
+        where = f"exceptions[{i}]"
+        check.time(f"{where}.expires", waiver["expires"])
+        if waiver["rule"] not in RULES:
+            check.add(f"{where}.rule", f"unknown rule {waiver['rule']!r}")
+        if waiver["identity"] == "*":
+            if waiver.get("scope") not in owners:
+                check.add(f"{where}.scope", "a waiver for every identity (*) names an owner here")
+        elif waiver["identity"] not in identities:
+            check.add(f"{where}.identity", f"unknown identity {waiver['identity']!r}")
+        if waiver["approved_by"].strip().lower() == waiver["requested_by"].strip().lower():
+            check.add(f"{where}.approved_by", "the approver of an exception is not its requester")
 
 
 def _kind_overrides(kinds: dict[str, Any], check: _Checker) -> dict[Kind, dict[str, Any]]:
@@ -219,8 +283,6 @@ def _check_identity(
     attest = identity.get("attest")
     if attest is not None and attest["issuer"] not in known.issuers:
         check.add(f"{where}.attest.issuer", f"unknown issuer {attest['issuer']!r}")
-    if attest is None and control.attestation_required:
-        check.add(f"{where}.attest", f"is required for kind {kind.value}")
     allowed = control.allowed_environments
     if allowed is not None and identity["environment"] not in allowed:
         check.add(

@@ -10,8 +10,9 @@ from tether._internal.canonical import canonical_json
 from tether.audit import AuditLog
 from tether.cluster import ESTATE_APPLIED
 from tether.errors import NotFoundError
-from tether.estate._view import VERSION_KEY
+from tether.estate._view import VERSION_KEY, WITHDRAWAL_TYPE, Withdrawal, withdrawals
 from tether.model import (
+    GOVERNANCE_ID,
     KIND_CONTROL_DEFAULTS,
     AuditEvent,
     ControlProfile,
@@ -25,7 +26,7 @@ from tether.store import IdentityFilter, Store, Tx
 Spec = dict[str, Any]
 
 #: Order in which object types are created (referenced things first).
-_TYPES = ("owner", "vendor", "issuer", "profile", "kind", "policy")
+_TYPES = ("owner", "vendor", "issuer", "profile", "kind", "policy", "governance", "exception")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,36 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """A grant the file still makes that a review withdrew: reported by every plan, and
+    not re-granted, until the file agrees (`tether review export` writes that change)."""
+
+    identity_id: str
+    profile_id: str
+    scopes: tuple[str, ...] | None
+    campaign: str
+    item: str
+
+    def to_dict(self) -> dict[str, Any]:
+        kept = "revoked" if self.scopes is None else "narrowed to " + ", ".join(self.scopes)
+        return {
+            "identity": self.identity_id,
+            "profile": self.profile_id,
+            "scopes": None if self.scopes is None else list(self.scopes),
+            "campaign": self.campaign,
+            "item": self.item,
+            "message": (
+                f"identities[{self.identity_id}] still grants {self.profile_id}, which review "
+                f"{self.campaign} {kept}: the grant stays withdrawn until the file agrees"
+            ),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     changes: tuple[Change, ...]
+    #: Review withdrawals the file still contradicts (not changes: nothing is re-granted).
+    held: tuple[Held, ...] = ()
     #: For the writes: the specs to store, keyed like the changes.
     _specs: Mapping[tuple[str, str], Spec] = field(default_factory=dict, repr=False)
 
@@ -61,7 +90,11 @@ class Plan:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.counts(), "changes": [c.to_dict() for c in self.changes]}
+        return {
+            "summary": self.counts(),
+            "changes": [c.to_dict() for c in self.changes],
+            "withdrawn": [h.to_dict() for h in self.held],
+        }
 
 
 def _desired(estate: Estate) -> dict[str, dict[str, Spec]]:
@@ -72,6 +105,9 @@ def _desired(estate: Estate) -> dict[str, dict[str, Spec]]:
         "profile": {p.id: p.to_spec() for p in estate.profiles},
         "kind": {k.value: dict(v) for k, v in estate.kind_overrides.items()},
         "policy": {p.id: p.to_spec() for p in estate.policies},
+        # Stored only when written, so an estate without the section plans nothing new.
+        "governance": {GOVERNANCE_ID: estate.governance.to_spec()} if estate.governance.raw else {},
+        "exception": {e.id: e.to_spec() for e in estate.exceptions},
     }
 
 
@@ -114,11 +150,42 @@ def compute_plan(tx: Tx, estate: Estate) -> Plan:
         if old.get("status") != IdentityStatus.RETIRED.value:
             removals.append(Change("retire", "identity", identity_id, ("status",)))
             specs[("identity", identity_id)] = {**old, "status": IdentityStatus.RETIRED.value}
+    held, settled = _withdrawals_against(tx, estate)
+    removals += settled
     # Retire identities before deleting what they referred to.
     removals.sort(
         key=lambda c: (c.action != "retire", _TYPES.index(c.type) if c.type in _TYPES else -1)
     )
-    return Plan(changes=tuple(changes + removals), _specs=specs)
+    return Plan(changes=tuple(changes + removals), held=tuple(held), _specs=specs)
+
+
+def _withdrawals_against(tx: Tx, estate: Estate) -> tuple[list[Held], list[Change]]:
+    """Which review withdrawals the file still contradicts, and which it now agrees with
+    (those are settled: deleted by the apply)."""
+    held: list[Held] = []
+    settled: list[Change] = []
+    grants = {
+        (identity.id, e.profile_id): e
+        for identity in estate.identities
+        for e in identity.entitlements
+    }
+    for key, withdrawal in sorted(withdrawals(tx).items()):
+        grant = grants.get((withdrawal.identity_id, withdrawal.profile_id))
+        if withdrawal.agrees_with(grant):
+            settled.append(Change("delete", WITHDRAWAL_TYPE, key))
+        else:
+            held.append(_held(withdrawal))
+    return held, settled
+
+
+def _held(withdrawal: Withdrawal) -> Held:
+    return Held(
+        withdrawal.identity_id,
+        withdrawal.profile_id,
+        withdrawal.scopes,
+        withdrawal.campaign,
+        withdrawal.item,
+    )
 
 
 class EstateService:

@@ -7,13 +7,18 @@ apply commits (or when another replica's apply is noticed), never mutated in pla
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from tether.model import (
+    GOVERNANCE_ID,
     KIND_CONTROL_DEFAULTS,
     ControlProfile,
+    Entitlement,
+    GovernanceSettings,
     Identity,
     IdentityStatus,
     Issuer,
@@ -22,10 +27,110 @@ from tether.model import (
     Policy,
     Profile,
     Vendor,
+    Waiver,
+    suspended_owners,
 )
-from tether.store import Store
+from tether.store import Store, Tx
 
 VERSION_KEY = "estate/version"
+#: The estate objects a file declares besides identities, and those Tether itself keeps
+#: (a review's withdrawals of entitlements), which `apply` never removes.
+DECLARED_TYPES = (
+    "owner",
+    "vendor",
+    "issuer",
+    "profile",
+    "kind",
+    "policy",
+    "governance",
+    "exception",
+)
+WITHDRAWAL_TYPE = "withdrawal"
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """An entitlement a review decided to revoke (`scopes` None) or narrow (to `scopes`):
+    it holds over the file's grant until the file agrees, so re-applying a file that
+    still grants it re-grants nothing."""
+
+    identity_id: str
+    profile_id: str
+    scopes: tuple[str, ...] | None
+    decided_by: str
+    decided_at: str
+    campaign: str
+    item: str
+
+    @property
+    def key(self) -> str:
+        return withdrawal_key(self.identity_id, self.profile_id)
+
+    def applied_to(self, entitlement: Entitlement) -> Entitlement | None:
+        if self.scopes is None:
+            return None
+        kept = self.scopes
+        if entitlement.scopes is not None:
+            kept = tuple(s for s in entitlement.scopes if s in self.scopes)
+        return replace(entitlement, scopes=kept)
+
+    def agrees_with(self, entitlement: Entitlement | None) -> bool:
+        """Whether a grant as written is already no more than this withdrawal allows."""
+        if entitlement is None:
+            return True
+        if self.scopes is None:
+            return False
+        return entitlement.scopes is not None and set(entitlement.scopes) <= set(self.scopes)
+
+    def to_spec(self) -> dict[str, object]:
+        return {
+            "identity": self.identity_id,
+            "profile": self.profile_id,
+            "scopes": None if self.scopes is None else list(self.scopes),
+            "decided_by": self.decided_by,
+            "decided_at": self.decided_at,
+            "campaign": self.campaign,
+            "item": self.item,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Withdrawal:
+        scopes = spec.get("scopes")
+        return cls(
+            identity_id=str(spec["identity"]),
+            profile_id=str(spec["profile"]),
+            scopes=None if scopes is None else tuple(scopes),
+            decided_by=str(spec["decided_by"]),
+            decided_at=str(spec["decided_at"]),
+            campaign=str(spec["campaign"]),
+            item=str(spec["item"]),
+        )
+
+
+def withdrawal_key(identity_id: str, profile_id: str) -> str:
+    return f"{identity_id}/{profile_id}"
+
+
+def withdrawals(tx: Tx) -> dict[str, Withdrawal]:
+    return {k: Withdrawal.from_spec(v) for k, v in tx.estate_objects(WITHDRAWAL_TYPE).items()}
+
+
+def effective(identity: Identity, withdrawn: Mapping[str, Withdrawal]) -> Identity:
+    """The identity with its review withdrawals applied to its entitlements."""
+    if not withdrawn:
+        return identity
+    kept: list[Entitlement] = []
+    changed = False
+    for entitlement in identity.entitlements:
+        withdrawal = withdrawn.get(withdrawal_key(identity.id, entitlement.profile_id))
+        if withdrawal is None:
+            kept.append(entitlement)
+            continue
+        changed = True
+        narrowed = withdrawal.applied_to(entitlement)
+        if narrowed is not None:
+            kept.append(narrowed)
+    return replace(identity, entitlements=tuple(kept)) if changed else identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +145,14 @@ class EstateView:
     policies: tuple[Policy, ...] = ()
     #: Active identities with an attestation rule, by issuer id.
     attested_by_issuer: Mapping[str, tuple[Identity, ...]] = field(default_factory=dict)
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
+    exceptions: Mapping[str, Waiver] = field(default_factory=dict)
+    #: Review decisions that withdrew or narrowed an entitlement, by withdrawal key
+    #: (already applied to `identities`).
+    withdrawals: Mapping[str, Withdrawal] = field(default_factory=dict)
+    #: Departed owners whose identities are suspended (governance.orphaned: suspend),
+    #: and since when: the justification rule's `departed`.
+    suspended_owners: Mapping[str, dt.datetime] = field(default_factory=dict)
 
     def control(self, kind: Kind) -> ControlProfile:
         return self.controls.get(kind) or KIND_CONTROL_DEFAULTS[kind]
@@ -48,19 +161,21 @@ class EstateView:
 def load_view(store: Store) -> EstateView:
     with store.read() as tx:
         raw_version = tx.get_meta(VERSION_KEY)
-        objects = {
-            t: tx.estate_objects(t)
-            for t in ("owner", "vendor", "issuer", "profile", "kind", "policy")
+        objects = {t: tx.estate_objects(t) for t in DECLARED_TYPES}
+        withdrawn = withdrawals(tx)
+        identities = {
+            i: effective(Identity.from_spec(s), withdrawn) for i, s in tx.identity_specs().items()
         }
-        identities = {i: Identity.from_spec(s) for i, s in tx.identity_specs().items()}
     attested: dict[str, list[Identity]] = {}
     for identity in identities.values():
         if identity.attest is not None and identity.status is IdentityStatus.ACTIVE:
             attested.setdefault(identity.attest["issuer"], []).append(identity)
+    owners = {k: Owner.from_spec(v) for k, v in objects["owner"].items()}
+    governance = GovernanceSettings.from_spec(objects["governance"].get(GOVERNANCE_ID, {}))
     return EstateView(
         version=int(raw_version or b"0"),
         identities=identities,
-        owners={k: Owner.from_spec(v) for k, v in objects["owner"].items()},
+        owners=owners,
         vendors={k: Vendor.from_spec(v) for k, v in objects["vendor"].items()},
         issuers={k: Issuer.from_spec(v) for k, v in objects["issuer"].items()},
         profiles={k: Profile.from_spec(v) for k, v in objects["profile"].items()},
@@ -70,6 +185,10 @@ def load_view(store: Store) -> EstateView:
         },
         policies=tuple(Policy.from_spec(v) for _, v in sorted(objects["policy"].items())),
         attested_by_issuer={k: tuple(v) for k, v in attested.items()},
+        governance=governance,
+        exceptions={k: Waiver.from_spec(v) for k, v in objects["exception"].items()},
+        withdrawals=withdrawn,
+        suspended_owners=suspended_owners(governance, owners.values()),
     )
 
 

@@ -70,6 +70,7 @@ class IssuanceRequest:
             owners=self.view.owners,
             vendors=self.view.vendors,
             justified_for=standing.placement if standing is not None else None,
+            departed=self.view.suspended_owners,
         )
 
     def policy_request(self) -> PolicyRequest:
@@ -95,6 +96,7 @@ class IssuanceRequest:
             actor=self.actor,
             kind_max_ttl=control.max_ttl,
             attestation_required=control.attestation_required,
+            attestation_rule=self.identity.attest is not None,
         )
 
     def bound(self) -> ExpiryBound:

@@ -65,7 +65,11 @@ class Tasks:
         subject = subjects.join(bearer, now) if is_well_formed(bearer) else subjects.attest(bearer)
         view = parts.view.current
         problems = justification_problems(
-            subject.identity, now, owners=view.owners, vendors=view.vendors
+            subject.identity,
+            now,
+            owners=view.owners,
+            vendors=view.vendors,
+            departed=view.suspended_owners,
         )
         if problems:
             self._audit_denied(subject, name, problems[0].reason, source_ip)

@@ -10,14 +10,18 @@ from tether.audit import AuditLog
 from tether.cluster import publish_ended
 from tether.errors import NotFoundError
 from tether.model import (
+    GOVERNANCE_ID,
     AuditEvent,
+    GovernanceSettings,
     Identity,
     Lease,
     LeaseState,
+    Owner,
     Task,
     TaskStatus,
     Vendor,
     justification_problems,
+    suspended_owners,
 )
 from tether.providers import Provider, ProviderError
 from tether.store import LeaseFilter, Store, Tx
@@ -361,16 +365,26 @@ def _unjustified_page(
 ) -> tuple[int, str | None, dict[str, list[Lease]]]:
     """One page of the prefilter's candidates put to the rule: how many candidates, the
     last one's id, and the leases the rule refuses, by the first reason it gives."""
-    owners = set(tx.estate_objects("owner"))
+    owners = {k: Owner.from_spec(v) for k, v in tx.estate_objects("owner").items()}
     vendors = {k: Vendor.from_spec(v) for k, v in tx.estate_objects("vendor").items()}
     ended_vendors = [v.id for v in vendors.values() if v.contract_ends <= now]
-    specs = tx.unjustified_identities(now, ended_vendors, limit, after)
+    stored = tx.estate_objects("governance").get(GOVERNANCE_ID, {})
+    departed = suspended_owners(GovernanceSettings.from_spec(stored), owners.values())
+    ended_owners = [owner_id for owner_id, at in departed.items() if at <= now]
+    specs = tx.unjustified_identities(
+        now, ended_vendors, limit, after, ended_owner_ids=ended_owners
+    )
     by_reason: dict[str, list[Lease]] = {}
     for spec in specs:
         identity = Identity.from_spec(spec)
         for lease in _live_leases(tx, identity.id):
             problems = justification_problems(
-                identity, now, owners=owners, vendors=vendors, justified_for=lease.placement
+                identity,
+                now,
+                owners=owners,
+                vendors=vendors,
+                justified_for=lease.placement,
+                departed=departed,
             )
             if problems:
                 by_reason.setdefault(problems[0].reason, []).append(lease)

@@ -11,6 +11,7 @@ from tether.model._audit import (
     AuditEvent,
     AuditRecord,
 )
+from tether.model._document import Estate
 from tether.model._estate import (
     DEFAULT_ENVIRONMENTS,
     KIND_CONTROL_DEFAULTS,
@@ -18,15 +19,24 @@ from tether.model._estate import (
     ControlProfile,
     Criticality,
     Entitlement,
-    Estate,
     Identity,
     IdentityStatus,
     Issuer,
     Kind,
     Owner,
+    OwnerStatus,
     Policy,
     Profile,
     Vendor,
+)
+from tether.model._governance import (
+    GOVERNANCE_ID,
+    THRESHOLD_NAMES,
+    GovernanceSettings,
+    OrphanAction,
+    Thresholds,
+    Waiver,
+    suspended_owners,
 )
 from tether.model._justification import (
     Placement,
@@ -42,12 +52,16 @@ from tether.model._lease import (
     TaskStatus,
     bounded_expiry,
 )
+from tether.model._rules import RULES, Rule, Severity
 
 __all__ = [
     "AUDIT_OPTIONAL_FIELDS",
     "AUDIT_RECORD_FIELDS",
     "DEFAULT_ENVIRONMENTS",
+    "GOVERNANCE_ID",
     "KIND_CONTROL_DEFAULTS",
+    "RULES",
+    "THRESHOLD_NAMES",
     "Approval",
     "AuditEvent",
     "AuditRecord",
@@ -56,21 +70,29 @@ __all__ = [
     "Entitlement",
     "Estate",
     "ExpiryBound",
+    "GovernanceSettings",
     "Identity",
     "IdentityStatus",
     "Issuer",
     "Kind",
     "Lease",
     "LeaseState",
+    "OrphanAction",
     "Owner",
+    "OwnerStatus",
     "Placement",
     "Policy",
     "Profile",
+    "Rule",
+    "Severity",
     "Task",
     "TaskStatus",
+    "Thresholds",
     "Unjustified",
     "Vendor",
+    "Waiver",
     "bounded_expiry",
     "identity_problems",
     "justification_problems",
+    "suspended_owners",
 ]

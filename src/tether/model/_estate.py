@@ -119,18 +119,44 @@ KIND_CONTROL_DEFAULTS: Mapping[Kind, ControlProfile] = {
 }
 
 
+class OwnerStatus(enum.StrEnum):
+    ACTIVE = "active"
+    DEPARTED = "departed"
+
+
 @dataclass(frozen=True, slots=True)
 class Owner:
     id: str
     name: str
     contact: str
+    status: OwnerStatus = OwnerStatus.ACTIVE
+    #: When a departed owner left (governance counts the orphan's grace from it).
+    left: dt.datetime | None = None
+
+    @property
+    def departed(self) -> bool:
+        return self.status is OwnerStatus.DEPARTED
 
     def to_spec(self) -> Spec:
-        return {"id": self.id, "name": self.name, "contact": self.contact}
+        spec: Spec = {"id": self.id, "name": self.name, "contact": self.contact}
+        # Written only when set, so the stored spec of an estate that never names a
+        # lifecycle is unchanged (no plan on upgrade).
+        if self.status is not OwnerStatus.ACTIVE:
+            spec["status"] = self.status.value
+        if self.left is not None:
+            spec["left"] = format_time(self.left)
+        return spec
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Owner:
-        return cls(id=spec["id"], name=spec.get("name", spec["id"]), contact=spec["contact"])
+        left = spec.get("left")
+        return cls(
+            id=spec["id"],
+            name=spec.get("name", spec["id"]),
+            contact=spec["contact"],
+            status=OwnerStatus(spec.get("status", "active")),
+            left=None if left is None else parse_time(left),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,22 +383,3 @@ class Policy:
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Policy:
         return cls(id=spec["id"], source=spec["source"])
-
-
-@dataclass(frozen=True, slots=True)
-class Estate:
-    """A whole declared estate, validated and resolved."""
-
-    owners: tuple[Owner, ...] = ()
-    vendors: tuple[Vendor, ...] = ()
-    issuers: tuple[Issuer, ...] = ()
-    profiles: tuple[Profile, ...] = ()
-    identities: tuple[Identity, ...] = ()
-    #: The environments identities may name: the file's `environments`, or the default.
-    environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
-    #: Per-kind overrides of the built-in control profiles, as written in the file.
-    kind_overrides: Mapping[Kind, Mapping[str, Any]] = field(default_factory=dict)
-    policies: tuple[Policy, ...] = ()
-
-    def control_profile(self, kind: Kind) -> ControlProfile:
-        return KIND_CONTROL_DEFAULTS[kind].with_overrides(self.kind_overrides.get(kind, {}))

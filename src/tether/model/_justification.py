@@ -142,16 +142,28 @@ def justification_problems(
     owners: Container[str],
     vendors: Mapping[str, Vendor],
     justified_for: Placement | None = None,
+    departed: Mapping[str, dt.datetime] | None = None,
 ) -> list[Unjustified]:
     """Every reason the identity no longer justifies a credential (empty: it does).
 
-    `justified_for` is the placement an existing credential was issued for (a lease
+    `departed` maps each departed owner whose identities are suspended to when that
+    began (GovernanceSettings.suspends_at). `justified_for` is the placement an existing
+    credential was issued for (a lease
     being renewed, or the credential a request is derived from); None for a request
     that stands on fresh evidence only.
     """
     out = identity_problems(identity, now, vendors.get(identity.vendor_id or ""))
     if identity.owner_id not in owners:
         out.append(Unjustified("owner-removed", f"owner {identity.owner_id} was removed"))
+    suspends_at = (departed or {}).get(identity.owner_id)
+    if suspends_at is not None and suspends_at <= now:
+        out.append(
+            Unjustified(
+                "owner-departed",
+                f"owner {identity.owner_id} departed; identity {identity.id} is orphaned "
+                f"(governance.orphaned: suspend, since {format_time(suspends_at)})",
+            )
+        )
     if justified_for is not None:
         out += _moved(identity, justified_for)
     return out

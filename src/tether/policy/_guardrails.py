@@ -55,7 +55,15 @@ def check(request: PolicyRequest) -> list[Violation]:
     # The identity's own justification: the rule issuance and the sweep apply too.
     for problem in identity_problems(identity, now, request.vendor):
         add(problem.code, problem.reason)
-    if request.attestation_required and not request.attested:
+    if request.attestation_required and not request.attestation_rule:
+        # `apply` accepts such an identity (the inventory holds the estate as it is, and
+        # governance reports it as insecure authentication); it is never issued to.
+        add(
+            "attestation-rule-missing",
+            f"identity {identity.id} is of kind {identity.kind.value}, which must be attested, "
+            "and has no attestation rule",
+        )
+    elif request.attestation_required and not request.attested:
         add(
             "attestation-required",
             f"identity {identity.id} is of kind {identity.kind.value}, which must be attested; "

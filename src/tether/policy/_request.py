@@ -51,6 +51,9 @@ class PolicyRequest:
     #: The kind's control profile requires attestation: an unattested request is refused
     #: by a guard rail, whatever the policies say.
     attestation_required: bool = False
+    #: Whether the identity has an attestation rule at all (an identity of a kind that
+    #: must attest, without one, is refused: guardrail `attestation-rule-missing`).
+    attestation_rule: bool = True
 
 
 @dataclass(frozen=True, slots=True)
