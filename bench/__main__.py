@@ -14,6 +14,7 @@ from typing import Any
 from bench import (
     audit_bench,
     estate_bench,
+    govern_bench,
     issuance_bench,
     policy_bench,
     scale_bench,
@@ -23,6 +24,7 @@ from bench import (
 BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "audit": audit_bench.run,
     "estate_apply": estate_bench.run,
+    "governance": govern_bench.run,
     "issuance": issuance_bench.run,
     "policy": policy_bench.run,
     "postgres": target_bench.run,

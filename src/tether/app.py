@@ -17,9 +17,18 @@ from tether.barrier import Barrier, BarrierStatus
 from tether.cluster import Feed, FencedStore, Leadership, NodeCaches, subscribe
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
+from tether.govern import AlertOutbox, Governance, GovernParts, Sinks, sink_key_from
 from tether.issuance import TASK_PROVIDER, IssuanceParts, IssuanceService
 from tether.lease import EndedLeases, LeaseService
-from tether.lifecycle import Lifecycle, Sweep, SweepParts, SweepSchedule, reconcile_targets
+from tether.lifecycle import (
+    Lifecycle,
+    LifecycleWorker,
+    Sweep,
+    SweepParts,
+    SweepSchedule,
+    reconcile_targets,
+)
+from tether.model import Usage
 from tether.policy import PolicyHolder
 from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
 from tether.static import StaticBackend, StaticCredential, StaticSecrets
@@ -95,11 +104,32 @@ class Tether:
                 target_provider=self.targets.provider,
                 clock=clock,
                 known_leases=self.ended_leases,
+                record_usage=self._record_usage,
             )
         )
         self.statics = StaticSecrets(
             self.store, self.barrier, self.audit, self._static_backend, clock
         )
+        self.alerts = AlertOutbox(
+            self.store,
+            Sinks(lambda: self.view.current.governance.sinks, self._sink_key),
+            clock,
+        )
+        self.govern = Governance(
+            GovernParts(
+                store=self.store,
+                view=self.view,
+                audit=self.audit,
+                leases=self.leases,
+                statics=self.statics.all,
+                clock=clock,
+                sample_sessions=self.targets.sample_sessions,
+                usable_users=self.targets.usable_users,
+                sample_every=dt.timedelta(seconds=settings.session_sample_interval),
+                alerts=self.alerts,
+            )
+        )
+        self.statics.on_used.append(self.govern.record)
         self.system = SystemService(self.store, self.barrier, self.audit, self.auth)
         self.leadership = Leadership(self.store, may_lead=lambda: not self.barrier.sealed)
         self.lifecycle = Lifecycle(
@@ -124,6 +154,13 @@ class Tether:
             gate=self.leadership.run,
         )
         self.worker = self.lifecycle.worker
+        # Every process flushes the usage it saw; the leader evaluates, samples, delivers.
+        self.governance_worker = LifecycleWorker(
+            self._govern_pass,
+            interval=settings.governance_interval,
+            name="govern",
+        )
+        self.govern.on_work.append(self.governance_worker.wake)
         # External revocations (sessions to terminate) start at once, not at the next sweep.
         self.leases.on_ended += [
             self.lifecycle.leases_ended,
@@ -153,6 +190,23 @@ class Tether:
     def _estate_applied(self, _plan: object) -> None:
         self.view.reload()
         self.lifecycle.wake()  # retirements, approvals and vendors may end leases now
+        self.govern.mark_all()  # owners, thresholds and grants change what is found
+
+    def _sink_key(self, sink_id: str) -> bytes | None:
+        # Derived, never stored; none while sealed (alerts wait, pending, until unsealed).
+        return None if self.barrier.sealed else sink_key_from(self.barrier.token_key, sink_id)
+
+    def _record_usage(self, usage: Usage) -> None:
+        # Set after construction: issuance is wired before governance.
+        self.govern.record(usage)
+
+    def _govern_pass(self) -> None:
+        self.govern.flush()
+        self.leadership.run(self._govern_tick)
+
+    def _govern_tick(self) -> None:
+        if not self.barrier.sealed:
+            self.govern.tick()
 
     def _static_backend(self, credential: StaticCredential) -> StaticBackend:
         return self.targets.static_backend(credential)
@@ -165,10 +219,13 @@ class Tether:
         self.feed.start()
         self.leadership.start()
         self.lifecycle.start()
+        self.governance_worker.start()
 
     def stop(self) -> None:
         self.system.stop()
         self.lifecycle.stop()
+        self.governance_worker.stop()
+        self.govern.flush()
         self.leadership.stop()
         self.feed.stop()
         self.store.close()

@@ -23,6 +23,11 @@ class Settings:
     pending_grace: float = 60.0
     #: How often target systems are reconciled against live leases (seconds).
     reconcile_interval: float = 60.0
+    #: How often governance flushes usage and, on the leader, evaluates what changed
+    #: (seconds); the whole estate is evaluated every `governance.evaluate_every`.
+    governance_interval: float = 2.0
+    #: How often target sessions are sampled for usage evidence (seconds).
+    session_sample_interval: float = 30.0
     #: Peers (addresses or CIDR networks) whose `X-Forwarded-For`/`Forwarded` headers are
     #: believed. None by default: the client address is the TCP peer's.
     trusted_proxies: tuple[str, ...] = ()
@@ -68,6 +73,8 @@ class Settings:
             public_url=os.environ.get("TETHER_PUBLIC_URL", ""),
             pending_grace=float(os.environ.get("TETHER_PENDING_GRACE", "60")),
             reconcile_interval=float(os.environ.get("TETHER_RECONCILE_INTERVAL", "60")),
+            governance_interval=float(os.environ.get("TETHER_GOVERNANCE_INTERVAL", "2")),
+            session_sample_interval=float(os.environ.get("TETHER_SESSION_SAMPLE_INTERVAL", "30")),
             trusted_proxies=_list(os.environ.get("TETHER_TRUSTED_PROXIES", "")),
             tls_cert=_path(os.environ.get("TETHER_TLS_CERT")),
             tls_key=_path(os.environ.get("TETHER_TLS_KEY")),

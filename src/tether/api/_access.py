@@ -34,6 +34,8 @@ class Who(enum.StrEnum):
     #: An `owner:<id>` token, limited to that owner's identities and their objects.
     OWNER = "owner"
     INTROSPECT = "introspect"
+    #: Feeds usage evidence (POST /v1/usage): cloud audit-log shippers.
+    USAGE = "usage"
     #: A task token; where the path names a task or lease, the token of that task.
     TASK = "task"
     #: An attestation JWT or a one-time join token, verified by issuance.
@@ -44,6 +46,7 @@ _ROLE_OF: Mapping[str, Who] = {
     "admin": Who.ADMIN,
     "auditor": Who.AUDITOR,
     "introspect": Who.INTROSPECT,
+    "usage": Who.USAGE,
 }
 
 
@@ -75,6 +78,7 @@ def _rule(
     return Rule(frozenset(who), writes, subject, body_limit)
 
 
+_U = Who.USAGE
 _A, _R, _O, _I, _T, _W, _ANY = (
     Who.ADMIN,
     Who.AUDITOR,
@@ -147,6 +151,27 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/v1/credentials/{credential_id}/exposed"): _rule(_A, writes=True),
     # Records use of an old version as an alert: evidence, by the checking system.
     ("POST", "/v1/credentials/{credential_id}/verify"): _rule(_A, _I, writes=True),
+    # -- governance --
+    ("POST", "/v1/usage"): _rule(_A, _U, writes=True, body_limit=ESTATE_BODY),
+    ("GET", "/v1/findings"): _rule(_A, _R, _O, writes=False),
+    ("POST", "/v1/findings/evaluate"): _rule(_A, writes=True),
+    ("GET", "/v1/identities/{identity_id}/findings"): _rule(
+        _A, _R, _O, writes=False, subject=Subject.IDENTITY
+    ),
+    ("GET", "/v1/reviews"): _rule(_A, _R, _O, writes=False),
+    ("POST", "/v1/reviews"): _rule(_A, writes=True),
+    ("GET", "/v1/reviews/{campaign_id}"): _rule(_A, _R, _O, writes=False),
+    ("GET", "/v1/reviews/{campaign_id}/export"): _rule(_A, _R, _O, writes=False),
+    # Owners decide their own identities' items (checked against the item).
+    ("POST", "/v1/reviews/items/{item_id}/decide"): _rule(_A, _O, writes=True),
+    ("GET", "/v1/exceptions"): _rule(_A, _R, _O, writes=False),
+    # Owners request waivers for their identities; another principal approves.
+    ("POST", "/v1/exceptions"): _rule(_A, _O, writes=True),
+    ("POST", "/v1/exceptions/{exception_id}/approve"): _rule(_A, writes=True),
+    ("POST", "/v1/exceptions/{exception_id}/revoke"): _rule(_A, writes=True),
+    ("GET", "/v1/reports/evidence"): _rule(_A, _R, writes=False),
+    ("GET", "/v1/reports/migration"): _rule(_A, _R, writes=False),
+    ("GET", "/v1/sinks/{sink_id}/key"): _rule(_A, writes=False),
 }
 
 
@@ -202,6 +227,7 @@ _ROLE_NAMES: Mapping[Who, str] = {
     Who.ADMIN: "admin",
     Who.AUDITOR: "auditor",
     Who.INTROSPECT: "introspect",
+    Who.USAGE: "usage",
     Who.OWNER: "owner:<id>",
 }
 

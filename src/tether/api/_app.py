@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.routing import Route
@@ -14,6 +16,8 @@ from tether.api._proxies import ClientAddress
 from tether.api._routing import HotRoutes, TetherRoute
 from tether.api.routes import HOT_PATHS, ROUTERS
 from tether.app import Tether
+from tether.govern import FindingGauges
+from tether.model import RULES
 
 
 def create_app(node: Tether) -> FastAPI:
@@ -30,7 +34,7 @@ def create_app(node: Tether) -> FastAPI:
     app.state.tokens = node.tokens
     registry = CollectorRegistry()
     app.state.metrics = registry
-    requests_total, latency = _register_metrics(registry, node)
+    requests_total, latency, app.state.refresh_metrics = _register_metrics(registry, node)
     _errors.register(app)
     _oauth_errors.register(app)
     for router in ROUTERS:
@@ -50,7 +54,9 @@ def create_app(node: Tether) -> FastAPI:
     return app
 
 
-def _register_metrics(registry: CollectorRegistry, node: Tether) -> tuple[Counter, Histogram]:
+def _register_metrics(
+    registry: CollectorRegistry, node: Tether
+) -> tuple[Counter, Histogram, Callable[[], None]]:
     """The node's metrics; the request counter and latency histogram the gate feeds."""
     requests_total = Counter(
         "tether_http_requests_total",
@@ -74,7 +80,16 @@ def _register_metrics(registry: CollectorRegistry, node: Tether) -> tuple[Counte
             return float(tx.audit_head()[0])
 
     audit_entries.set_function(_audit_head)
-    return requests_total, latency
+    findings = FindingGauges(registry)
+    severity_of = {rule.id: rule.severity.value for rule in RULES.values()}
+
+    def refresh_governance() -> None:
+        # Set when scraped: counts of stored findings and of alerts still to deliver.
+        findings.set_from(node.govern.finding_counts(), severity_of)
+        sinks = [str(s.get("id")) for s in node.view.current.governance.sinks]
+        findings.set_pending(node.alerts.pending(), sinks)
+
+    return requests_total, latency, refresh_governance
 
 
 def _check_every_route_has_a_rule(app: FastAPI) -> None:

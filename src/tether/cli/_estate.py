@@ -31,6 +31,7 @@ IDENTITY_COLUMNS = (
     Column("status", "status"),
     Column("justification", "justification", wide=True),
     Column("expires", "expires", wide=True),
+    Column("risk", "risk"),
     Column("purpose", "purpose"),
 )
 
@@ -43,6 +44,8 @@ def _print_plan(plan: dict[str, Any], dry_run: bool) -> None:
         out.print(
             f"  {sign} {change['action']:<6} {change['type']} {change['id']}{fields}", markup=False
         )
+    for held in plan.get("withdrawn", []):
+        out.print(f"  ! withdrawn {held['message']}", markup=False)
     counts = ", ".join(f"{n} to {a}" for a, n in summary.items())
     if not plan["changes"]:
         out.print("No changes: the stored estate matches the file.")
@@ -92,10 +95,18 @@ def identity() -> None:
 @click.option("--owner")
 @click.option("--environment")
 @click.option("--status", type=click.Choice(["active", "suspended", "retired"]))
+@click.option(
+    "--sort", type=click.Choice(["id", "risk"]), default="id", help="risk: riskiest first."
+)
+@click.option("--limit", type=click.IntRange(1, 10000), default=None)
 @output_option
-def identity_list(output: str, **filters: str | None) -> None:
+def identity_list(output: str, sort: str, limit: int | None, **filters: str | None) -> None:
     """List identities, filtered by kind, owner, environment or status."""
-    items = all_pages("/v1/identities", filters)
+    if sort == "risk":
+        items = get("/v1/identities", sort="risk", limit=limit or 1000, **filters)["items"]
+    else:
+        items = all_pages("/v1/identities", filters)
+        items = items[:limit] if limit else items
     show_listing(f"{len(items)} identities", IDENTITY_COLUMNS, items, output)
 
 

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tether.cli import _audit, _credentials, _estate, _system, _targets, _tasks, _tokens
+from tether.cli import (
+    _audit,
+    _credentials,
+    _estate,
+    _govern,
+    _system,
+    _targets,
+    _tasks,
+    _tokens,
+)
 from tether.cli._output import fail, out
 from tether.cli._policy import policy as policy_group
 from tether.client import ClientError
@@ -146,7 +155,7 @@ def dev(listen: str | None, estate_file: Path | None, once: bool, **flags: Any) 
         run_dev(listen=listen, estate_file=estate_file, once=once, console=out, options=options)
 
 
-for _module in (_system, _estate, _audit, _tokens, _tasks, _targets, _credentials):
+for _module in (_system, _estate, _audit, _tokens, _tasks, _targets, _credentials, _govern):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 cli.add_command(_credentials.ROTATE, "rotate")

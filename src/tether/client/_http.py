@@ -92,6 +92,17 @@ class TetherClient:
             return None
         return response.json()
 
+    def text(self, path: str, **params: Any) -> str:
+        """A GET whose answer is a document (an HTML report), not JSON."""
+        given = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self._http.request("GET", path, params=given)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response.text
+
     def stream_lines(self, path: str) -> Iterator[str]:
         try:
             with self._http.stream("GET", path) as response:

@@ -132,6 +132,9 @@ def _check_environments(doc: dict[str, Any], check: _Checker) -> tuple[str, ...]
             known(f"kinds.{kind_name}.allowed_environments[{j}]", name)
     for i, identity in enumerate(doc.get("identities", [])):
         known(f"identities[{i}].environment", identity["environment"])
+    for i, profile in enumerate(doc.get("profiles", [])):
+        if "environment" in profile:
+            known(f"profiles[{i}].environment", profile["environment"])
     return declared
 
 

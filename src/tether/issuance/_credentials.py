@@ -101,6 +101,7 @@ class TargetCredentials:
             self._revoke(lease, "issuance failed")
             raise
         lease = self._activate(request, decision, lease, bound)
+        self._parts.record_usage(request.usage("issue", lease))
         return _result(lease, credential, bound)
 
     def _activate(

@@ -7,7 +7,7 @@ from typing import Any
 from tether.issuance._parts import IssuanceParts
 from tether.issuance._subjects import Subjects
 from tether.lease import RevokeTarget
-from tether.model import LeaseState, TaskStatus
+from tether.model import LeaseState, TaskStatus, Usage
 
 
 class Introspection:
@@ -25,6 +25,16 @@ class Introspection:
             return {"active": False}
         if lease.task_id is not None and (task is None or task.status is not TaskStatus.ACTIVE):
             return {"active": False}
+        parts.record_usage(
+            Usage(
+                identity_id=lease.identity_id,
+                at=parts.clock(),
+                action="introspect",
+                credential=lease.id,
+                entitlement=lease.profile_id or "",
+                scopes=lease.scopes,
+            )
+        )
         result: dict[str, Any] = {
             "active": True,
             "scope": " ".join(lease.scopes),

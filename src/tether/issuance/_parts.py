@@ -13,13 +13,17 @@ from tether.audit import AuditLog
 from tether.estate import EstateViewHolder
 from tether.issuance.errors import UnknownTarget
 from tether.lease import EndedLeases, LeaseService
-from tether.model import AuditEvent
+from tether.model import AuditEvent, Usage
 from tether.policy import PolicyHolder
 from tether.providers import ExternalProvider, JwtProvider, OpaqueTokenProvider, Provider
 from tether.store import Store, Tx
 
 #: The provider name of task tokens (the lease a task token stands for).
 TASK_PROVIDER = "task"
+
+
+def _unrecorded(_usage: Usage) -> None:
+    return None
 
 
 def _no_targets(name: str) -> ExternalProvider:
@@ -47,6 +51,9 @@ class IssuanceParts:
     clock: Callable[[], dt.datetime] = field(default=utcnow)
     #: Live leases this process remembers; by default it remembers none it may trust.
     known_leases: EndedLeases = field(default_factory=EndedLeases)
+    #: Usage evidence (tether.govern's recorder): every issuance, renewal and
+    #: introspection of a live credential is a use of its identity.
+    record_usage: Callable[[Usage], None] = _unrecorded
 
     def record(self, events: list[AuditEvent], tx: Tx | None = None) -> None:
         """Append audit entries in `tx`, or in a transaction of their own."""

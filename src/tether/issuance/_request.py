@@ -20,6 +20,7 @@ from tether.model import (
     Profile,
     Task,
     Unjustified,
+    Usage,
     Vendor,
     bounded_expiry,
     justification_problems,
@@ -145,6 +146,22 @@ class IssuanceRequest:
             actor=self.actor,
             target=target,
             placement=Placement.of(identity),
+        )
+
+    def usage(self, action: str, lease: Lease) -> Usage:
+        """This request as usage evidence of its identity."""
+        subject = self.subject
+        evidence = subject.evidence
+        return Usage(
+            identity_id=self.identity.id,
+            at=self.now,
+            action=action,
+            credential=lease.id,
+            entitlement=self.profile.id,
+            source=self.source_ip,
+            scopes=self.scopes,
+            subject=evidence.subject if evidence is not None else subject.claims.get("sub"),
+            environment=subject.claims.get("environment"),
         )
 
     def audit_event(

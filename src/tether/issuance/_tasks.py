@@ -17,6 +17,7 @@ from tether.model import (
     Placement,
     Task,
     TaskStatus,
+    Usage,
     justification_problems,
 )
 from tether.store import JoinTokenRecord, Tx
@@ -115,6 +116,18 @@ class Tasks:
 
         # Tasks start as often as credentials are issued: their writes commit together too.
         task, lease = parts.store.commit_together(write)
+        evidence = subject.evidence
+        parts.record_usage(
+            Usage(
+                identity_id=subject.identity.id,
+                at=now,
+                action="task.start",
+                credential=lease.id,
+                source=source_ip,
+                subject=evidence.subject if evidence is not None else None,
+                environment=subject.claims.get("environment"),
+            )
+        )
         return StartedTask(task=task, token=credential.secret, token_lease=lease)
 
     def _task(

@@ -4,6 +4,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tether._internal.timeutil import format_time, utcnow
 from tether.audit import AuditLog
@@ -14,11 +15,13 @@ from tether.model import (
     AuditEvent,
     GovernanceSettings,
     Identity,
+    IdentityStatus,
     Lease,
     LeaseState,
     Owner,
     Task,
     TaskStatus,
+    Unjustified,
     Vendor,
     justification_problems,
     suspended_owners,
@@ -99,9 +102,18 @@ class LeaseService:
         return list(found.values())
 
     def _end(
-        self, tx: Tx, leases: Sequence[Lease], state: LeaseState, reason: str, actor: str
+        self,
+        tx: Tx,
+        leases: Sequence[Lease],
+        state: LeaseState,
+        reason: str,
+        actor: str,
+        trigger: Mapping[str, Any] | None = None,
     ) -> list[Lease]:
-        """End `leases` in `tx`, audited per lease. External providers go through `revoking`."""
+        """End `leases` in `tx`, audited per lease. External providers go through `revoking`.
+
+        `trigger` names the lifecycle trigger that ended them (`{"kind": ..., "at": ...}`),
+        recorded in each entry so the evidence report measures trigger-to-dead time."""
         now = self._clock()
         local = [lease.id for lease in leases if not self._provider(lease).external]
         external = [lease.id for lease in leases if self._provider(lease).external]
@@ -127,6 +139,7 @@ class LeaseService:
                         "parent_id": lease.parent_id,
                         "issued_at": format_time(lease.issued_at),
                         "expires_at": format_time(lease.expires_at),
+                        **({"trigger": dict(trigger)} if trigger else {}),
                     },
                 )
                 for lease in ended
@@ -164,13 +177,28 @@ class LeaseService:
                     roots = tx.find_leases(where)
                 if not roots:
                     return total
+                kill = {"kind": "kill_switch", "at": format_time(self._clock())}
                 total += len(
-                    self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor)
+                    self._end(
+                        tx,
+                        self._subtree(tx, roots),
+                        LeaseState.REVOKED,
+                        reason,
+                        actor,
+                        kill if target.everything else None,
+                    )
                 )
             if where is None:
                 return total
 
-    def revoke_in(self, tx: Tx, target: RevokeTarget, reason: str, actor: str) -> list[Lease]:
+    def revoke_in(
+        self,
+        tx: Tx,
+        target: RevokeTarget,
+        reason: str,
+        actor: str,
+        trigger: Mapping[str, Any] | None = None,
+    ) -> list[Lease]:
         """Revoke inside the caller's transaction (task end, estate changes)."""
         where = target.filter()
         assert where is not None
@@ -179,7 +207,18 @@ class LeaseService:
             roots = tx.find_leases(replace(where, limit=10**9))
             if not roots:
                 return ended
-            ended += self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor)
+            subtree = self._subtree(tx, roots)
+            ended += self._end(tx, subtree, LeaseState.REVOKED, reason, actor, trigger)
+
+    def revoke_leases_in(
+        self, tx: Tx, leases: Sequence[Lease], reason: str, actor: str
+    ) -> list[Lease]:
+        """Revoke these leases (those still live) and what derives from them, in `tx`."""
+        live = tx.live_lease_ids([lease.id for lease in leases])
+        roots = [lease for lease in leases if lease.id in live]
+        if not roots:
+            return []
+        return self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor)
 
     def end_task(self, task: Task, reason: str, actor: str) -> int:
         with self._store.transaction() as tx:
@@ -188,7 +227,13 @@ class LeaseService:
                 return 0
             now = self._clock()
             tx.put_task(replace(current, status=TaskStatus.ENDED, ended_at=now, end_reason=reason))
-            ended = self.revoke_in(tx, RevokeTarget(task_id=task.id), reason, actor)
+            ended = self.revoke_in(
+                tx,
+                RevokeTarget(task_id=task.id),
+                reason,
+                actor,
+                {"kind": "task_end", "at": format_time(now)},
+            )
             self._audit.append(
                 tx,
                 [
@@ -246,19 +291,24 @@ class LeaseService:
         while True:
             with self._store.read() as tx:
                 count, after, unjustified = _unjustified_page(tx, now, limit, after)
-            for reason, leases in unjustified.items():
-                total += self._revoke_leases(leases, reason, "system:lifecycle")
+            for (reason, trigger), leases in unjustified.items():
+                total += self._revoke_leases(leases, reason, "system:lifecycle", trigger)
             if count < limit:
                 return total
 
-    def _revoke_leases(self, leases: Sequence[Lease], reason: str, actor: str) -> int:
+    def _revoke_leases(
+        self, leases: Sequence[Lease], reason: str, actor: str, trigger: _Trigger
+    ) -> int:
         """Revoke these leases (those still live) and what derives from them, in one go."""
         with self._store.transaction() as tx:
             live = tx.live_lease_ids([lease.id for lease in leases])
             roots = [lease for lease in leases if lease.id in live]
             if not roots:
                 return 0
-            return len(self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor))
+            subtree = self._subtree(tx, roots)
+            kind, at = trigger
+            described = {"kind": kind, **({"at": at} if at else {})}
+            return len(self._end(tx, subtree, LeaseState.REVOKED, reason, actor, described))
 
     def _failed(self, lease: Lease, exc: ProviderError, now: dt.datetime) -> None:
         """Back off and raise an alert: a revocation that has not completed is never silent."""
@@ -360,9 +410,36 @@ class LeaseService:
         return (task if ended is None else ended), revoked
 
 
+#: A lifecycle trigger as the evidence report counts it: its kind, and when it fired
+#: where the data says so (an approval's expiry; None where the estate change did).
+_Trigger = tuple[str, str | None]
+
+
+def _trigger_of(
+    problem: Unjustified,
+    identity: Identity,
+    departed: Mapping[str, dt.datetime],
+    vendors: Mapping[str, Vendor],
+) -> _Trigger:
+    code = problem.code
+    if code == "approval-expired" and identity.approval is not None:
+        return "approval_expiry", format_time(identity.approval.expires_at)
+    if code == "vendor-contract-ended":
+        vendor = vendors.get(identity.vendor_id or "")
+        return "vendor_end", format_time(vendor.contract_ends) if vendor else None
+    if code == "owner-departed":
+        at = departed.get(identity.owner_id)
+        return "owner_departed", format_time(at) if at else None
+    if code == "identity-expired" and identity.expires_at is not None:
+        return "identity_expiry", format_time(identity.expires_at)
+    if code == "identity-inactive" and identity.status is IdentityStatus.RETIRED:
+        return "retirement", None
+    return code.replace("-", "_"), None
+
+
 def _unjustified_page(
     tx: Tx, now: dt.datetime, limit: int, after: str | None
-) -> tuple[int, str | None, dict[str, list[Lease]]]:
+) -> tuple[int, str | None, dict[tuple[str, _Trigger], list[Lease]]]:
     """One page of the prefilter's candidates put to the rule: how many candidates, the
     last one's id, and the leases the rule refuses, by the first reason it gives."""
     owners = {k: Owner.from_spec(v) for k, v in tx.estate_objects("owner").items()}
@@ -374,7 +451,7 @@ def _unjustified_page(
     specs = tx.unjustified_identities(
         now, ended_vendors, limit, after, ended_owner_ids=ended_owners
     )
-    by_reason: dict[str, list[Lease]] = {}
+    by_reason: dict[tuple[str, _Trigger], list[Lease]] = {}
     for spec in specs:
         identity = Identity.from_spec(spec)
         for lease in _live_leases(tx, identity.id):
@@ -387,7 +464,8 @@ def _unjustified_page(
                 departed=departed,
             )
             if problems:
-                by_reason.setdefault(problems[0].reason, []).append(lease)
+                trigger = _trigger_of(problems[0], identity, departed, vendors)
+                by_reason.setdefault((problems[0].reason, trigger), []).append(lease)
     return len(specs), specs[-1]["id"] if specs else after, by_reason
 
 

@@ -53,6 +53,7 @@ from tether.model._lease import (
     bounded_expiry,
 )
 from tether.model._rules import RULES, Rule, Severity
+from tether.model._usage import Usage
 
 __all__ = [
     "AUDIT_OPTIONAL_FIELDS",
@@ -89,6 +90,7 @@ __all__ = [
     "TaskStatus",
     "Thresholds",
     "Unjustified",
+    "Usage",
     "Vendor",
     "Waiver",
     "bounded_expiry",

@@ -231,6 +231,8 @@ class Profile:
     audience: str | None = None
     target: str | None = None
     grants: Mapping[str, Any] | None = None
+    #: The environment what it reaches belongs to (governance: environment crossing).
+    environment: str | None = None
 
     def to_spec(self) -> Spec:
         return _drop_none(
@@ -242,6 +244,7 @@ class Profile:
                 "audience": self.audience,
                 "target": self.target,
                 "grants": None if self.grants is None else dict(self.grants),
+                "environment": self.environment,
             }
         )
 
@@ -255,6 +258,7 @@ class Profile:
             audience=spec.get("audience"),
             target=spec.get("target"),
             grants=spec.get("grants"),
+            environment=spec.get("environment"),
         )
 
 

@@ -6,7 +6,7 @@ import hmac
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +15,7 @@ from tether._internal.timeutil import format_time
 from tether.audit import AuditLog
 from tether.barrier import Barrier
 from tether.errors import NotFoundError, TetherError
-from tether.model import AuditEvent
+from tether.model import AuditEvent, Usage
 from tether.providers import ProviderError
 from tether.static._backend import StaticBackend, VaultOnly
 from tether.static._model import SecretVersion, StaticCredential, Verification
@@ -51,6 +51,8 @@ class StaticSecrets:
         self._lock = threading.Lock()  # one rotation at a time per process
         self._alerted: set[tuple[str, int, str]] = set()
         self.on_alert: list[Callable[[str], None]] = []
+        #: Usage evidence: each read by a reader, each verify by a system checking one.
+        self.on_used: list[Callable[[Usage], None]] = []
 
     # -- records --
     def _fingerprint(self, secret: str) -> str:
@@ -271,7 +273,23 @@ class StaticSecrets:
                     )
                 ],
             )
+        self._used(credential, (identity_id,), "credential.read")
         return secret.decode(), version
+
+    def _used(
+        self,
+        credential: StaticCredential,
+        readers: Sequence[str],
+        action: str,
+        resource: str | None = None,
+    ) -> None:
+        now = self._clock()
+        for reader in readers:
+            usage = Usage(
+                reader, now, action, credential=f"credential:{credential.id}", resource=resource
+            )
+            for listener in self.on_used:
+                listener(usage)
 
     def verify(self, credential_id: str, presented: str, caller: str) -> Verification:
         """For systems that check a presented secret with Tether: which version is it?"""
@@ -283,6 +301,7 @@ class StaticSecrets:
                 match = version
         if match is None:
             return Verification(False, None, None)
+        self._used(credential, credential.readers, "credential.verify", resource=caller)
         valid = match.state in ("current", "previous")
         if match.state != "current":
             with self._store.transaction() as tx:

@@ -7,8 +7,12 @@ one way the composition root gets one.
 """
 
 from tether.store._port import (
+    GOVERN_TYPES,
+    USAGE_DISTINCT_CAP,
     ApiTokenRecord,
     ClusterEvent,
+    GovernFilter,
+    GovernRecord,
     IdentityFilter,
     JoinTokenRecord,
     LeaseFilter,
@@ -16,14 +20,22 @@ from tether.store._port import (
     Store,
     TaskFilter,
     Tx,
+    UsageKey,
+    UsageRollup,
     WakeUps,
+    merge_facets,
+    merge_rollups,
 )
 from tether.store.errors import ForeignSchema, StoreError, StoreUnavailable, StoreUnreachable
 
 __all__ = [
+    "GOVERN_TYPES",
+    "USAGE_DISTINCT_CAP",
     "ApiTokenRecord",
     "ClusterEvent",
     "ForeignSchema",
+    "GovernFilter",
+    "GovernRecord",
     "IdentityFilter",
     "JoinTokenRecord",
     "LeaseFilter",
@@ -34,7 +46,11 @@ __all__ = [
     "StoreUnreachable",
     "TaskFilter",
     "Tx",
+    "UsageKey",
+    "UsageRollup",
     "WakeUps",
+    "merge_facets",
+    "merge_rollups",
     "open_store",
     "shown_url",
 ]

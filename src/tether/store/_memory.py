@@ -16,6 +16,8 @@ from tether.store._group import GroupCommit
 from tether.store._port import (
     ApiTokenRecord,
     ClusterEvent,
+    GovernFilter,
+    GovernRecord,
     IdentityFilter,
     JoinTokenRecord,
     LeaseFilter,
@@ -25,7 +27,10 @@ from tether.store._port import (
     T,
     TaskFilter,
     Tx,
+    UsageRollup,
     WakeUps,
+    coalesce_rollups,
+    merge_rollups,
 )
 from tether.store.errors import StoreError
 
@@ -49,6 +54,10 @@ class _State:
         self.event_head: dict[str, int] = {"seq": 0}
         #: name -> (holder, term, expires_at in seconds since the epoch)
         self.leadership: dict[str, tuple[str, int, float]] = {}
+        #: identity id -> (day, credential, entitlement) -> rollup
+        self.usage: dict[str, dict[tuple[dt.date, str, str], UsageRollup]] = {}
+        #: type -> id -> record
+        self.govern: dict[str, dict[str, GovernRecord]] = {}
 
 
 class _MemoryTx:
@@ -314,6 +323,7 @@ class _MemoryTx:
         ended_vendor_ids: Sequence[str],
         limit: int,
         after_id: str | None = None,
+        ended_owner_ids: Sequence[str] = (),
     ) -> list[Spec]:
         # Held placements per identity: a lease whose placement differs from its
         # identity's current one makes the identity a candidate.
@@ -330,6 +340,7 @@ class _MemoryTx:
             spec = self._s.identities.get(identity_id)
             if spec is not None and (
                 self._ended(spec, now, ended_vendor_ids)
+                or spec["owner"] in ended_owner_ids
                 or held[identity_id] - {Placement.of_spec(spec).key}
             ):
                 out.append(copy.deepcopy(spec))
@@ -393,6 +404,82 @@ class _MemoryTx:
             return False
         self._set(self._s.tokens, token_id, replace(record, revoked_at=at))  # type: ignore[arg-type]
         return True
+
+    # -- governance --
+    def merge_usage(self, rollups: Sequence[UsageRollup]) -> None:
+        if not self._writable:
+            raise StoreError("write in a read-only transaction")
+        for rollup in coalesce_rollups(rollups):
+            days = self._s.usage.setdefault(rollup.identity_id, {})
+            key = (rollup.day, rollup.credential, rollup.entitlement)
+            seen = days.get(key)
+            self._set(days, key, rollup if seen is None else merge_rollups(seen, rollup))  # type: ignore[arg-type]
+
+    def usage_for(self, identity_ids: Sequence[str], since: dt.date) -> list[UsageRollup]:
+        out: list[UsageRollup] = []
+        for identity_id in sorted(set(identity_ids)):
+            days = self._s.usage.get(identity_id, {})
+            out.extend(days[k] for k in sorted(days) if k[0] >= since)
+        return out
+
+    def prune_usage(self, before: dt.date) -> int:
+        pruned = 0
+        for days in self._s.usage.values():
+            for key in [k for k in days if k[0] < before]:
+                self._delete(days, key)  # type: ignore[arg-type]
+                pruned += 1
+        return pruned
+
+    def put_govern(self, records: Sequence[GovernRecord]) -> None:
+        if not self._writable:
+            raise StoreError("write in a read-only transaction")
+        for record in records:
+            # A copy of the spec: the caller's dict may change after the write.
+            stored = replace(
+                record,
+                spec=copy.deepcopy(dict(record.spec)),
+                updated_at=record.updated_at.astimezone(dt.UTC),  # as the SQL store reads it
+            )
+            self._set(self._s.govern.setdefault(record.type, {}), record.id, stored)  # type: ignore[arg-type]
+
+    def get_govern(self, type_: str, record_id: str) -> GovernRecord | None:
+        record = self._s.govern.get(type_, {}).get(record_id)
+        return None if record is None else replace(record, spec=copy.deepcopy(record.spec))
+
+    def list_govern(self, where: GovernFilter) -> list[GovernRecord]:
+        records = self._s.govern.get(where.type, {})
+        identities = None if where.identity_ids is None else set(where.identity_ids)
+        owners = None if where.owner_in is None else set(where.owner_in)
+        states = None if where.states is None else set(where.states)
+        out = []
+        for record_id in sorted(records):
+            if where.after_id is not None and record_id <= where.after_id:
+                continue
+            r = records[record_id]
+            if (
+                (where.group_id is not None and r.group_id != where.group_id)
+                or (where.identity_id is not None and r.identity_id != where.identity_id)
+                or (identities is not None and r.identity_id not in identities)
+                or (where.owner_id is not None and r.owner_id != where.owner_id)
+                or (owners is not None and r.owner_id not in owners)
+                or (states is not None and r.state not in states)
+            ):
+                continue
+            out.append(replace(r, spec=copy.deepcopy(r.spec)))
+            if len(out) >= where.limit:
+                break
+        return out
+
+    def delete_govern(self, type_: str, record_ids: Sequence[str]) -> None:
+        records = self._s.govern.get(type_, {})
+        for record_id in record_ids:
+            self._delete(records, record_id)  # type: ignore[arg-type]
+
+    def govern_counts(self, type_: str) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for r in self._s.govern.get(type_, {}).values():
+            counts[(r.group_id, r.state)] = counts.get((r.group_id, r.state), 0) + 1
+        return counts
 
     # -- cluster --
     def publish(self, kind: str, data: Mapping[str, object]) -> None:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from tether.model import AuditRecord, Lease, LeaseState, Task
@@ -95,6 +96,146 @@ class ClusterEvent:
     kind: str
     data: Mapping[str, Any]
     created_at: dt.datetime
+
+
+#: Distinct values kept per facet per rollup: a day of use from a million sources must
+#: not grow a row without bound. Past the cap, values are dropped (the smallest are kept,
+#: so merging in any order keeps the same ones).
+USAGE_DISTINCT_CAP = 32
+
+#: The key a rollup is merged by: (identity_id, day, credential, entitlement).
+UsageKey = tuple[str, dt.date, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRollup:
+    """Use of one identity (optionally one credential, one entitlement) on one UTC day."""
+
+    identity_id: str
+    day: dt.date
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    #: A credential fingerprint or lease id; "" when not known.
+    credential: str = ""
+    #: A profile id; "" when not known.
+    entitlement: str = ""
+    count: int = 1
+    #: Distinct values seen per facet ("source", "user_agent", "scope", "subject",
+    #: "action", "resource", "application", "environment", ...), each sorted, capped at
+    #: USAGE_DISTINCT_CAP values. A facet with no value is left out.
+    facets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> UsageKey:
+        return (self.identity_id, self.day, self.credential, self.entitlement)
+
+
+def merge_facets(
+    a: Mapping[str, Sequence[str]], b: Mapping[str, Sequence[str]]
+) -> dict[str, tuple[str, ...]]:
+    """The union of two facet maps, each facet sorted and capped; empty facets left out."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name in sorted({*a, *b}):
+        values = sorted({*a.get(name, ()), *b.get(name, ())})[:USAGE_DISTINCT_CAP]
+        if values:
+            out[name] = tuple(values)
+    return out
+
+
+def merge_rollups(a: UsageRollup, b: UsageRollup) -> UsageRollup:
+    """Same key (identity_id, day, credential, entitlement): counts add, first is the min,
+    last the max, facets union (sorted, capped)."""
+    if a.key != b.key:
+        raise ValueError("rollups of different keys do not merge")
+    return UsageRollup(
+        identity_id=a.identity_id,
+        day=a.day,
+        first_seen=min(a.first_seen, b.first_seen),
+        last_seen=max(a.last_seen, b.last_seen),
+        credential=a.credential,
+        entitlement=a.entitlement,
+        count=a.count + b.count,
+        facets=merge_facets(a.facets, b.facets),
+    )
+
+
+def coalesce_rollups(rollups: Sequence[UsageRollup]) -> list[UsageRollup]:
+    """One rollup per key (the batch's own repeats merged), facets normalized, in key
+    order: the order every store writes in, so concurrent writers lock rows alike."""
+    by_key: dict[UsageKey, UsageRollup] = {}
+    for rollup in rollups:
+        key = rollup.key
+        seen = by_key.get(key)
+        by_key[key] = merge_rollups(seen, rollup) if seen is not None else rollup
+    out = []
+    for key in sorted(by_key):
+        rollup = by_key[key]
+        if rollup.facets:
+            facets = _normal_facets(rollup.facets)
+            if facets != rollup.facets:
+                rollup = UsageRollup(
+                    rollup.identity_id,
+                    rollup.day,
+                    rollup.first_seen,
+                    rollup.last_seen,
+                    rollup.credential,
+                    rollup.entitlement,
+                    rollup.count,
+                    facets,
+                )
+        out.append(rollup)
+    return out
+
+
+def _normal_facets(facets: Mapping[str, Sequence[str]]) -> Mapping[str, tuple[str, ...]]:
+    try:
+        return _normal_items(tuple(facets.items()))
+    except TypeError:  # values given as lists: not hashable, so not cached
+        return merge_facets(facets, {})
+
+
+@functools.lru_cache(maxsize=8192)
+def _normal_items(items: tuple[tuple[str, Sequence[str]], ...]) -> Mapping[str, tuple[str, ...]]:
+    # A bulk load repeats a few facet sets (the same sources and scopes, identity after
+    # identity): each is normalized once, and the rollups share the (read-only) result.
+    return merge_facets(dict(items), {})
+
+
+#: The kinds of governance record.
+GOVERN_TYPES = ("finding", "campaign", "review_item", "exception", "alert")
+
+
+@dataclass(frozen=True, slots=True)
+class GovernRecord:
+    """A governance object: type 'finding' | 'campaign' | 'review_item' | 'exception' | 'alert'."""
+
+    type: str
+    id: str
+    #: finding/exception: the rule id; review_item: the campaign id; alert: the sink id;
+    #: campaign: "".
+    group_id: str
+    #: finding: open|resolved|excepted; alert: pending|delivered; ...
+    state: str
+    #: JSON-serialisable.
+    spec: Mapping[str, Any]
+    updated_at: dt.datetime
+    identity_id: str | None = None
+    owner_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GovernFilter:
+    """Which records of one type: every set field narrows. Pages in id order."""
+
+    type: str
+    group_id: str | None = None
+    identity_id: str | None = None
+    identity_ids: tuple[str, ...] | None = None
+    owner_id: str | None = None
+    owner_in: tuple[str, ...] | None = None
+    states: tuple[str, ...] | None = None
+    after_id: str | None = None
+    limit: int = 1000
 
 
 class WakeUps(Protocol):
@@ -197,13 +338,14 @@ class Tx(Protocol):
         ended_vendor_ids: Sequence[str],
         limit: int,
         after_id: str | None = None,
+        ended_owner_ids: Sequence[str] = (),
     ) -> list[Spec]:
         """A prefilter for the justification sweep: identities holding live leases that
         may no longer be justified (not active, approval or own expiry passed, vendor
-        contract ended or vendor unknown, owner removed, or a live lease recorded for
-        another placement than the identity's). A superset of what the rule refuses,
-        never a decision: the caller puts each lease to tether.model's rule. In id order,
-        after `after_id` (pages)."""
+        contract ended or vendor unknown, owner removed or in `ended_owner_ids` (departed,
+        grace passed), or a live lease recorded for another placement than the
+        identity's). A superset of what the rule refuses, never a decision: the caller
+        puts each lease to tether.model's rule. In id order, after `after_id` (pages)."""
 
     # -- attestation replay and join tokens --
     def remember_jti(self, issuer: str, jti: str, expires_at: dt.datetime) -> bool:
@@ -219,6 +361,29 @@ class Tx(Protocol):
     def api_token_by_hash(self, token_hash: str) -> ApiTokenRecord | None: ...
     def list_api_tokens(self) -> list[ApiTokenRecord]: ...
     def revoke_api_token(self, token_id: str, at: dt.datetime) -> bool: ...
+
+    # -- governance: usage rollups and governance records (tether.govern) --
+    def merge_usage(self, rollups: Sequence[UsageRollup]) -> None:
+        """Add these to the stored rollups with the same key (merge_rollups), inserting
+        new keys. Safe against concurrent writers (no count is lost); fast in bulk."""
+
+    def usage_for(self, identity_ids: Sequence[str], since: dt.date) -> list[UsageRollup]:
+        """Rollups of these identities with day >= since, ordered by identity_id, day,
+        credential, entitlement."""
+
+    def prune_usage(self, before: dt.date) -> int:
+        """Forget rollups of days before `before`; how many."""
+
+    def put_govern(self, records: Sequence[GovernRecord]) -> None:
+        """Insert or replace, by (type, id)."""
+
+    def get_govern(self, type_: str, record_id: str) -> GovernRecord | None: ...
+    def list_govern(self, where: GovernFilter) -> list[GovernRecord]:
+        """Ordered by id, after `where.after_id`, at most `where.limit`."""
+
+    def delete_govern(self, type_: str, record_ids: Sequence[str]) -> None: ...
+    def govern_counts(self, type_: str) -> dict[tuple[str, str], int]:
+        """Counts of records of `type_` by (group_id, state): Prometheus gauges per rule."""
 
     # -- cluster: the change feed and the leadership lease (tether.cluster) --
     def publish(self, kind: str, data: Mapping[str, Any]) -> None:

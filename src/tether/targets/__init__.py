@@ -7,7 +7,9 @@ grants, whether its leases renew in place, and the static credentials it can ser
 kind is one package under `tether.targets` and one line in the registry.
 
 A `Target` is one registered system: `TargetRegistry` stores its DSN (which carries the
-admin credential) only through the barrier and hands out one provider per target.
+admin credential) only through the barrier and hands out one provider per target. It
+also samples usage evidence from the targets: their live sessions (`TargetSession`) and
+which users can still log in.
 """
 
 from tether.targets._kind import TargetKind
@@ -20,17 +22,21 @@ from tether.targets._kinds import (
     target_kind,
 )
 from tether.targets._registry import TargetRegistry
+from tether.targets._sessions import EvidenceUnsupported, SessionSource, TargetSession
 from tether.targets._target import Target
 from tether.targets.errors import InvalidGrants, InvalidTarget, TargetError
 
 __all__ = [
     "TARGET_KINDS",
+    "EvidenceUnsupported",
     "InvalidGrants",
     "InvalidTarget",
+    "SessionSource",
     "Target",
     "TargetError",
     "TargetKind",
     "TargetRegistry",
+    "TargetSession",
     "kind_names",
     "register",
     "renewable_kinds",

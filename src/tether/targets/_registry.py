@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from tether._internal.ids import SAFE_ID_RULE, is_safe_id
 from tether.audit import AuditLog
 from tether.barrier import Barrier
 from tether.cluster import TARGET_CHANGED
-from tether.errors import NotFoundError
+from tether.errors import NotFoundError, TetherError
 from tether.model import AuditEvent
-from tether.providers import ExternalProvider
+from tether.providers import ExternalProvider, ProviderError
 from tether.static import StaticBackend, StaticCredential, VaultOnly
 from tether.store import Store
 from tether.targets._kind import TargetKind
 from tether.targets._kinds import TARGET_KINDS
+from tether.targets._sessions import EvidenceUnsupported, SessionSource, TargetSession
 from tether.targets._target import Target
 from tether.targets.errors import InvalidTarget
+
+log = logging.getLogger("tether.targets")
 
 
 def _sealed_id(name: str) -> str:
@@ -130,3 +134,57 @@ class TargetRegistry:
             )
             tx.publish(TARGET_CHANGED, {"name": name})  # every node drops its connection
             tx.on_commit(lambda: self.forget(name))
+
+    # -- usage evidence --------------------------------------------------------------------
+
+    def sample_sessions(
+        self, static_users: Mapping[str, Collection[str]]
+    ) -> tuple[list[TargetSession], dict[str, str]]:
+        """Live sessions at every registered target of Tether's per-lease objects and of
+        the static users given per target name; and, per target that could not be
+        sampled, the error class name (never its message), so that one target down
+        does not stop the sample of the others."""
+        for users in static_users.values():
+            _names(users)
+        sessions: list[TargetSession] = []
+        failures: dict[str, str] = {}
+        for name in sorted(self.kinds()):
+            try:
+                sessions += self._session_source(name).sample_sessions(static_users.get(name, ()))
+            except TetherError as exc:  # unreachable, refused, sealed, gone, unsupported
+                failures[name] = _error_name(exc)
+            except Exception as exc:  # a bug in one kind must not stop the others
+                # Only the class: an unexpected exception's text may quote the target.
+                log.error(
+                    "session sample failed unexpectedly",
+                    extra={"target": name, "error": type(exc).__name__},
+                )
+                failures[name] = type(exc).__name__
+        return sessions, failures
+
+    def usable_users(self, target: str, users: Collection[str]) -> set[str]:
+        """Which of `users` still exist at `target` and can log in (for finding retired
+        credentials that still work). Raises the kind's ProviderError on failure,
+        EvidenceUnsupported (a ProviderError) when the kind cannot tell, NotFoundError
+        when no such target is registered."""
+        return self._session_source(target).usable_users(_names(users))
+
+    def _session_source(self, name: str) -> SessionSource:
+        provider = self.provider(name)
+        if not isinstance(provider, SessionSource):
+            raise EvidenceUnsupported(f"target {name!r}: its kind reports no sessions or users")
+        return provider
+
+
+def _error_name(exc: TetherError) -> str:
+    """The class of what failed: a provider's underlying error class when it carries one
+    (e.g. OperationalError, ConnectionError), else the exception's own class."""
+    error = getattr(exc, "error", None) if isinstance(exc, ProviderError) else None
+    return error if isinstance(error, str) and error else type(exc).__name__
+
+
+def _names(users: Collection[str]) -> Collection[str]:
+    # A str is a Collection[str] too: one name passed bare would be read letter by letter.
+    if isinstance(users, str):
+        raise TypeError("expected a collection of user names, not one name")
+    return users

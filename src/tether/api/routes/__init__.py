@@ -4,6 +4,7 @@ from tether.api.routes import (
     _audit,
     _credentials,
     _estate,
+    _govern,
     _inventory,
     _leases,
     _oauth,
@@ -24,6 +25,7 @@ ROUTERS = (
     _leases.router,
     _targets.router,
     _credentials.router,
+    _govern.router,
 )
 
 HOT_PATHS = _oauth.HOT_PATHS

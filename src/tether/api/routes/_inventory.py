@@ -11,6 +11,7 @@ from tether.api._deps import Caller, Node
 from tether.api._routing import TetherRoute
 from tether.api._schemas import page
 from tether.estate import SAFE_ID_MAX_LENGTH, SAFE_ID_PATTERN
+from tether.govern import FindingFilter
 from tether.model import Kind
 from tether.store import IdentityFilter
 
@@ -25,6 +26,8 @@ class _IdentityQuery:
     status: Annotated[str | None, Query(pattern="^(active|suspended|retired)$")] = None
     after: Annotated[str | None, Query(max_length=255)] = None
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000
+    #: `risk`: highest risk first (one page: the `limit` riskiest that match).
+    sort: Annotated[str | None, Query(pattern="^(id|risk)$")] = None
 
 
 @router.get("/v1/identities")
@@ -40,7 +43,35 @@ def list_identities(
         after_id=query.after,
         limit=query.limit,
     )
-    return page([i.to_spec() for i in node.estate.list_identities(where)], query.limit)
+    if query.sort == "risk":
+        return {"items": _riskiest(node, where), "next": None}
+    items = [i.to_spec() for i in node.estate.list_identities(where)]
+    risk = node.govern.risk(i["id"] for i in items)
+    for item in items:
+        item["risk"] = risk.get(item["id"], {}).get("score", 0)
+    return page(items, query.limit)
+
+
+def _riskiest(node: Any, where: IdentityFilter) -> list[dict[str, Any]]:
+    view = node.view.current
+    out: list[dict[str, Any]] = []
+    for identity_id, score in node.govern.risk_ranking(where.owner_in):
+        identity = view.identities.get(identity_id)
+        if identity is None or not _matches(identity, where):
+            continue
+        out.append({**identity.to_spec(), "risk": score})
+        if len(out) == where.limit:
+            break
+    return out
+
+
+def _matches(identity: Any, where: IdentityFilter) -> bool:
+    return (
+        (where.kind is None or identity.kind.value == where.kind)
+        and (where.owner_id is None or identity.owner_id == where.owner_id)
+        and (where.environment is None or identity.environment == where.environment)
+        and (where.status is None or identity.status.value == where.status)
+    )
 
 
 @router.get("/v1/identities/{identity_id}")
@@ -49,4 +80,13 @@ def show_identity(
     caller: Caller,
     node: Node,
 ) -> dict[str, Any]:
-    return node.estate.get_identity(identity_id, caller.owner_scope())
+    shown = node.estate.get_identity(identity_id, caller.owner_scope())
+    risk = node.govern.risk([identity_id]).get(identity_id)
+    open_findings = node.govern.findings(FindingFilter(identity=identity_id, state="open"))
+    return {
+        **shown,
+        "risk": risk or {"score": 0, "open_findings": 0, "blast_radius": None},
+        "findings": [
+            {"id": f["id"], "rule": f["rule"], "severity": f["severity"]} for f in open_findings
+        ],
+    }

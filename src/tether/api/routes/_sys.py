@@ -60,4 +60,5 @@ def rotate(caller: Caller, node: Node) -> Any:
     responses=text_response("text/plain", "Prometheus text exposition format"),
 )
 def metrics(caller: Caller, request: Request) -> Response:
+    request.app.state.refresh_metrics()
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

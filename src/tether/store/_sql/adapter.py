@@ -43,6 +43,7 @@ from tether.store._sql import _cluster
 from tether.store._sql import tables as t
 from tether.store._sql._engine import create_engine, migrate
 from tether.store._sql._fast import statements
+from tether.store._sql._govern import GovernSql
 from tether.store.errors import StoreError, StoreUnavailable
 
 
@@ -230,7 +231,7 @@ def _driver_error(exc: Exception, dbapi: Any) -> StoreError:
     return StoreError(f"database error ({type(exc).__name__})")
 
 
-class _SqlTx:
+class _SqlTx(GovernSql):
     def __init__(self, conn: Connection) -> None:
         self._c = conn
         self.after_commit: list[Callable[[], None]] = []
@@ -574,6 +575,7 @@ class _SqlTx:
         ended_vendor_ids: Sequence[str],
         limit: int,
         after_id: str | None = None,
+        ended_owner_ids: Sequence[str] = (),
     ) -> list[Spec]:
         i, lc, o = t.identities.c, t.leases.c, t.estate_objects.c
 
@@ -589,6 +591,7 @@ class _SqlTx:
             i.vendor_id.in_(list(ended_vendor_ids)) if ended_vendor_ids else sa.false(),
             sa.and_(i.vendor_id.is_not(None), i.vendor_id.not_in(vendors)),
             i.owner_id.not_in(owners),
+            i.owner_id.in_(list(ended_owner_ids)) if ended_owner_ids else sa.false(),
         )
         # With the (identity, state, placement) index, each probe is one index seek:
         # a live lease with a smaller or a larger placement key than the identity's.

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -247,4 +248,40 @@ leadership = Table(
     Column("holder", String(255), nullable=False),
     Column("term", BigInteger, nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+# -- governance (tether.govern): usage rollups and governance records --
+
+#: Use per identity, credential and entitlement per UTC day: bounded (facets capped at
+#: USAGE_DISTINCT_CAP values each), never one row per event.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("identity_id", String(255), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("credential", String(255), primary_key=True),
+    Column("entitlement", String(255), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    #: {facet: [distinct values, sorted]} as canonical JSON.
+    Column("facets", Text, nullable=False),
+    Index("ix_usage_rollups_day", "day"),
+)
+
+#: Findings, review campaigns and items, exceptions and alerts: `spec` is the record.
+govern_records = Table(
+    "govern_records",
+    metadata,
+    Column("type", String(32), primary_key=True),
+    Column("id", String(255), primary_key=True),
+    Column("group_id", String(255), nullable=False),
+    Column("identity_id", String(255)),
+    Column("owner_id", String(255)),
+    Column("state", String(32), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_govern_records_identity", "type", "identity_id"),
+    Index("ix_govern_records_group_state", "type", "group_id", "state"),
+    Index("ix_govern_records_owner", "type", "owner_id"),
 )

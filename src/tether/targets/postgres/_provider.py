@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -29,9 +29,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tether.model import Identity, Lease, Profile
 from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError
+from tether.targets._sessions import TargetSession
 from tether.targets._target import Target
 from tether.targets.errors import InvalidGrants
-from tether.targets.postgres import NAME
+from tether.targets.postgres import NAME, _activity
 from tether.targets.postgres._drop import drop_role, role_oid
 from tether.targets.postgres._grants import DEFAULT_GRANTS, PRIVILEGE_SQL, Grant, parse_grants
 from tether.targets.postgres._session import (
@@ -315,6 +316,20 @@ class PostgresProvider:
         if not can_administer:
             report["error"] = "admin role lacks CREATEROLE"
         return report
+
+    # -- usage evidence (SessionSource) ----------------------------------------------------
+
+    def sample_sessions(self, static_users: Collection[str]) -> list[TargetSession]:
+        """Live sessions of the per-lease roles and of `static_users` (`_activity`)."""
+        with self._session("sample_sessions") as conn:
+            return _activity.sample_sessions(conn, self.target, static_users, _lease_id_of)
+
+    def usable_users(self, users: Collection[str]) -> set[str]:
+        """Which of `users` exist with LOGIN and an unexpired VALID UNTIL."""
+        if not users:
+            return set()
+        with self._session("usable_users") as conn:
+            return _activity.usable_users(conn, users)
 
     # -- internals -------------------------------------------------------------------------
 

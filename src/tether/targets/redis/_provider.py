@@ -15,12 +15,13 @@ password of a leased user goes to the caller alone.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import re
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -31,9 +32,10 @@ from redis.retry import Retry
 
 from tether.model import Identity, Lease, Profile
 from tether.providers import OBJECT_PREFIX, IssuedCredential, ProviderError
+from tether.targets._sessions import TargetSession
 from tether.targets._target import Target
 from tether.targets.errors import InvalidGrants
-from tether.targets.redis import KIND
+from tether.targets.redis import KIND, _activity
 from tether.targets.redis._dsn import parse_dsn
 from tether.targets.redis._grants import AclGrants, parse_grants
 
@@ -43,6 +45,7 @@ __all__ = [
     "CredentialMissing",
     "InvalidGrants",
     "RedisProvider",
+    "RedisTargetError",
     "lease_id_of",
     "object_name",
     "parse_grants",
@@ -65,6 +68,15 @@ _KILL_ATTEMPTS = 5
 #: How many lease ids the reconciler asks about at once.
 _RECONCILE_CHUNK = 500
 _PASSWORD_BYTES = 32  # token_urlsafe(32): 43 characters, 256 bits
+
+
+class RedisTargetError(ProviderError):
+    """The target refused or could not be reached (raised by the usage evidence calls).
+    `error` is the class name of the Redis or socket error, and nothing it said."""
+
+    def __init__(self, message: str, error: str) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class CredentialMissing(ProviderError):
@@ -300,6 +312,33 @@ class RedisProvider:
             return {"ok": False, "error": result.error}
         return result
 
+    # -- usage evidence (SessionSource) --------------------------------------------
+
+    def sample_sessions(self, static_users: Collection[str]) -> list[TargetSession]:
+        """Live clients of the per-lease users and of `static_users` (`_activity`)."""
+        r = self._redis
+
+        def sample() -> list[TargetSession]:
+            own_id, clients = _activity.client_list(r)
+            return _activity.sessions_of(
+                self.target.name,
+                clients,
+                own_id=own_id,
+                admin=self._dsn.username,
+                static_users=static_users,
+                now=dt.datetime.now(dt.UTC),
+                lease_id_of=lease_id_of,
+            )
+
+        return self._guard_evidence("sample_sessions", sample)
+
+    def usable_users(self, users: Collection[str]) -> set[str]:
+        """Which of `users` exist, are `on` and have a password (or `nopass`)."""
+        if not users:
+            return set()
+        r = self._redis
+        return self._guard_evidence("usable_users", lambda: _activity.usable_users(r, users))
+
     # -- connections ---------------------------------------------------------------
 
     def _connect(self, dsn: str) -> redis.Redis:
@@ -329,6 +368,16 @@ class RedisProvider:
         # Raised outside the except block that caught the original, so not even its
         # __context__ survives: no traceback shows what the server or the socket said.
         raise ProviderError(f"redis target {self.target.name!r}: {op} failed ({result.error})")
+
+    def _guard_evidence(self, op: str, call: Callable[[], _T]) -> _T:
+        """`_guard`, for the usage evidence calls: the error also carries the class name
+        (`RedisTargetError.error`), so a failed sample can report it."""
+        result = _attempt(call)
+        if not isinstance(result, _Failed):
+            return result
+        raise RedisTargetError(
+            f"redis target {self.target.name!r}: {op} failed ({result.error})", result.error
+        )
 
     @property
     def _redis(self) -> redis.Redis:

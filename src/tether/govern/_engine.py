@@ -1,0 +1,595 @@
+"""The findings engine: gathers facts, runs the rules, and keeps each finding's state.
+
+A finding is one (rule, identity, subject), its id derived from those, so evaluating
+again updates it instead of adding another. Its state moves open → resolved when the
+rule no longer raises it, open ↔ excepted while a waiver covers it, and back to open
+when it recurs or its waiver expires; every move is an audit entry (the evidence the
+report counts) and an opening raises an alert.
+
+Memory: a full evaluation walks the identities a page at a time with that page's
+rollups and findings; across pages it keeps only compact per-identity facts (the leases
+that can raise a finding, the static secrets) — never every lease or rollup at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tether._internal.timeutil import format_time, parse_time
+from tether.audit import AuditLog
+from tether.estate import EstateView, EstateViewHolder
+from tether.govern._risk import blast_radius, risk_score
+from tether.govern._rules import Draft, Facts, evaluate
+from tether.model import (
+    RULES,
+    AuditEvent,
+    Identity,
+    IdentityStatus,
+    Lease,
+    LeaseState,
+    Severity,
+    Waiver,
+)
+from tether.providers import ProviderError
+from tether.static import StaticCredential
+from tether.store import GovernFilter, GovernRecord, LeaseFilter, Store, Tx, UsageRollup
+from tether.targets import kind_names
+
+log = logging.getLogger("tether.govern")
+
+FINDING = "finding"
+SUBJECT = "subject"
+EXCEPTION = "exception"
+EXPOSURE = "exposure"
+#: How far back usage is read (and kept: older rollups are pruned).
+USAGE_HORIZON = dt.timedelta(days=400)
+#: Exposures count as leaks this long after they were reported.
+EXPOSURE_WINDOW = dt.timedelta(days=30)
+_PAGE = 500
+_LIVE_OR_REVOKING = (LeaseState.PENDING, LeaseState.ACTIVE, LeaseState.REVOKING)
+
+
+def finding_id(rule: str, identity_id: str, subject: str) -> str:
+    digest = hashlib.sha256(f"{rule}\x00{identity_id}\x00{subject}".encode()).hexdigest()
+    return f"fnd_{digest[:24]}"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineParts:
+    store: Store
+    view: EstateViewHolder
+    audit: AuditLog
+    clock: Callable[[], dt.datetime]
+    #: Which of these users still log in at a target (tether.targets), for the
+    #: retired-but-usable rule; None where no target registry is wired.
+    usable_users: Callable[[str, Collection[str]], set[str]] | None = None
+    #: Puts an alert in the outbox, in the transaction that raised it.
+    alert: Callable[[Tx, Mapping[str, Any]], None] | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one evaluation did."""
+
+    identities: int = 0
+    opened: int = 0
+    resolved: int = 0
+    excepted: int = 0
+    reopened: int = 0
+    open_total: int = 0
+
+    def add(self, other: Outcome) -> None:
+        for name in ("identities", "opened", "resolved", "excepted", "reopened", "open_total"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            name: getattr(self, name)
+            for name in ("identities", "opened", "resolved", "excepted", "reopened", "open_total")
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """Facts about the estate as a whole, gathered once per evaluation."""
+
+    view: EstateView
+    now: dt.datetime
+    statics_by_reader: Mapping[str, tuple[StaticCredential, ...]]
+    static_environments: Mapping[str, frozenset[str]]
+    dynamic_targets: frozenset[str]
+    exposures_by_credential: Mapping[str, tuple[Mapping[str, Any], ...]]
+    waivers: tuple[Waiver, ...]
+    issuer_presets: Mapping[str, str]
+    interactive: Callable[[str], bool]
+    #: For a full run: each identity's leases that can raise a finding (None: query).
+    leases: Mapping[str, list[Lease]] | None = None
+
+
+class FindingsEngine:
+    def __init__(self, parts: EngineParts) -> None:
+        self._p = parts
+        #: Called after each evaluation's writes commit, with what changed.
+        self.on_evaluated: list[Callable[[Outcome], None]] = []
+
+    # -- entry points --
+    def evaluate_all(self) -> Outcome:
+        """Every identity of the estate, a page at a time."""
+        shared = self._shared(full=True)
+        ids = sorted(shared.view.identities)
+        total = Outcome()
+        for start in range(0, len(ids), _PAGE):
+            total.add(self._evaluate_page(shared, ids[start : start + _PAGE]))
+        total.add(self._resolve_departed(shared, set(ids)))
+        for listener in self.on_evaluated:
+            listener(total)
+        return total
+
+    def evaluate(self, identity_ids: Iterable[str]) -> Outcome:
+        """These identities only (an estate change, new usage, a decision)."""
+        shared = self._shared(full=False)
+        wanted = sorted(set(identity_ids))
+        known = [i for i in wanted if i in shared.view.identities]
+        total = Outcome()
+        for start in range(0, len(known), _PAGE):
+            total.add(self._evaluate_page(shared, known[start : start + _PAGE]))
+        gone = set(wanted) - set(known)
+        if gone:
+            total.add(self._resolve_ids(shared, sorted(gone)))
+        for listener in self.on_evaluated:
+            listener(total)
+        return total
+
+    # -- facts --
+    def _shared(self, *, full: bool) -> _Shared:
+        view = self._p.view.current
+        now = self._p.clock()
+        with self._p.store.read() as tx:
+            statics = [
+                StaticCredential.from_spec(s) for s in tx.estate_objects("credential").values()
+            ]
+            exposures = _page_all(tx, GovernFilter(type=EXPOSURE))
+            api_waivers = _page_all(tx, GovernFilter(type=EXCEPTION, states=("active",)))
+            leases = _interesting_leases(tx, view, now) if full else None
+        by_reader: dict[str, list[StaticCredential]] = {}
+        environments: dict[str, frozenset[str]] = {}
+        for credential in statics:
+            for reader in credential.readers:
+                by_reader.setdefault(reader, []).append(credential)
+            environments[credential.id] = frozenset(
+                view.identities[r].environment for r in credential.readers if r in view.identities
+            )
+        by_credential: dict[str, list[Mapping[str, Any]]] = {}
+        for record in exposures:
+            at = parse_time(record.spec["at"])
+            if at > now - EXPOSURE_WINDOW:
+                by_credential.setdefault(record.spec["credential"], []).append(record.spec)
+        settings = view.governance
+        prefixes = tuple(settings.interactive_applications)
+        waivers = tuple(view.exceptions.values()) + tuple(
+            Waiver.from_spec(r.spec) for r in api_waivers
+        )
+        return _Shared(
+            view=view,
+            now=now,
+            statics_by_reader={k: tuple(v) for k, v in by_reader.items()},
+            static_environments=environments,
+            dynamic_targets=frozenset(
+                p.target for p in view.profiles.values() if p.target and p.provider in kind_names()
+            ),
+            exposures_by_credential={k: tuple(v) for k, v in by_credential.items()},
+            waivers=waivers,
+            issuer_presets={i.id: i.preset for i in view.issuers.values()},
+            interactive=lambda value: value.startswith(prefixes),
+            leases=leases,
+        )
+
+    def _facts(
+        self,
+        shared: _Shared,
+        identity: Identity,
+        usage: Sequence[UsageRollup],
+        leases: Sequence[Lease],
+        subject: GovernRecord | None,
+    ) -> Facts:
+        view, now = shared.view, shared.now
+        statics = shared.statics_by_reader.get(identity.id, ())
+        tracked = subject.spec.get("tracked_since") if subject else None
+        reviewed = subject.spec.get("reviewed_at") if subject else None
+        usable: frozenset[str] = frozenset()
+        if identity.status is IdentityStatus.RETIRED and self._p.usable_users is not None:
+            usable = self._usable(statics)
+        exposures = [
+            {**exposure, "credential": exposure["credential"]}
+            for credential in statics
+            for exposure in shared.exposures_by_credential.get(credential.id, ())
+        ] + [
+            exposure
+            for lease in leases
+            for exposure in shared.exposures_by_credential.get(lease.id, ())
+        ]
+        return Facts(
+            identity=identity,
+            owner=view.owners.get(identity.owner_id),
+            vendor=view.vendors.get(identity.vendor_id or ""),
+            control=view.control(identity.kind),
+            thresholds=view.governance.thresholds(identity.kind),
+            settings=view.governance,
+            profiles=view.profiles,
+            issuer_presets=shared.issuer_presets,
+            usage=usage,
+            leases=leases,
+            statics=statics,
+            static_environments=shared.static_environments,
+            dynamic_targets=shared.dynamic_targets,
+            usable_statics=usable,
+            exposures=exposures,
+            # Watched since governance first saw it, or since its earliest usage evidence
+            # (reported usage from older audit logs counts: it was observed then).
+            tracked_since=min(
+                parse_time(tracked) if tracked else now,
+                min((r.first_seen for r in usage), default=now),
+            ),
+            reviewed_at=parse_time(reviewed) if reviewed else None,
+            now=now,
+            interactive=shared.interactive,
+        )
+
+    def _usable(self, statics: Sequence[StaticCredential]) -> frozenset[str]:
+        assert self._p.usable_users is not None
+        working: set[str] = set()
+        for credential in statics:
+            if not credential.target or not credential.users:
+                continue
+            try:
+                if self._p.usable_users(credential.target, credential.users):
+                    working.add(credential.id)
+            except (ProviderError, KeyError) as exc:
+                log.warning(
+                    "could not check a static secret's users",
+                    extra={"credential": credential.id, "error": type(exc).__name__},
+                )
+        return frozenset(working)
+
+    # -- one page --
+    def _evaluate_page(self, shared: _Shared, ids: Sequence[str]) -> Outcome:
+        view, now = shared.view, shared.now
+        since = (now - USAGE_HORIZON).date()
+        with self._p.store.read() as tx:
+            rollups = tx.usage_for(ids, since)
+            subjects = {
+                r.id: r for r in _page_all(tx, GovernFilter(type=SUBJECT, identity_ids=tuple(ids)))
+            }
+            existing = _page_all(tx, GovernFilter(type=FINDING, identity_ids=tuple(ids)))
+            if shared.leases is None:
+                leases = {i: _leases_of(tx, i) for i in ids}
+            else:
+                leases = {i: shared.leases.get(i, []) for i in ids}
+        usage_by: dict[str, list[UsageRollup]] = {}
+        for rollup in rollups:
+            usage_by.setdefault(rollup.identity_id, []).append(rollup)
+        by_identity: dict[str, list[GovernRecord]] = {}
+        for record in existing:
+            by_identity.setdefault(record.identity_id or "", []).append(record)
+
+        writes: list[GovernRecord] = []
+        events: list[AuditEvent] = []
+        alerts: list[Mapping[str, Any]] = []
+        outcome = Outcome(identities=len(ids))
+        for identity_id in ids:
+            identity = view.identities[identity_id]
+            subject = subjects.get(identity_id)
+            facts = self._facts(
+                shared, identity, usage_by.get(identity_id, ()), leases[identity_id], subject
+            )
+            drafts = evaluate(facts)
+            changed, open_severities = self._merge(
+                shared, identity, drafts, by_identity.get(identity_id, []), outcome, events, alerts
+            )
+            writes += changed
+            radius = blast_radius(
+                identity, view.profiles, (a for lease in leases[identity_id] if (a := lease.actor))
+            )
+            score = risk_score(open_severities, identity.criticality, radius)
+            spec = {
+                "tracked_since": format_time(facts.tracked_since),
+                "reviewed_at": format_time(facts.reviewed_at) if facts.reviewed_at else None,
+                "risk": score,
+                "open_findings": len(open_severities),
+                "blast_radius": radius.to_dict(),
+            }
+            if subject is None or _differs(subject.spec, spec):
+                writes.append(
+                    GovernRecord(
+                        type=SUBJECT,
+                        id=identity_id,
+                        group_id="",
+                        state="tracked",
+                        spec=spec,
+                        updated_at=now,
+                        identity_id=identity_id,
+                        owner_id=identity.owner_id,
+                    )
+                )
+        if writes or events:
+            with self._p.store.transaction() as tx:
+                tx.put_govern(writes)
+                self._p.audit.append(tx, events, now)
+                if self._p.alert is not None:
+                    for alert in alerts:
+                        self._p.alert(tx, alert)
+        return outcome
+
+    def _merge(
+        self,
+        shared: _Shared,
+        identity: Identity,
+        drafts: Sequence[Draft],
+        existing: Sequence[GovernRecord],
+        outcome: Outcome,
+        events: list[AuditEvent],
+        alerts: list[Mapping[str, Any]],
+    ) -> tuple[list[GovernRecord], list[Severity]]:
+        now = shared.now
+        held = {record.id: record for record in existing}
+        writes: list[GovernRecord] = []
+        severities: list[Severity] = []
+        seen: set[str] = set()
+        for draft in drafts:
+            fid = finding_id(draft.rule, identity.id, draft.subject)
+            if fid in seen:
+                continue
+            seen.add(fid)
+            rule = RULES[draft.rule]
+            waiver = _waiver_for(shared, draft.rule, identity, now)
+            state = "excepted" if waiver is not None else "open"
+            old = held.get(fid)
+            spec = _draft_spec(fid, draft, identity, state, waiver, now)
+            if state == "open":
+                severities.append(rule.severity)
+            action: str | None
+            if old is None:
+                action = "finding.open" if state == "open" else "finding.excepted"
+                outcome.opened += state == "open"
+                outcome.excepted += state == "excepted"
+            else:
+                spec["first_seen"] = old.spec.get("first_seen", spec["first_seen"])
+                action = _transition(old.state, state)
+                if action is None and not _stale(old, spec, now):
+                    if state == "open":
+                        outcome.open_total += 1
+                    continue
+                if action == "finding.reopen":
+                    outcome.reopened += 1
+                    spec["reopened_at"] = format_time(now)
+                elif action == "finding.excepted":
+                    outcome.excepted += 1
+            if state == "open":
+                outcome.open_total += 1
+            writes.append(_record(spec, identity, state, now))
+            if action is not None:
+                events.append(_finding_event(action, spec, identity))
+                if action in ("finding.open", "finding.reopen"):
+                    alerts.append(_alert(spec, action))
+        for fid, old in held.items():
+            if fid in seen or old.state == "resolved":
+                continue
+            spec = {**old.spec, "state": "resolved", "resolved_at": format_time(now)}
+            writes.append(_record(spec, identity, "resolved", now))
+            events.append(_finding_event("finding.resolve", spec, identity))
+            outcome.resolved += 1
+        return writes, severities
+
+    def _resolve_ids(self, shared: _Shared, ids: Sequence[str]) -> Outcome:
+        """Identities no longer in the estate: their findings resolve."""
+        outcome = Outcome()
+        with self._p.store.read() as tx:
+            existing = _page_all(tx, GovernFilter(type=FINDING, identity_ids=tuple(ids)))
+        writes, events = [], []
+        for old in existing:
+            if old.state == "resolved":
+                continue
+            spec = {**old.spec, "state": "resolved", "resolved_at": format_time(shared.now)}
+            writes.append(replace(old, state="resolved", spec=spec, updated_at=shared.now))
+            events.append(
+                AuditEvent(
+                    action="finding.resolve",
+                    actor="system:govern",
+                    identity_id=old.identity_id,
+                    owner_id=old.owner_id,
+                    reason="identity no longer in the estate",
+                    details=_finding_details(spec),
+                )
+            )
+            outcome.resolved += 1
+        if writes:
+            with self._p.store.transaction() as tx:
+                tx.put_govern(writes)
+                self._p.audit.append(tx, events, shared.now)
+        return outcome
+
+    def _resolve_departed(self, shared: _Shared, ids: set[str]) -> Outcome:
+        with self._p.store.read() as tx:
+            stale = sorted(
+                {
+                    r.identity_id or ""
+                    for r in _page_all(tx, GovernFilter(type=FINDING, states=("open", "excepted")))
+                }
+                - ids
+            )
+        return self._resolve_ids(shared, stale) if stale else Outcome()
+
+
+def _draft_spec(
+    fid: str,
+    draft: Draft,
+    identity: Identity,
+    state: str,
+    waiver: Waiver | None,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    rule = RULES[draft.rule]
+    spec: dict[str, Any] = {
+        "id": fid,
+        "rule": rule.id,
+        "title": rule.title,
+        "severity": rule.severity.value,
+        "owasp_nhi": list(rule.owasp_nhi),
+        "nist_csf": list(rule.nist_csf),
+        "identity": identity.id,
+        "owner": identity.owner_id,
+        "subject": draft.subject,
+        "state": state,
+        "first_seen": format_time(now),
+        "last_seen": format_time(now),
+        "evidence": dict(draft.evidence),
+    }
+    if draft.recommendation:
+        spec["recommendation"] = draft.recommendation
+    if waiver is not None:
+        spec["exception"] = {"id": waiver.id, "expires": format_time(waiver.expires_at)}
+    return spec
+
+
+def _transition(old: str, new: str) -> str | None:
+    if old == new:
+        return None
+    if new == "excepted":
+        return "finding.excepted"
+    return "finding.reopen"
+
+
+def _stale(old: GovernRecord, spec: Mapping[str, Any], now: dt.datetime) -> bool:
+    """Whether a standing finding should be written again: its evidence changed, or its
+    last_seen is over a minute old (so a busy incremental loop does not rewrite it)."""
+    if old.spec.get("evidence") != spec.get("evidence"):
+        return True
+    if old.spec.get("exception") != spec.get("exception"):
+        return True
+    last = old.spec.get("last_seen")
+    return last is None or parse_time(last) <= now - dt.timedelta(minutes=1)
+
+
+def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return any(old.get(k) != v for k, v in new.items())
+
+
+def _record(spec: dict[str, Any], identity: Identity, state: str, now: dt.datetime) -> GovernRecord:
+    return GovernRecord(
+        type=FINDING,
+        id=spec["id"],
+        group_id=spec["rule"],
+        state=state,
+        spec=spec,
+        updated_at=now,
+        identity_id=identity.id,
+        owner_id=identity.owner_id,
+    )
+
+
+def _finding_details(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "finding": spec["id"],
+        "rule": spec["rule"],
+        "severity": spec["severity"],
+        "owasp_nhi": spec["owasp_nhi"],
+        "nist_csf": spec["nist_csf"],
+        "subject": spec.get("subject", ""),
+        "exception": (spec.get("exception") or {}).get("id"),
+    }
+
+
+def _finding_event(action: str, spec: Mapping[str, Any], identity: Identity) -> AuditEvent:
+    return AuditEvent(
+        action=action,
+        actor="system:govern",
+        result="alert" if action in ("finding.open", "finding.reopen") else "ok",
+        identity_id=identity.id,
+        owner_id=identity.owner_id,
+        justification=identity.justification,
+        reason=spec.get("title"),
+        details=_finding_details(spec),
+    )
+
+
+def _alert(spec: Mapping[str, Any], action: str) -> dict[str, Any]:
+    return {
+        "type": action,
+        "finding": spec["id"],
+        "rule": spec["rule"],
+        "title": spec["title"],
+        "severity": spec["severity"],
+        "owasp_nhi": spec["owasp_nhi"],
+        "nist_csf": spec["nist_csf"],
+        "identity": spec["identity"],
+        "owner": spec["owner"],
+        "at": spec["last_seen"],
+        "recommendation": spec.get("recommendation"),
+    }
+
+
+def _waiver_for(shared: _Shared, rule: str, identity: Identity, now: dt.datetime) -> Waiver | None:
+    for waiver in shared.waivers:
+        if waiver.active(now) and waiver.covers(rule, identity.id, identity.owner_id):
+            return waiver
+    return None
+
+
+def _page_all(tx: Tx, where: GovernFilter) -> list[GovernRecord]:
+    out: list[GovernRecord] = []
+    where = replace(where, limit=5000)
+    while True:
+        page = tx.list_govern(where)
+        out += page
+        if len(page) < where.limit:
+            return out
+        where = replace(where, after_id=page[-1].id)
+
+
+def _leases_of(tx: Tx, identity_id: str) -> list[Lease]:
+    found: list[Lease] = []
+    where = LeaseFilter(identity_id=identity_id, states=_LIVE_OR_REVOKING, limit=1000)
+    while page := tx.find_leases(where):
+        found += page
+        if len(page) < where.limit:
+            break
+        where = replace(where, after_id=page[-1].id)
+    return found
+
+
+def _interesting_leases(tx: Tx, view: EstateView, now: dt.datetime) -> dict[str, list[Lease]]:
+    """For a full run, the leases that can raise a finding, by identity: every lease
+    still revoking, every live lease of a retired identity, and live leases older than
+    the shortest age the long-lived rule looks at. Bounded by what is wrong, not by how
+    many leases there are."""
+    out: dict[str, list[Lease]] = {}
+    youngest = (
+        min(
+            (c.rotate_every or view.governance.thresholds(c.kind).credential_max_age)
+            for c in view.controls.values()
+        )
+        if view.controls
+        else dt.timedelta(days=30)
+    )
+    where = LeaseFilter(states=_LIVE_OR_REVOKING, limit=5000)
+    while page := tx.find_leases(where):
+        for lease in page:
+            identity = view.identities.get(lease.identity_id)
+            if (
+                lease.state is LeaseState.REVOKING
+                or (identity is not None and identity.status is IdentityStatus.RETIRED)
+                or lease.issued_at <= now - youngest
+            ):
+                out.setdefault(lease.identity_id, []).append(lease)
+        if len(page) < where.limit:
+            break
+        where = replace(where, after_id=page[-1].id)
+    return out
+
+
+__all__ = ["EngineParts", "FindingsEngine", "Outcome", "finding_id"]

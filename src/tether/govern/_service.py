@@ -1,0 +1,395 @@
+"""Governance as one service: what the composition root wires and transports call.
+
+Continuous: usage is flushed by every process; evaluation, session sampling, review due
+dates, exception expiry and alert delivery run in the background on the one process
+that leads (`tick`, behind the node's leadership gate). Changes are evaluated at once
+for the identities they touch (an apply, a usage flush, a decision); the whole estate
+again every `governance.evaluate_every`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from tether._internal.timeutil import format_time, parse_time
+from tether.audit import AuditLog
+from tether.estate import EstateView, EstateViewHolder
+from tether.govern._engine import (
+    EXPOSURE,
+    FINDING,
+    SUBJECT,
+    USAGE_HORIZON,
+    EngineParts,
+    FindingsEngine,
+    Outcome,
+    _page_all,
+)
+from tether.govern._exceptions import Exceptions
+from tether.govern._report import FRAMEWORKS, build_report, migration_report
+from tether.govern._reviews import Reviews
+from tether.govern._usage import Rejected, UsageRecorder, combine, parse_usage_line, rollup_of
+from tether.govern.errors import GovernError, InvalidUsage, UnknownGovernObject
+from tether.lease import LeaseService
+from tether.model import RULES, Usage
+from tether.static import StaticCredential
+from tether.store import GovernFilter, GovernRecord, Store, Tx
+from tether.targets import TargetSession
+
+log = logging.getLogger("tether.govern")
+
+#: Identities queued for re-evaluation; past this many, the next pass evaluates all.
+_MAX_DIRTY = 10_000
+#: Most lines one POST /v1/usage takes.
+MAX_USAGE_LINES = 10_000
+
+
+SampleSessions = Callable[
+    [Mapping[str, Collection[str]]], tuple[Sequence[TargetSession], Mapping[str, str]]
+]
+
+
+class Alerts(Protocol):
+    def enqueue(self, tx: Tx, alert: Mapping[str, Any]) -> None: ...
+    def deliver_due(self, limit: int = 100) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GovernParts:
+    store: Store
+    view: EstateViewHolder
+    audit: AuditLog
+    leases: LeaseService
+    statics: Callable[[], list[StaticCredential]]
+    clock: Callable[[], dt.datetime]
+    sample_sessions: SampleSessions | None = None
+    usable_users: Callable[[str, Collection[str]], set[str]] | None = None
+    alerts: Alerts | None = None
+    #: How often target sessions are sampled (pg_stat_activity, CLIENT LIST).
+    sample_every: dt.timedelta = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class FindingFilter:
+    rule: str | None = None
+    severity: str | None = None
+    owner: str | None = None
+    state: str | None = None
+    identity: str | None = None
+    owner_in: tuple[str, ...] | None = None
+    after: str | None = None
+    limit: int = 1000
+
+
+class Governance:
+    def __init__(self, parts: GovernParts) -> None:
+        self._p = parts
+        self.usage = UsageRecorder(parts.store)
+        alert = parts.alerts.enqueue if parts.alerts is not None else None
+        self.engine = FindingsEngine(
+            EngineParts(
+                store=parts.store,
+                view=parts.view,
+                audit=parts.audit,
+                clock=parts.clock,
+                usable_users=parts.usable_users,
+                alert=alert,
+            )
+        )
+        self.exceptions = Exceptions(parts.store, parts.view, parts.audit, parts.clock, self.mark)
+        self.reviews = Reviews(
+            parts.store, parts.view, parts.audit, parts.leases, parts.clock, self.mark, alert
+        )
+        self.usage.on_flushed.append(self.mark)
+        self._lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._all_due = True
+        self._last_full: dt.datetime | None = None
+        self._last_sample: dt.datetime | None = None
+        #: Called when there is work for the background (the worker's wake-up).
+        self.on_work: list[Callable[[], None]] = []
+
+    # -- what changed --
+    def mark(self, identity_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._dirty.update(identity_ids)
+            if len(self._dirty) > _MAX_DIRTY:
+                self._dirty.clear()
+                self._all_due = True
+        self._wake()
+
+    def mark_all(self) -> None:
+        with self._lock:
+            self._all_due = True
+        self._wake()
+
+    def _wake(self) -> None:
+        for wake in self.on_work:
+            wake()
+
+    # -- the background --
+    def flush(self) -> None:
+        """Every process: write the usage it buffered."""
+        self.usage.flush()
+
+    def tick(self) -> Outcome | None:
+        """The leader's pass: sample, evaluate what is due, settle reviews and
+        exceptions, deliver alerts."""
+        now = self._p.clock()
+        if self._p.sample_sessions is not None and (
+            self._last_sample is None or now - self._last_sample >= self._p.sample_every
+        ):
+            self._last_sample = now
+            self.sample_sessions()
+            self.usage.flush()
+        self.reviews.process_due()
+        self.exceptions.expire_due()
+        every = self._p.view.current.governance.evaluate_every
+        with self._lock:
+            full = self._all_due or self._last_full is None or now - self._last_full >= every
+            dirty, self._dirty = self._dirty, set()
+            self._all_due = False
+        outcome: Outcome | None = None
+        if full:
+            outcome = self.engine.evaluate_all()
+            self._last_full = now
+            with self._p.store.transaction() as tx:
+                tx.prune_usage((now - USAGE_HORIZON).date())
+        elif dirty:
+            outcome = self.engine.evaluate(dirty)
+        if self._p.alerts is not None:
+            self._p.alerts.deliver_due()
+        return outcome
+
+    def evaluate_now(self, identity_ids: Iterable[str] | None = None) -> Outcome:
+        """Evaluate at once (tests, `tether findings --refresh`); flushes usage first."""
+        self.usage.flush()
+        if identity_ids is None:
+            outcome = self.engine.evaluate_all()
+            self._last_full = self._p.clock()
+            return outcome
+        return self.engine.evaluate(identity_ids)
+
+    # -- usage evidence --
+    def record(self, usage: Usage) -> None:
+        self.usage.record(usage)
+
+    def ingest(self, lines: Sequence[Any]) -> dict[str, Any]:
+        """POST /v1/usage: each line checked on its own; the good ones are kept."""
+        if len(lines) > MAX_USAGE_LINES:
+            raise InvalidUsage(f"(body): at most {MAX_USAGE_LINES} lines per request")
+        now = self._p.clock()
+        view = self._p.view.current
+        statics = {c.id: c for c in self._p.statics()}
+        accepted: list[Usage] = []
+        rejected: list[Rejected] = []
+        with self._p.store.read() as tx:
+
+            def resolve(fingerprint: str) -> tuple[str, str] | None:
+                if fingerprint.startswith("credential:"):
+                    static = statics.get(fingerprint.removeprefix("credential:"))
+                    if static is None or len(static.readers) != 1:
+                        return None
+                    return static.readers[0], ""
+                lease = tx.get_lease(fingerprint)
+                if lease is None:
+                    return None
+                return lease.identity_id, lease.profile_id or ""
+
+            for index, line in enumerate(lines):
+                try:
+                    usage = parse_usage_line(
+                        line,
+                        now,
+                        resolve_credential=resolve,
+                        known_identity=lambda i: i in view.identities,
+                    )
+                except InvalidUsage as exc:
+                    rejected.append(Rejected(index, str(exc)))
+                    continue
+                accepted.append(_with_entitlement(usage, view))
+        if accepted:
+            self.usage.write(combine(rollup_of(u) for u in accepted))
+        return {"accepted": len(accepted), "rejected": [r.to_dict() for r in rejected]}
+
+    def sample_sessions(self) -> int:
+        """Sessions at every target, as usage of the identities behind them."""
+        if self._p.sample_sessions is None:
+            return 0
+        statics = self._p.statics()
+        by_user: dict[tuple[str, str], StaticCredential] = {}
+        static_users: dict[str, set[str]] = {}
+        for credential in statics:
+            if credential.target and credential.users:
+                for user in credential.users:
+                    by_user[(credential.target, user)] = credential
+                    static_users.setdefault(credential.target, set()).add(user)
+        try:
+            sessions, failures = self._p.sample_sessions(static_users)
+        except GovernError:
+            return 0
+        for target, error in failures.items():
+            log.warning("could not sample sessions", extra={"target": target, "error": error})
+        now = self._p.clock()
+        count = 0
+        with self._p.store.read() as tx:
+            for session in sessions:
+                if session.lease_id:
+                    lease = tx.get_lease(session.lease_id)
+                    if lease is None:
+                        continue
+                    owners = [(lease.identity_id, lease.id, lease.profile_id or "")]
+                else:
+                    static = by_user.get((session.target, session.user))
+                    if static is None:
+                        continue
+                    owners = [(r, f"credential:{static.id}", "") for r in static.readers]
+                for identity_id, credential_key, entitlement in owners:
+                    self.usage.record(
+                        Usage(
+                            identity_id=identity_id,
+                            at=now,
+                            action="session",
+                            credential=credential_key,
+                            entitlement=entitlement,
+                            source=session.source,
+                            resource=session.target,
+                            application=session.application,
+                        )
+                    )
+                    count += 1
+        return count
+
+    def exposed(self, credential_id: str, evidence: str, actor: str) -> None:
+        """An exposure was reported for a static secret or a lease: a leak finding."""
+        now = self._p.clock()
+        record = GovernRecord(
+            type=EXPOSURE,
+            id=f"exp_{secrets.token_hex(8)}",
+            group_id=credential_id,
+            state="reported",
+            spec={
+                "credential": credential_id,
+                "at": format_time(now),
+                "evidence": evidence,
+                "reported_by": actor,
+            },
+            updated_at=now,
+        )
+        with self._p.store.transaction() as tx:
+            tx.put_govern([record])
+        readers = {r for c in self._p.statics() if c.id == credential_id for r in c.readers}
+        with self._p.store.read() as tx:
+            lease = tx.get_lease(credential_id)
+        if lease is not None:
+            readers.add(lease.identity_id)
+        self.mark(readers)
+
+    # -- reading --
+    def findings(self, where: FindingFilter) -> list[dict[str, Any]]:
+        if where.rule is not None and where.rule not in RULES:
+            raise InvalidUsage(f"rule: unknown rule {where.rule!r}")
+        owner_in = where.owner_in
+        if where.owner is not None:
+            if owner_in is not None and where.owner not in owner_in:
+                return []
+            owner_in = (where.owner,)
+        query = GovernFilter(
+            type=FINDING,
+            group_id=where.rule,
+            identity_id=where.identity,
+            owner_in=owner_in,
+            states=(where.state,) if where.state else None,
+            after_id=where.after,
+            limit=where.limit,
+        )
+        out: list[dict[str, Any]] = []
+        with self._p.store.read() as tx:
+            while len(out) < where.limit:
+                page = tx.list_govern(query)
+                out += [
+                    dict(r.spec)
+                    for r in page
+                    if where.severity is None or r.spec.get("severity") == where.severity
+                ]
+                if len(page) < query.limit:
+                    break
+                query = replace(query, after_id=page[-1].id)
+        return out[: where.limit]
+
+    def finding_counts(self) -> dict[tuple[str, str], int]:
+        """Findings by (rule, state), for the Prometheus gauges."""
+        with self._p.store.read() as tx:
+            return tx.govern_counts(FINDING)
+
+    def risk(self, identity_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ids = tuple(identity_ids)
+        with self._p.store.read() as tx:
+            records = _page_all(tx, GovernFilter(type=SUBJECT, identity_ids=ids))
+        return {
+            r.id: {
+                "score": r.spec.get("risk", 0),
+                "open_findings": r.spec.get("open_findings", 0),
+                "blast_radius": r.spec.get("blast_radius"),
+            }
+            for r in records
+        }
+
+    def risk_ranking(self, owner_in: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
+        with self._p.store.read() as tx:
+            records = _page_all(tx, GovernFilter(type=SUBJECT, owner_in=owner_in))
+        return sorted(
+            ((r.id, int(r.spec.get("risk", 0))) for r in records),
+            key=lambda pair: (-pair[1], pair[0]),
+        )
+
+    def report(self, framework: str, since: dt.datetime) -> dict[str, Any]:
+        if framework not in FRAMEWORKS:
+            raise InvalidUsage(f"framework: must be one of {', '.join(FRAMEWORKS)}")
+        return build_report(
+            self._p.store.iter_audit(),
+            self._p.view.current,
+            framework=framework,
+            since=since,
+            now=self._p.clock(),
+        )
+
+    def migration(self) -> list[dict[str, Any]]:
+        with self._p.store.read() as tx:
+            exposures = _page_all(tx, GovernFilter(type=EXPOSURE))
+        counts: dict[str, int] = {}
+        for record in exposures:
+            counts[record.group_id] = counts.get(record.group_id, 0) + 1
+        return migration_report(self._p.view.current, self._p.statics(), counts, self._p.clock())
+
+
+def _with_entitlement(usage: Usage, view: EstateView) -> Usage:
+    """A reported use names a resource, not a profile: the entitlement it was under is
+    the identity's profile with that audience, id or target."""
+    if usage.entitlement or not usage.resource:
+        return usage
+    identity = view.identities.get(usage.identity_id)
+    if identity is None:
+        return usage
+    for entitlement in identity.entitlements:
+        profile = view.profiles.get(entitlement.profile_id)
+        if profile is not None and usage.resource in (profile.audience, profile.id, profile.target):
+            return replace(usage, entitlement=profile.id)
+    return usage
+
+
+def parse_since(value: str | None, now: dt.datetime) -> dt.datetime:
+    if value is None:
+        return now - dt.timedelta(days=90)
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise InvalidUsage(f"since: {exc}") from None
+
+
+__all__ = ["FindingFilter", "GovernParts", "Governance", "UnknownGovernObject", "parse_since"]
