@@ -130,6 +130,7 @@ class Tether:
             )
         )
         self.statics.on_used.append(self.govern.record)
+        self.statics.on_exposed.append(self.govern.exposed)
         self.system = SystemService(self.store, self.barrier, self.audit, self.auth)
         self.leadership = Leadership(self.store, may_lead=lambda: not self.barrier.sealed)
         self.lifecycle = Lifecycle(
@@ -184,6 +185,7 @@ class Tether:
                 forget_target=self.targets.forget,
                 wake=self.lifecycle.wake,
                 rewrap_soon=self.lifecycle.rewrap_soon,
+                governance_changed=self.govern.changed_elsewhere,
             ),
         )
 

@@ -110,6 +110,10 @@ def _concrete(path: str, w: World) -> str:
         "name": "db",
         "profile_id": "db-ro",
         "credential_id": "cred-x",
+        "campaign_id": "rev_000000000000",
+        "item_id": "rvi_00000000000000000000",
+        "exception_id": "exc_0000000000000000",
+        "sink_id": "hook",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

@@ -342,3 +342,11 @@ def test_a_revocation_retried_with_backoff_is_stuck_since_it_began() -> None:
     assert rules_of(facts(leases=(retried,), now=NOW + dt.timedelta(seconds=11))) == [
         "revocation-stuck"
     ]
+
+
+def test_human_use_long_ago_is_outside_the_evidence_window() -> None:
+    old_psql = rollup("db-ro", days_ago=45, application=("psql",))
+    assert rules_of(facts(usage=(*CLEAN_USAGE, old_psql))) == []
+    assert rules_of(facts(usage=(*CLEAN_USAGE, replace(old_psql, last_seen=NOW - DAY)))) == [
+        "human-use"
+    ]

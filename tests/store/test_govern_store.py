@@ -150,6 +150,18 @@ def test_stored_facets_are_capped_and_sorted_by_code_point_on_every_backend(
         "source": tuple(sorted({*first, *more})[:USAGE_DISTINCT_CAP]),
     }
     assert stored.count == 2
+    # Values already kept change nothing; a smaller one than those kept takes the place
+    # of the largest.
+    with store.transaction() as tx:
+        tx.merge_usage([_rollup(facets={"source": stored.facets["source"][:3]})])
+    with store.read() as tx:
+        (again,) = tx.usage_for(["svc"], DAY)
+    assert again.facets == stored.facets and again.count == 3
+    with store.transaction() as tx:
+        tx.merge_usage([_rollup(facets={"source": ("!first", "Zeta")})])
+    with store.read() as tx:
+        (last,) = tx.usage_for(["svc"], DAY)
+    assert last.facets["source"] == ("!first", *stored.facets["source"][:-1])
 
 
 def test_usage_for_picks_identities_and_days_in_key_order(store: Store) -> None:

@@ -14,11 +14,13 @@ from tether.cluster._events import (
     API_TOKEN_CREATED,
     API_TOKEN_REVOKED,
     ESTATE_APPLIED,
+    GOVERN_CHANGED,
     KEYRING_ROTATED,
     LEASES_ENDED,
     SIGNING_KEYS_CHANGED,
     TARGET_CHANGED,
     publish_ended,
+    publish_govern_changed,
 )
 from tether.cluster._feed import Feed
 from tether.cluster._leader import Fence, FencedStore, Leadership
@@ -29,6 +31,7 @@ __all__ = [
     "API_TOKEN_CREATED",
     "API_TOKEN_REVOKED",
     "ESTATE_APPLIED",
+    "GOVERN_CHANGED",
     "KEYRING_ROTATED",
     "LEASES_ENDED",
     "SIGNING_KEYS_CHANGED",
@@ -41,5 +44,6 @@ __all__ = [
     "Leadership",
     "NodeCaches",
     "publish_ended",
+    "publish_govern_changed",
     "subscribe",
 ]

@@ -28,6 +28,20 @@ TARGET_CHANGED: Final = "target.changed"
 #: `revoking` (an external revocation is due), the leader's sweep wakes.
 LEASES_ENDED: Final = "leases.ended"
 
+#: {"identities": [str]} or {"all": true}: what governance knows of these identities
+#: changed (usage flushed, an exception or a review decision). The leader re-evaluates.
+GOVERN_CHANGED: Final = "govern.changed"
+#: Identity ids per `govern.changed` event.
+GOVERN_CHUNK = 1000
+
+
+def publish_govern_changed(tx: Tx, identity_ids: Sequence[str]) -> None:
+    """Publish, in `tx`, that these identities need evaluating again (in chunks)."""
+    named = sorted(set(identity_ids))
+    for start in range(0, len(named), GOVERN_CHUNK):
+        tx.publish(GOVERN_CHANGED, {"identities": named[start : start + GOVERN_CHUNK]})
+
+
 #: Lease ids per `leases.ended` event.
 ENDED_CHUNK = 1000
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tether.cluster import _events as kinds
@@ -52,6 +52,9 @@ class NodeCaches:
     wake: Callable[[], None]
     #: Rewrap now (on the leader): the keyring rotated.
     rewrap_soon: Callable[[], None]
+    #: Governance facts changed (on any process): `{"identities": [...]}` or
+    #: `{"all": true}`, what the leader's governance evaluates again.
+    governance_changed: Callable[[Mapping[str, Any]], None] = field(default=lambda _data: None)
 
 
 def subscribe(feed: Feed, caches: NodeCaches) -> None:
@@ -62,6 +65,7 @@ def subscribe(feed: Feed, caches: NodeCaches) -> None:
         if caches.view.current.version < int(data.get("version", 0)):
             caches.view.reload()
         caches.wake()
+        caches.governance_changed({"all": True})  # owners, grants, thresholds may differ
 
     def signing_keys_changed(_data: Mapping[str, Any]) -> None:
         if caches.barrier.sealed:
@@ -89,6 +93,7 @@ def subscribe(feed: Feed, caches: NodeCaches) -> None:
     feed.subscribe(kinds.SIGNING_KEYS_CHANGED, signing_keys_changed)
     feed.subscribe(kinds.KEYRING_ROTATED, keyring_rotated)
     feed.subscribe(kinds.LEASES_ENDED, leases_ended)
+    feed.subscribe(kinds.GOVERN_CHANGED, caches.governance_changed)
     feed.subscribe(kinds.TARGET_CHANGED, lambda data: caches.forget_target(str(data["name"])))
     feed.on_heartbeat.append(caches.ended_leases.heartbeat)
     feed.on_resync.append(resync)

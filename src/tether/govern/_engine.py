@@ -16,12 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from tether._internal.timeutil import format_time, parse_time
 from tether.audit import AuditLog
+from tether.errors import TetherError
 from tether.estate import EstateView, EstateViewHolder
 from tether.govern._risk import blast_radius, risk_score
 from tether.govern._rules import Draft, Facts, evaluate
@@ -35,7 +37,6 @@ from tether.model import (
     Severity,
     Waiver,
 )
-from tether.providers import ProviderError
 from tether.static import StaticCredential
 from tether.store import GovernFilter, GovernRecord, LeaseFilter, Store, Tx, UsageRollup
 from tether.targets import kind_names
@@ -114,12 +115,20 @@ class _Shared:
 class FindingsEngine:
     def __init__(self, parts: EngineParts) -> None:
         self._p = parts
+        # One evaluation at a time in a process: two would each open the same finding
+        # (one audit entry and one alert each). Across processes the leadership gate
+        # keeps the background to one; an operator's evaluate runs on its own node.
+        self._running = threading.Lock()
         #: Called after each evaluation's writes commit, with what changed.
         self.on_evaluated: list[Callable[[Outcome], None]] = []
 
     # -- entry points --
     def evaluate_all(self) -> Outcome:
         """Every identity of the estate, a page at a time."""
+        with self._running:
+            return self._evaluate_all()
+
+    def _evaluate_all(self) -> Outcome:
         shared = self._shared(full=True)
         ids = sorted(shared.view.identities)
         total = Outcome()
@@ -132,6 +141,10 @@ class FindingsEngine:
 
     def evaluate(self, identity_ids: Iterable[str]) -> Outcome:
         """These identities only (an estate change, new usage, a decision)."""
+        with self._running:
+            return self._evaluate(identity_ids)
+
+    def _evaluate(self, identity_ids: Iterable[str]) -> Outcome:
         shared = self._shared(full=False)
         wanted = sorted(set(identity_ids))
         known = [i for i in wanted if i in shared.view.identities]
@@ -249,7 +262,7 @@ class FindingsEngine:
             try:
                 if self._p.usable_users(credential.target, credential.users):
                     working.add(credential.id)
-            except (ProviderError, KeyError) as exc:
+            except (TetherError, KeyError) as exc:
                 log.warning(
                     "could not check a static secret's users",
                     extra={"credential": credential.id, "error": type(exc).__name__},
@@ -292,11 +305,11 @@ class FindingsEngine:
                 shared, identity, drafts, by_identity.get(identity_id, []), outcome, events, alerts
             )
             writes += changed
-            radius = blast_radius(
-                identity, view.profiles, (a for lease in leases[identity_id] if (a := lease.actor))
-            )
+            # Delegated actors as usage saw them: the same in a full and an incremental run.
+            radius = blast_radius(identity, view.profiles, facts.facet("actor"))
             score = risk_score(open_severities, identity.criticality, radius)
             spec = {
+                "owner": identity.owner_id,
                 "tracked_since": format_time(facts.tracked_since),
                 "reviewed_at": format_time(facts.reviewed_at) if facts.reviewed_at else None,
                 "risk": score,
@@ -346,7 +359,7 @@ class FindingsEngine:
                 continue
             seen.add(fid)
             rule = RULES[draft.rule]
-            waiver = _waiver_for(shared, draft.rule, identity, now)
+            waiver = _waiver_for(shared, draft, identity, now)
             state = "excepted" if waiver is not None else "open"
             old = held.get(fid)
             spec = _draft_spec(fid, draft, identity, state, waiver, now)
@@ -471,6 +484,8 @@ def _stale(old: GovernRecord, spec: Mapping[str, Any], now: dt.datetime) -> bool
         return True
     if old.spec.get("exception") != spec.get("exception"):
         return True
+    if old.owner_id != spec.get("owner"):
+        return True  # handed to another owner: its scope must follow at once
     last = old.spec.get("last_seen")
     return last is None or parse_time(last) <= now - dt.timedelta(minutes=1)
 
@@ -533,9 +548,13 @@ def _alert(spec: Mapping[str, Any], action: str) -> dict[str, Any]:
     }
 
 
-def _waiver_for(shared: _Shared, rule: str, identity: Identity, now: dt.datetime) -> Waiver | None:
+def _waiver_for(
+    shared: _Shared, draft: Draft, identity: Identity, now: dt.datetime
+) -> Waiver | None:
     for waiver in shared.waivers:
-        if waiver.active(now) and waiver.covers(rule, identity.id, identity.owner_id):
+        if waiver.active(now) and waiver.covers(
+            draft.rule, identity.id, identity.owner_id, draft.subject
+        ):
             return waiver
     return None
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from tether._internal.timeutil import InvalidValue, format_time, parse_time
 from tether.audit import AuditLog
-from tether.estate import EstateViewHolder
+from tether.cluster import publish_govern_changed
+from tether.estate import EstateView, EstateViewHolder
 from tether.govern._engine import EXCEPTION, _page_all
 from tether.govern.errors import AlreadyDecided, InvalidException, UnknownGovernObject
 from tether.model import RULES, AuditEvent, Waiver
@@ -116,6 +117,7 @@ class Exceptions:
             replace(record, state="active", spec=spec, updated_at=now),
             "exception.approve",
             approver,
+            was=("requested",),
         )
         return spec
 
@@ -131,7 +133,10 @@ class Exceptions:
             "revoked_at": format_time(now),
         }
         self._write(
-            replace(record, state="revoked", spec=spec, updated_at=now), "exception.revoke", actor
+            replace(record, state="revoked", spec=spec, updated_at=now),
+            "exception.revoke",
+            actor,
+            was=("requested", "active"),
         )
         return spec
 
@@ -141,24 +146,30 @@ class Exceptions:
         with self._store.read() as tx:
             active = _page_all(tx, GovernFilter(type=EXCEPTION, states=("active",)))
         due = [r for r in active if parse_time(r.spec["expires"]) <= now]
+        expired = 0
         for record in due:
             spec = {**record.spec, "state": "expired"}
-            self._write(
-                replace(record, state="expired", spec=spec, updated_at=now),
-                "exception.expire",
-                "system:govern",
-            )
-        return len(due)
+            try:
+                self._write(
+                    replace(record, state="expired", spec=spec, updated_at=now),
+                    "exception.expire",
+                    "system:govern",
+                    was=("active",),
+                )
+            except AlreadyDecided:
+                continue  # revoked meanwhile
+            expired += 1
+        return expired
 
     def listing(
         self, owner_in: tuple[str, ...] | None = None, state: str | None = None
     ) -> list[dict[str, Any]]:
         with self._store.read() as tx:
             records = _page_all(
-                tx,
-                GovernFilter(type=EXCEPTION, owner_in=owner_in, states=(state,) if state else None),
+                tx, GovernFilter(type=EXCEPTION, states=(state,) if state else None)
             )
-        out = [dict(r.spec) for r in records]
+        view = self._view.current
+        out = [dict(r.spec) for r in records if owner_in is None or _owner_now(view, r) in owner_in]
         now = self._clock()
         for waiver in self._view.current.exceptions.values():
             identity = self._view.current.identities.get(waiver.identity)
@@ -180,8 +191,22 @@ class Exceptions:
             raise UnknownGovernObject(f"no exception {exception_id!r}")
         return record
 
-    def _write(self, record: GovernRecord, action: str, actor: str) -> None:
+    def _write(
+        self,
+        record: GovernRecord,
+        action: str,
+        actor: str,
+        was: tuple[str, ...] | None = None,
+    ) -> None:
+        """Write `record` and its audit entry; with `was`, only if the stored state is
+        still one of those (read again in the write: concurrent decisions do not
+        overwrite each other)."""
         with self._store.transaction() as tx:
+            if was is not None:
+                current = tx.get_govern(EXCEPTION, record.id)
+                if current is None or current.state not in was:
+                    state = "gone" if current is None else current.state
+                    raise AlreadyDecided(f"exception {record.id} is {state}")
             tx.put_govern([record])
             self._audit.append(
                 tx,
@@ -204,8 +229,15 @@ class Exceptions:
                     )
                 ],
             )
+            if record.identity_id:  # after the audit append (the feed's lock order)
+                publish_govern_changed(tx, [record.identity_id])
         if record.identity_id:
             self._changed({record.identity_id})
+
+
+def _owner_now(view: EstateView, record: GovernRecord) -> str | None:
+    identity = view.identities.get(record.identity_id or "")
+    return identity.owner_id if identity is not None else record.owner_id
 
 
 def waiver_of(record: GovernRecord) -> Waiver:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tether._internal.timeutil import format_time, parse_time
 from tether.audit import AuditLog
-from tether.cluster import ESTATE_APPLIED
+from tether.cluster import ESTATE_APPLIED, publish_govern_changed
 from tether.estate import EstateViewHolder
 from tether.estate._view import VERSION_KEY, WITHDRAWAL_TYPE, Withdrawal, withdrawal_key
 from tether.govern._engine import SUBJECT, _page_all
@@ -260,10 +260,14 @@ class Reviews:
             raise InvalidReview(f"decision: must be one of {', '.join(DECISIONS)}")
         with self._store.read() as tx:
             item = tx.get_govern(ITEM, item_id)
-        if item is None or (reviewer.owners is not None and item.owner_id not in reviewer.owners):
-            if item is not None:
-                raise NotReviewer(f"only the owner of {item.identity_id} or an admin decides this")
+        if item is None:
             raise UnknownGovernObject(f"no review item {item_id!r}")
+        # The identity's owner now, not when the campaign started: an identity handed to
+        # another team is that team's to decide.
+        identity = self._view.current.identities.get(item.identity_id or "")
+        owner = identity.owner_id if identity is not None else item.owner_id
+        if reviewer.owners is not None and owner not in reviewer.owners:
+            raise NotReviewer(f"only the owner of {item.identity_id} or an admin decides this")
         narrowed: tuple[str, ...] | None = None
         if decision == "narrow":
             granted = item.spec["granted_scopes"]
@@ -284,6 +288,7 @@ class Reviews:
         actor: str,
         reason: str | None,
         state: str | None = None,
+        alert: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         now = self._clock()
         identity_id, profile_id = item.spec["identity"], item.spec["profile"]
@@ -313,9 +318,6 @@ class Reviews:
                     item.id,
                 )
                 tx.put_estate_object(WITHDRAWAL_TYPE, withdrawal.key, withdrawal.to_spec())
-                # Every node reloads its estate view, as after an apply.
-                version = int(tx.get_meta(VERSION_KEY) or b"0") + 1
-                tx.put_meta(VERSION_KEY, str(version).encode())
                 revoked = self._revoke(tx, identity_id, profile_id, narrowed, item.group_id, actor)
             self._audit.append(
                 tx,
@@ -340,7 +342,15 @@ class Reviews:
                 now,
             )
             if decision in ("revoke", "narrow"):
+                # After the audit append, which serializes writers (as `apply` does): every
+                # node reloads its estate view, as after an apply.
+                version = int(tx.get_meta(VERSION_KEY) or b"0") + 1
+                tx.put_meta(VERSION_KEY, str(version).encode())
                 tx.publish(ESTATE_APPLIED, {"version": version})
+            else:
+                publish_govern_changed(tx, [identity_id])  # reviewed: the leader re-evaluates
+            if alert is not None and self._alert is not None:
+                self._alert(tx, alert)
             self._progress(tx, item.group_id, identity_id, now)
         if decision in ("revoke", "narrow"):
             self._view.reload()
@@ -369,44 +379,21 @@ class Reviews:
         return len(self._leases.revoke_leases_in(tx, live, reason, actor))
 
     def _progress(self, tx: Tx, campaign_id: str, identity_id: str, now: dt.datetime) -> None:
-        items = _page_all(tx, GovernFilter(type=ITEM, group_id=campaign_id))
         campaign = tx.get_govern(CAMPAIGN, campaign_id)
         assert campaign is not None
-        decided = sum(1 for i in items if i.state != "pending")
-        if all(i.state != "pending" for i in items if i.identity_id == identity_id):
-            subject = tx.get_govern(SUBJECT, identity_id)
-            if subject is not None:
-                tx.put_govern(
-                    [
-                        replace(
-                            subject,
-                            spec={**subject.spec, "reviewed_at": format_time(now)},
-                            updated_at=now,
-                        )
-                    ]
-                )
-            else:
-                identity = self._view.current.identities.get(identity_id)
-                tx.put_govern(
-                    [
-                        GovernRecord(
-                            type=SUBJECT,
-                            id=identity_id,
-                            group_id="",
-                            state="tracked",
-                            spec={
-                                "tracked_since": format_time(now),
-                                "reviewed_at": format_time(now),
-                            },
-                            updated_at=now,
-                            identity_id=identity_id,
-                            owner_id=identity.owner_id if identity else None,
-                        )
-                    ]
-                )
+        # This identity's items only (indexed): a campaign of many items stays linear.
+        mine = [
+            i
+            for i in _page_all(tx, GovernFilter(type=ITEM, identity_id=identity_id))
+            if i.group_id == campaign_id
+        ]
+        if all(i.state != "pending" for i in mine):
+            self._reviewed(tx, identity_id, now)
+        decided = int(campaign.spec.get("decided", 0)) + 1
         spec = {**campaign.spec, "decided": decided}
         state = campaign.state
-        if decided == len(items) and state == "open":
+        if decided >= int(campaign.spec.get("items", 0)) and state == "open":
+            items = _page_all(tx, GovernFilter(type=ITEM, group_id=campaign_id))
             state = spec["state"] = "completed"
             spec["completed_at"] = format_time(now)
             self._audit.append(
@@ -425,6 +412,28 @@ class Reviews:
                 now,
             )
         tx.put_govern([replace(campaign, state=state, spec=spec, updated_at=now)])
+
+    def _reviewed(self, tx: Tx, identity_id: str, now: dt.datetime) -> None:
+        subject = tx.get_govern(SUBJECT, identity_id)
+        if subject is not None:
+            spec = {**subject.spec, "reviewed_at": format_time(now)}
+            tx.put_govern([replace(subject, spec=spec, updated_at=now)])
+            return
+        identity = self._view.current.identities.get(identity_id)
+        tx.put_govern(
+            [
+                GovernRecord(
+                    type=SUBJECT,
+                    id=identity_id,
+                    group_id="",
+                    state="tracked",
+                    spec={"tracked_since": format_time(now), "reviewed_at": format_time(now)},
+                    updated_at=now,
+                    identity_id=identity_id,
+                    owner_id=identity.owner_id if identity else None,
+                )
+            ]
+        )
 
     def process_due(self) -> int:
         """Campaigns past their due date: pending items take the campaign's default."""
@@ -455,26 +464,32 @@ class Reviews:
         return handled
 
     def _escalate(self, item: GovernRecord, reason: str) -> None:
-        self._decide(item, "escalate", None, "system:review", reason, state="escalated")
-        if self._alert is not None:
-            with self._store.transaction() as tx:
-                self._alert(
-                    tx,
-                    {
-                        "type": "review.escalate",
-                        "severity": "high",
-                        "campaign": item.group_id,
-                        "item": item.id,
-                        "identity": item.identity_id,
-                        "owner": item.owner_id,
-                        "profile": item.spec["profile"],
-                        "reason": reason,
-                    },
-                )
+        # The alert commits with the escalation: neither without the other.
+        self._decide(
+            item,
+            "escalate",
+            None,
+            "system:review",
+            reason,
+            state="escalated",
+            alert={
+                "type": "review.escalate",
+                "severity": "high",
+                "campaign": item.group_id,
+                "item": item.id,
+                "identity": item.identity_id,
+                "owner": item.owner_id,
+                "profile": item.spec["profile"],
+                "reason": reason,
+            },
+        )
 
-    def export(self, campaign_id: str) -> list[dict[str, Any]]:
-        """The changes that make an estate file agree with this campaign's decisions."""
-        campaign = self.show(campaign_id)
+    def export(
+        self, campaign_id: str, owners: tuple[str, ...] | None = None
+    ) -> list[dict[str, Any]]:
+        """The changes that make an estate file agree with this campaign's decisions (an
+        owner scope sees its own identities' only)."""
+        campaign = self.show(campaign_id, owners)
         out = []
         for entry in campaign["entries"]:
             decision = entry.get("decision") or {}

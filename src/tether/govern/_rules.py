@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether._internal.timeutil import format_duration, format_time
+from tether.lease import backoff
 from tether.model import (
     ControlProfile,
     Criticality,
@@ -26,7 +27,6 @@ from tether.model import (
     Thresholds,
     Vendor,
 )
-from tether.lease import backoff
 from tether.static import StaticCredential
 from tether.store import UsageRollup
 
@@ -78,6 +78,23 @@ class Facts:
     reviewed_at: dt.datetime | None
     now: dt.datetime
     interactive: Callable[[str], bool] = field(default=lambda _v: False)
+    #: The usage within the evidence window, and every facet's values across it
+    #: (computed: several rules read them).
+    recent: tuple[UsageRollup, ...] = field(init=False)
+    seen: Mapping[str, frozenset[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        since = self.now - self.thresholds.evidence_window
+        recent = tuple(r for r in self.usage if r.last_seen > since)
+        union: dict[str, set[str]] = {}
+        for rollup in recent:
+            for name, values in rollup.facets.items():
+                union.setdefault(name, set()).update(values)
+        object.__setattr__(self, "recent", recent)
+        object.__setattr__(self, "seen", {k: frozenset(v) for k, v in union.items()})
+
+    def facet(self, name: str) -> frozenset[str]:
+        return self.seen.get(name, frozenset())
 
 
 Rule = Callable[[Facts], Iterable[Draft]]
@@ -300,7 +317,7 @@ def environment_crossing(f: Facts) -> Iterable[Draft]:
                 },
                 f"give {f.identity.id} a profile of {home}, or move it",
             )
-    attested = sorted(e for e in _facet(f.usage, "environment") if e != home)
+    attested = sorted(e for e in f.facet("environment") if e != home)
     if attested:
         yield Draft(
             "environment-crossing",
@@ -323,7 +340,7 @@ def environment_crossing(f: Facts) -> Iterable[Draft]:
 def reuse(f: Facts) -> Iterable[Draft]:
     settings = f.settings
     by_credential: dict[str, list[UsageRollup]] = {}
-    for rollup in f.usage:
+    for rollup in f.recent:
         if rollup.credential:
             by_credential.setdefault(rollup.credential, []).append(rollup)
     for credential, rollups in sorted(by_credential.items()):
@@ -340,7 +357,7 @@ def reuse(f: Facts) -> Iterable[Draft]:
                 },
                 "issue one credential per workload",
             )
-    subjects = _facet(f.usage, "subject")
+    subjects = f.facet("subject")
     if len(subjects) > settings.reuse_max_subjects:
         yield Draft(
             "reuse",
@@ -351,13 +368,13 @@ def reuse(f: Facts) -> Iterable[Draft]:
 
 
 def human_use(f: Facts) -> Iterable[Draft]:
-    applications = sorted(a for a in _facet(f.usage, "application") if f.interactive(a))
+    applications = sorted(a for a in f.facet("application") if f.interactive(a))
     agents = sorted(
         a
-        for a in _facet(f.usage, "user_agent")
+        for a in f.facet("user_agent")
         if any(a.startswith(p) for p in f.settings.interactive_agents)
     )
-    workstations = sorted(s for s in _facet(f.usage, "source") if f.settings.is_workstation(s))
+    workstations = sorted(s for s in f.facet("source") if f.settings.is_workstation(s))
     if applications or agents or workstations:
         yield Draft(
             "human-use",

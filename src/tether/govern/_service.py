@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from tether._internal.timeutil import format_time, parse_time
 from tether.audit import AuditLog
+from tether.cluster import publish_govern_changed
 from tether.estate import EstateView, EstateViewHolder
 from tether.govern._engine import (
     EXPOSURE,
@@ -111,6 +112,7 @@ class Governance:
         self._all_due = True
         self._last_full: dt.datetime | None = None
         self._last_sample: dt.datetime | None = None
+        self._last_tick: dt.datetime | None = None
         #: Called when there is work for the background (the worker's wake-up).
         self.on_work: list[Callable[[], None]] = []
 
@@ -127,6 +129,13 @@ class Governance:
         with self._lock:
             self._all_due = True
         self._wake()
+
+    def changed_elsewhere(self, event: Mapping[str, Any]) -> None:
+        """The feed's `govern.changed` (any process), or an estate applied."""
+        if event.get("all"):
+            self.mark_all()
+        else:
+            self.mark(str(i) for i in event.get("identities", ()))
 
     def _wake(self) -> None:
         for wake in self.on_work:
@@ -149,6 +158,7 @@ class Governance:
             self.usage.flush()
         self.reviews.process_due()
         self.exceptions.expire_due()
+        self._estate_waivers_expired(now)
         every = self._p.view.current.governance.evaluate_every
         with self._lock:
             full = self._all_due or self._last_full is None or now - self._last_full >= every
@@ -165,6 +175,19 @@ class Governance:
         if self._p.alerts is not None:
             self._p.alerts.deliver_due()
         return outcome
+
+    def _estate_waivers_expired(self, now: dt.datetime) -> None:
+        """Waivers of the estate that ran out since the last pass: their findings reopen
+        now, not at the next full evaluation."""
+        last, self._last_tick = self._last_tick, now
+        if last is None:
+            return
+        for waiver in self._p.view.current.exceptions.values():
+            if last < waiver.expires_at <= now:
+                if waiver.identity == "*":
+                    self.mark_all()
+                else:
+                    self.mark([waiver.identity])
 
     def evaluate_now(self, identity_ids: Iterable[str] | None = None) -> Outcome:
         """Evaluate at once (tests, `tether findings --refresh`); flushes usage first."""
@@ -265,30 +288,26 @@ class Governance:
                     count += 1
         return count
 
-    def exposed(self, credential_id: str, evidence: str, actor: str) -> None:
-        """An exposure was reported for a static secret or a lease: a leak finding."""
+    def exposed(self, tx: Tx, credential: StaticCredential, evidence: str, actor: str) -> None:
+        """An exposure of a static secret was reported (in that report's transaction):
+        the evidence of a leak finding on every identity that may read it."""
         now = self._p.clock()
         record = GovernRecord(
             type=EXPOSURE,
             id=f"exp_{secrets.token_hex(8)}",
-            group_id=credential_id,
+            group_id=credential.id,
             state="reported",
             spec={
-                "credential": credential_id,
+                "credential": credential.id,
                 "at": format_time(now),
                 "evidence": evidence,
                 "reported_by": actor,
             },
             updated_at=now,
         )
-        with self._p.store.transaction() as tx:
-            tx.put_govern([record])
-        readers = {r for c in self._p.statics() if c.id == credential_id for r in c.readers}
-        with self._p.store.read() as tx:
-            lease = tx.get_lease(credential_id)
-        if lease is not None:
-            readers.add(lease.identity_id)
-        self.mark(readers)
+        tx.put_govern([record])
+        publish_govern_changed(tx, credential.readers)
+        tx.on_commit(lambda: self.mark(credential.readers))
 
     # -- reading --
     def findings(self, where: FindingFilter) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._internal.timeutil import InvalidValue, parse_time
+from tether.cluster import publish_govern_changed
 from tether.govern.errors import InvalidUsage
 from tether.model import Usage
 from tether.store import Store, StoreError, UsageRollup, merge_rollups
@@ -31,7 +32,15 @@ _MAX_SCOPES = 64
 
 def _facets(usage: Usage) -> dict[str, tuple[str, ...]]:
     facets: dict[str, tuple[str, ...]] = {"action": (usage.action,)}
-    for name in ("source", "user_agent", "resource", "subject", "environment", "application"):
+    for name in (
+        "source",
+        "user_agent",
+        "resource",
+        "subject",
+        "environment",
+        "application",
+        "actor",
+    ):
         value = getattr(usage, name)
         if value:
             facets[name] = (value[:_MAX_TEXT],)
@@ -119,9 +128,11 @@ class UsageRecorder:
 
     def write(self, rollups: Sequence[UsageRollup]) -> None:
         """Merge these rollups into the store now, and tell the listeners."""
+        touched = {r.identity_id for r in rollups}
         with self._store.transaction() as tx:
             tx.merge_usage(rollups)
-        touched = {r.identity_id for r in rollups}
+            # The leader may be another process: it hears of the change on the feed.
+            publish_govern_changed(tx, sorted(touched))
         for listener in self.on_flushed:
             listener(touched)
 
@@ -217,7 +228,7 @@ def parse_usage_line(
         action=_text(line, "action") or "use",
         credential=fingerprint or "",
         entitlement=entitlement,
-        source=_text(line, "source"),
+        source=_text(line, "source", required=True),
         user_agent=_text(line, "user_agent"),
         resource=_text(line, "resource"),
         scopes=tuple(scopes),

@@ -162,6 +162,7 @@ class IssuanceRequest:
             scopes=self.scopes,
             subject=evidence.subject if evidence is not None else subject.claims.get("sub"),
             environment=subject.claims.get("environment"),
+            actor=self.actor,
         )
 
     def audit_event(

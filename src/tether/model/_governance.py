@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -45,6 +46,9 @@ class Thresholds:
     revocation_stuck_after: dt.timedelta = dt.timedelta(minutes=15)
     #: A lease of a kind without a rotation interval older than this is long-lived.
     credential_max_age: dt.timedelta = 90 * _DAY
+    #: How far back usage shows how an identity is used now (human use, reuse, the
+    #: environments it attested from): a psql session long ago is not a finding forever.
+    evidence_window: dt.timedelta = 30 * _DAY
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Thresholds:
         changes = {
@@ -78,6 +82,21 @@ DEFAULT_INTERACTIVE_AGENTS: tuple[str, ...] = (
     "PostmanRuntime/",
     "insomnia/",
 )
+
+
+@functools.lru_cache(maxsize=64)
+def _networks(
+    written: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(net, strict=False) for net in written)
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(source)
+    except ValueError:
+        return None  # a host name: not in any network
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +133,11 @@ class GovernanceSettings:
         return left + self.orphaned_grace
 
     def is_workstation(self, source: str) -> bool:
-        try:
-            address = ipaddress.ip_address(source)
-        except ValueError:
+        if not self.workstation_sources:
             return False
-        return any(
-            address in ipaddress.ip_network(net, strict=False) for net in self.workstation_sources
+        address = _address(source)
+        return address is not None and any(
+            address in network for network in _networks(self.workstation_sources)
         )
 
     @classmethod
@@ -175,12 +193,17 @@ class Waiver:
     def active(self, now: dt.datetime) -> bool:
         return now < self.expires_at
 
-    def covers(self, rule: str, identity_id: str, owner_id: str | None) -> bool:
+    def covers(self, rule: str, identity_id: str, owner_id: str | None, subject: str = "") -> bool:
+        """Whether it waives this finding. For one identity, a `scope` narrows it to the
+        finding's subject (`credential:legacy-db`, `profile:long-api`): a waiver of one
+        long-lived secret does not hide the next one."""
         if rule != self.rule:
             return False
         if self.identity == "*":
             return self.scope is not None and self.scope == owner_id
-        return self.identity == identity_id
+        if self.identity != identity_id:
+            return False
+        return self.scope is None or self.scope == subject
 
     def to_spec(self) -> Spec:
         spec: Spec = {

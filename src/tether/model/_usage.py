@@ -28,3 +28,5 @@ class Usage:
     environment: str | None = None
     #: A target session's application name (PostgreSQL application_name, Redis name).
     application: str | None = None
+    #: Whom a delegated credential acts for (the `act` subject of an agent's token).
+    actor: str | None = None

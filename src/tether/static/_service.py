@@ -53,6 +53,9 @@ class StaticSecrets:
         self.on_alert: list[Callable[[str], None]] = []
         #: Usage evidence: each read by a reader, each verify by a system checking one.
         self.on_used: list[Callable[[Usage], None]] = []
+        #: Called in the transaction that records an exposure (governance's leak evidence
+        #: commits with the alert, or neither does): (tx, credential, evidence, actor).
+        self.on_exposed: list[Callable[[Tx, StaticCredential, str, str], None]] = []
 
     # -- records --
     def _fingerprint(self, secret: str) -> str:
@@ -250,6 +253,8 @@ class StaticSecrets:
                 f"{credential.id} was exposed: {evidence}",
                 {"version": credential.current.number, "reported_by": actor},
             )
+            for hook in self.on_exposed:
+                hook(tx, credential, evidence, actor)
         return self.rotate(credential_id, actor, f"exposed: {evidence}", dt.timedelta(0))
 
     # -- use --

@@ -72,7 +72,6 @@ def credential_exposed(
 ) -> dict[str, Any]:
     """Exposure evidence: rotate at once and retire the exposed version, no overlap."""
     node.statics.exposed(credential_id, body.evidence, caller.actor)
-    node.govern.exposed(credential_id, body.evidence, caller.actor)
     return credential_json(node.statics.get(credential_id))
 
 

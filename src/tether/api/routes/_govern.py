@@ -177,8 +177,8 @@ def show_review(campaign_id: ObjectId, caller: Caller, node: Node) -> dict[str, 
 @router.get("/v1/reviews/{campaign_id}/export")
 def export_review(campaign_id: ObjectId, caller: Caller, node: Node) -> dict[str, Any]:
     """The estate change that makes the file agree with the decisions taken."""
-    node.govern.reviews.show(campaign_id, caller.owner_scope())
-    return {"campaign": campaign_id, "changes": node.govern.reviews.export(campaign_id)}
+    changes = node.govern.reviews.export(campaign_id, caller.owner_scope())
+    return {"campaign": campaign_id, "changes": changes}
 
 
 @router.post("/v1/reviews/items/{item_id}/decide")

@@ -55,7 +55,7 @@ def list_identities(
 def _riskiest(node: Any, where: IdentityFilter) -> list[dict[str, Any]]:
     view = node.view.current
     out: list[dict[str, Any]] = []
-    for identity_id, score in node.govern.risk_ranking(where.owner_in):
+    for identity_id, score in node.govern.risk_ranking():
         identity = view.identities.get(identity_id)
         if identity is None or not _matches(identity, where):
             continue
@@ -66,8 +66,10 @@ def _riskiest(node: Any, where: IdentityFilter) -> list[dict[str, Any]]:
 
 
 def _matches(identity: Any, where: IdentityFilter) -> bool:
+    # The identity's owner now (the ranking's stored owner may predate a hand-over).
     return (
-        (where.kind is None or identity.kind.value == where.kind)
+        (where.owner_in is None or identity.owner_id in where.owner_in)
+        and (where.kind is None or identity.kind.value == where.kind)
         and (where.owner_id is None or identity.owner_id == where.owner_id)
         and (where.environment is None or identity.environment == where.environment)
         and (where.status is None or identity.status.value == where.status)

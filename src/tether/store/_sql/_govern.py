@@ -50,16 +50,14 @@ _NAMES = ", ".join(_USAGE_COLUMNS)
 # The union of two facet maps, each facet's values distinct, in code point order (the
 # "C" collation: Python's `sorted`), capped: what `merge_facets` computes.
 _PG_FACETS = f"""(
-  SELECT COALESCE(jsonb_object_agg(f, vals), '{{}}'::jsonb)::text FROM (
-    SELECT f, jsonb_agg(v ORDER BY v COLLATE "C") AS vals FROM (
-      SELECT f, v, row_number() OVER (PARTITION BY f ORDER BY v COLLATE "C") AS n FROM (
-        SELECT DISTINCT e.key AS f, a.v FROM (
-          SELECT key, value FROM jsonb_each(u.facets::jsonb)
-          UNION ALL SELECT key, value FROM jsonb_each(excluded.facets::jsonb)
-        ) AS e CROSS JOIN LATERAL jsonb_array_elements_text(e.value) AS a(v)
-      ) AS d
-    ) AS r WHERE n <= {int(USAGE_DISTINCT_CAP)} GROUP BY f
-  ) AS g
+  SELECT COALESCE(jsonb_object_agg(k.f, (
+      SELECT jsonb_agg(v ORDER BY v COLLATE "C") FROM (
+        SELECT x.v FROM jsonb_array_elements_text(
+          COALESCE(p.a -> k.f, '[]'::jsonb) || COALESCE(p.b -> k.f, '[]'::jsonb)) AS x(v)
+        GROUP BY x.v ORDER BY x.v COLLATE "C" LIMIT {int(USAGE_DISTINCT_CAP)}) AS s)),
+    '{{}}'::jsonb)::text
+  FROM (SELECT u.facets::jsonb AS a, excluded.facets::jsonb AS b) AS p,
+    LATERAL (SELECT jsonb_object_keys(p.a) UNION SELECT jsonb_object_keys(p.b)) AS k(f)
 )"""  # noqa: S608 - a constant integer, no value from outside
 
 _MERGE_SET = """count = u.count + excluded.count,
@@ -67,6 +65,7 @@ _MERGE_SET = """count = u.count + excluded.count,
   last_seen = {greatest}(u.last_seen, excluded.last_seen),
   facets = CASE WHEN excluded.facets = '{{}}' THEN u.facets
                 WHEN u.facets = '{{}}' THEN excluded.facets
+                {contained}
                 ELSE {facets} END"""
 
 # Column names and placeholders only: every value is bound.
@@ -74,7 +73,10 @@ _MERGE_SQLITE = (
     f"INSERT INTO usage_rollups AS u ({_NAMES}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))}) "  # noqa: S608
     f"ON CONFLICT ({_KEY}) DO UPDATE SET "
     + _MERGE_SET.format(
-        least="min", greatest="max", facets="tether_merge_facets(u.facets, excluded.facets)"
+        least="min",
+        greatest="max",
+        contained="",
+        facets="tether_merge_facets(u.facets, excluded.facets)",
     )
 )
 _MERGE_PG = (
@@ -82,7 +84,14 @@ _MERGE_PG = (
     "SELECT * FROM unnest(%s::text[], %s::date[], %s::text[], %s::text[], %s::bigint[], "
     "%s::timestamptz[], %s::timestamptz[], %s::text[]) "
     f"ON CONFLICT ({_KEY}) DO UPDATE SET "
-    + _MERGE_SET.format(least="LEAST", greatest="GREATEST", facets=_PG_FACETS)
+    + _MERGE_SET.format(
+        least="LEAST",
+        greatest="GREATEST",
+        # Nothing new (the usual flush: the same sources again) costs no union: jsonb's
+        # containment is per key, per array element.
+        contained="WHEN u.facets::jsonb @> excluded.facets::jsonb THEN u.facets",
+        facets=_PG_FACETS,
+    )
 )
 # SQLite's times come back as naive UTC text: with "+00:00" appended (by SQLite, which
 # is cheaper than a datetime's `replace` in Python) they parse to aware UTC times.
@@ -316,7 +325,12 @@ class GovernSql:
                 query = query.where(column.in_(list(values)))
         if where.after_id is not None:
             query = query.where(g.id > where.after_id)
-        query = query.order_by(g.id).limit(where.limit)
+        order: Any = g.id
+        if where.identity_ids is not None or where.identity_id is not None:
+            # Not an index term (`id || ''`): ordered by the primary key, SQLite would walk
+            # every record of the type instead of the identity index.
+            order = g.id.concat("")
+        query = query.order_by(order).limit(where.limit)
         if where.identity_ids is None:
             return [_record(r) for r in self._c.execute(query)]
         # Many identities: a query per chunk, each at most `limit`, merged in id order.
