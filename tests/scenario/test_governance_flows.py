@@ -495,3 +495,32 @@ def test_a_review_campaign_runs_through_the_cli_with_an_owner_token(
     assert token_for_billing().status_code in (400, 403)
     listed = server.cli("review", "list", "--json").json()
     assert listed[0]["state"] == "completed"
+
+    # The rest of the governance CLI, as a script would use it.
+    usage = tmp_path / "usage.jsonl"
+    usage.write_text(
+        json.dumps(
+            {
+                "identity": "reporting",
+                "at": format_time(now),
+                "source": "10.0.0.9",
+                "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            }
+        )
+        + "\n"
+    )
+    fed = server.cli("usage", "-f", str(usage))
+    assert fed.code == 0 and fed.json() == {"accepted": 1, "rejected": []}, fed.stdout
+    found = server.cli("findings", "--refresh", "--rule", "human-use", "--json")
+    assert found.code == 0, found.stderr
+    assert [(f["identity"], f["owasp_nhi"]) for f in found.json()] == [("reporting", ["NHI10"])]
+    report = server.cli("report", "--framework", "nist-csf", "--format", "json")
+    assert report.code == 0, report.stderr
+    assert report.json()["findings"]["by_control"].get("DE.CM-03") == 1
+    html = tmp_path / "evidence.html"
+    assert server.cli("report", "--format", "html", "-o", str(html)).code == 0
+    assert "<svg" in html.read_text()
+    ranked = server.cli("identity", "list", "--sort", "risk", "--json").json()
+    assert ranked[0]["id"] == "reporting" and ranked[0]["risk"] > 0
+    migration = server.cli("report", "migration", "--json")
+    assert migration.code == 0 and migration.json() == []

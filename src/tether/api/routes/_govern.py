@@ -230,7 +230,18 @@ def revoke_exception(exception_id: ObjectId, caller: Caller, node: Node) -> dict
 
 
 # -- reports --
-@router.get("/v1/reports/evidence", response_model=None)
+_REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The evidence report: JSON, or a self-contained HTML page",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/html": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.get("/v1/reports/evidence", response_model=None, responses=_REPORT_RESPONSES)
 def evidence_report(
     caller: Caller,
     node: Node,
