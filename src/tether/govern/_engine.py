@@ -51,7 +51,7 @@ EXPOSURE = "exposure"
 USAGE_HORIZON = dt.timedelta(days=400)
 #: Exposures count as leaks this long after they were reported.
 EXPOSURE_WINDOW = dt.timedelta(days=30)
-_PAGE = 500
+_PAGE = 1000
 _LIVE_OR_REVOKING = (LeaseState.PENDING, LeaseState.ACTIVE, LeaseState.REVOKING)
 
 
@@ -134,7 +134,6 @@ class FindingsEngine:
         total = Outcome()
         for start in range(0, len(ids), _PAGE):
             total.add(self._evaluate_page(shared, ids[start : start + _PAGE]))
-        total.add(self._resolve_departed(shared, set(ids)))
         for listener in self.on_evaluated:
             listener(total)
         return total
@@ -392,7 +391,7 @@ class FindingsEngine:
         for fid, old in held.items():
             if fid in seen or old.state == "resolved":
                 continue
-            spec = {**old.spec, "state": "resolved", "resolved_at": format_time(now)}
+            spec = {**old.spec, "owner": identity.owner_id, "resolved_at": format_time(now)}
             writes.append(_record(spec, identity, "resolved", now))
             events.append(_finding_event("finding.resolve", spec, identity))
             outcome.resolved += 1
@@ -407,7 +406,7 @@ class FindingsEngine:
         for old in existing:
             if old.state == "resolved":
                 continue
-            spec = {**old.spec, "state": "resolved", "resolved_at": format_time(shared.now)}
+            spec = {**old.spec, "resolved_at": format_time(shared.now)}
             writes.append(replace(old, state="resolved", spec=spec, updated_at=shared.now))
             events.append(
                 AuditEvent(
@@ -426,17 +425,6 @@ class FindingsEngine:
                 self._p.audit.append(tx, events, shared.now)
         return outcome
 
-    def _resolve_departed(self, shared: _Shared, ids: set[str]) -> Outcome:
-        with self._p.store.read() as tx:
-            stale = sorted(
-                {
-                    r.identity_id or ""
-                    for r in _page_all(tx, GovernFilter(type=FINDING, states=("open", "excepted")))
-                }
-                - ids
-            )
-        return self._resolve_ids(shared, stale) if stale else Outcome()
-
 
 def _draft_spec(
     fid: str,
@@ -446,18 +434,14 @@ def _draft_spec(
     waiver: Waiver | None,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    rule = RULES[draft.rule]
+    """What is stored of a finding: what the rule does not say (its title, severity and
+    mappings are the rule's, its state is the record's: see `finding_view`)."""
     spec: dict[str, Any] = {
         "id": fid,
-        "rule": rule.id,
-        "title": rule.title,
-        "severity": rule.severity.value,
-        "owasp_nhi": list(rule.owasp_nhi),
-        "nist_csf": list(rule.nist_csf),
+        "rule": draft.rule,
         "identity": identity.id,
         "owner": identity.owner_id,
         "subject": draft.subject,
-        "state": state,
         "first_seen": format_time(now),
         "last_seen": format_time(now),
         "evidence": dict(draft.evidence),
@@ -467,6 +451,24 @@ def _draft_spec(
     if waiver is not None:
         spec["exception"] = {"id": waiver.id, "expires": format_time(waiver.expires_at)}
     return spec
+
+
+def finding_view(record: GovernRecord) -> dict[str, Any]:
+    """A stored finding as the API gives it (the contract of GET /v1/findings)."""
+    spec = dict(record.spec)
+    rule = RULES[spec["rule"]]
+    return {
+        "id": spec["id"],
+        "rule": rule.id,
+        "title": rule.title,
+        "severity": rule.severity.value,
+        "owasp_nhi": list(rule.owasp_nhi),
+        "nist_csf": list(rule.nist_csf),
+        "identity": spec["identity"],
+        "owner": spec["owner"],
+        "state": record.state,
+        **{k: v for k, v in spec.items() if k not in ("id", "rule", "identity", "owner")},
+    }
 
 
 def _transition(old: str, new: str) -> str | None:
@@ -508,12 +510,13 @@ def _record(spec: dict[str, Any], identity: Identity, state: str, now: dt.dateti
 
 
 def _finding_details(spec: Mapping[str, Any]) -> dict[str, Any]:
+    rule = RULES[spec["rule"]]
     return {
         "finding": spec["id"],
-        "rule": spec["rule"],
-        "severity": spec["severity"],
-        "owasp_nhi": spec["owasp_nhi"],
-        "nist_csf": spec["nist_csf"],
+        "rule": rule.id,
+        "severity": rule.severity.value,
+        "owasp_nhi": list(rule.owasp_nhi),
+        "nist_csf": list(rule.nist_csf),
         "subject": spec.get("subject", ""),
         "exception": (spec.get("exception") or {}).get("id"),
     }
@@ -527,20 +530,21 @@ def _finding_event(action: str, spec: Mapping[str, Any], identity: Identity) -> 
         identity_id=identity.id,
         owner_id=identity.owner_id,
         justification=identity.justification,
-        reason=spec.get("title"),
+        reason=RULES[spec["rule"]].title,
         details=_finding_details(spec),
     )
 
 
 def _alert(spec: Mapping[str, Any], action: str) -> dict[str, Any]:
+    rule = RULES[spec["rule"]]
     return {
         "type": action,
         "finding": spec["id"],
-        "rule": spec["rule"],
-        "title": spec["title"],
-        "severity": spec["severity"],
-        "owasp_nhi": spec["owasp_nhi"],
-        "nist_csf": spec["nist_csf"],
+        "rule": rule.id,
+        "title": rule.title,
+        "severity": rule.severity.value,
+        "owasp_nhi": list(rule.owasp_nhi),
+        "nist_csf": list(rule.nist_csf),
         "identity": spec["identity"],
         "owner": spec["owner"],
         "at": spec["last_seen"],

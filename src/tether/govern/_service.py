@@ -30,6 +30,7 @@ from tether.govern._engine import (
     FindingsEngine,
     Outcome,
     _page_all,
+    finding_view,
 )
 from tether.govern._exceptions import Exceptions
 from tether.govern._report import FRAMEWORKS, build_report, migration_report
@@ -332,9 +333,9 @@ class Governance:
             while len(out) < where.limit:
                 page = tx.list_govern(query)
                 out += [
-                    dict(r.spec)
+                    finding_view(r)
                     for r in page
-                    if where.severity is None or r.spec.get("severity") == where.severity
+                    if where.severity is None or RULES[r.group_id].severity.value == where.severity
                 ]
                 if len(page) < query.limit:
                     break

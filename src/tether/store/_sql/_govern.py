@@ -207,6 +207,20 @@ def _record(row: Any) -> GovernRecord:
     )
 
 
+def _sqlite_record(row: Sequence[Any]) -> GovernRecord:
+    type_, record_id, group_id, identity_id, owner_id, state, spec, updated_at = row
+    return GovernRecord(
+        type=type_,
+        id=record_id,
+        group_id=group_id,
+        state=state,
+        spec=json.loads(spec),
+        updated_at=dt.datetime.fromisoformat(updated_at).replace(tzinfo=dt.UTC),
+        identity_id=identity_id,
+        owner_id=owner_id,
+    )
+
+
 class GovernSql:
     """The governance methods of `_SqlTx` (mixed in)."""
 
@@ -335,10 +349,44 @@ class GovernSql:
             return [_record(r) for r in self._c.execute(query)]
         # Many identities: a query per chunk, each at most `limit`, merged in id order.
         ids = sorted(set(where.identity_ids))
+        if self._sqlite:
+            return self._records_of_identities(where, ids)
         found: list[GovernRecord] = []
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             found.extend(_record(r) for r in self._c.execute(query.where(g.identity_id.in_(chunk))))
+        if len(ids) > _CHUNK:
+            found.sort(key=lambda r: r.id)
+        return found[: where.limit]
+
+    def _records_of_identities(self, where: GovernFilter, ids: list[str]) -> list[GovernRecord]:
+        """`list_govern` by identities on SQLite, on the driver's cursor: a full
+        evaluation reads every identity's records a page at a time, and the ORM's row
+        processing was a third of that."""
+        clauses = ["type = ?"]
+        params: list[Any] = [where.type]
+        for column, value in (("group_id", where.group_id), ("owner_id", where.owner_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        for column, values in (("owner_id", where.owner_in), ("state", where.states)):
+            if values is not None:
+                clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        if where.after_id is not None:
+            clauses.append("id > ?")
+            params.append(where.after_id)
+        found: list[GovernRecord] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            sql = (
+                "SELECT type, id, group_id, identity_id, owner_id, state, spec, updated_at "  # noqa: S608
+                f"FROM govern_records WHERE {' AND '.join(clauses)} "
+                f"AND identity_id IN ({', '.join('?' * len(chunk))}) "
+                "ORDER BY id || '' LIMIT ?"
+            )
+            rows = self._driver(sql, (*params, *chunk, where.limit)).fetchall()
+            found.extend(map(_sqlite_record, rows))
         if len(ids) > _CHUNK:
             found.sort(key=lambda r: r.id)
         return found[: where.limit]
