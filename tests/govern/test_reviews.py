@@ -9,32 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.clock import SettableClock
 from tests.factories import estate_document
+from tests.govern.world import AdminApi, admin_api
 from tether._internal.timeutil import format_time
-from tether.api import create_app
-from tether.app import Tether
-from tether.config import Settings
 
 
-class Api:
-    def __init__(self, client: TestClient, node: Tether, root: str, clock: SettableClock) -> None:
-        self.client, self.node, self.root, self.clock = client, node, root, clock
+class Api(AdminApi):
+    def __init__(self, *parts: Any) -> None:
+        super().__init__(*parts)
         self.document = estate_document(8)
-
-    def call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token or self.root}"}
-        return self.client.request(method, path, headers=headers, **kwargs)
 
     def ok(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
         response = self.call(method, path, token, **kwargs)
         assert response.is_success, response.text
         return response.json()
-
-    def token(self, role: str) -> str:
-        return str(self.ok("POST", "/v1/tokens", json={"name": role, "roles": [role]})["token"])
 
     def apply(self) -> None:
         self.ok("POST", "/v1/estate/apply", json=self.document)
@@ -42,16 +31,10 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    clock = SettableClock()
-    node = Tether(
-        Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 't.db'}"), clock=clock
-    )
-    root = node.initialize(1, 1).root_token
-    with TestClient(create_app(node)) as client:
-        world = Api(client, node, root, clock)
+    with admin_api(tmp_path) as parts:
+        world = Api(*parts)
         world.apply()
         yield world
-    node.stop()
 
 
 def _items(api: Api, campaign: str, token: str | None = None) -> dict[str, dict[str, Any]]:

@@ -10,30 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.clock import SettableClock
 from tests.factories import estate_document
+from tests.govern.world import AdminApi, admin_api
 from tether._internal.timeutil import format_time
-from tether.api import create_app
-from tether.app import Tether
-from tether.config import Settings
 
 
-class Api:
-    def __init__(self, client: TestClient, node: Tether, root: str, clock: SettableClock) -> None:
-        self.client, self.node, self.clock = client, node, clock
-        self.root = root
-
+class Api(AdminApi):
     def headers(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.root}"}
-
-    def token(self, role: str) -> str:
-        response = self.client.post(
-            "/v1/tokens", json={"name": role, "roles": [role]}, headers=self.headers()
-        )
-        assert response.status_code == 201, response.text
-        return str(response.json()["token"])
 
     def usage(self, body: str, token: str | None = None) -> Any:
         return self.client.post(
@@ -45,19 +30,10 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    clock = SettableClock()
-    node = Tether(
-        Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 't.db'}"), clock=clock
-    )
-    root = node.initialize(1, 1).root_token
-    with TestClient(create_app(node)) as client:
-        document = estate_document(8)
-        response = client.post(
-            "/v1/estate/apply", json=document, headers={"Authorization": f"Bearer {root}"}
-        )
-        assert response.status_code == 200, response.text
-        yield Api(client, node, root, clock)
-    node.stop()
+    with admin_api(tmp_path) as parts:
+        world = Api(*parts)
+        world.post("/v1/estate/apply", estate_document(8))
+        yield world
 
 
 def _line(api: Api, **fields: Any) -> str:

@@ -11,22 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import redis
-from fastapi.testclient import TestClient
 
 from tests.clock import SettableClock
+from tests.govern.world import AdminApi, admin_api
 from tests.pg_cluster import PgCluster
 from tests.redis_server import RedisServer, redis_server
 from tether._internal.timeutil import format_time
-from tether.api import create_app
-from tether.app import Tether
-from tether.config import Settings
 from tether.model import RULES
 
 pytestmark = pytest.mark.service
@@ -199,36 +195,14 @@ def estate(clock: SettableClock) -> tuple[dict[str, Any], dict[str, str]]:
     return document, planted
 
 
-class Estate:
-    def __init__(self, node: Tether, client: TestClient, root: str, clock: SettableClock) -> None:
-        self.node, self.client, self.clock = node, client, clock
-        self.admin = {"Authorization": f"Bearer {root}"}
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        response = self.client.post(path, json=body, headers=self.admin, **kwargs)
-        assert response.is_success, response.text
-        return response.json()
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = self.client.get(path, params=params, headers=self.admin)
-        assert response.is_success, response.text
-        return response.json()
-
-    def task(self, identity_id: str) -> str:
-        join = self.post("/v1/join-tokens", {"identity": identity_id})["token"]
-        response = self.client.post(
-            "/v1/tasks", json={"name": "run"}, headers={"Authorization": f"Bearer {join}"}
-        )
-        assert response.status_code == 201, response.text
-        return str(response.json()["token"])
-
+class Estate(AdminApi):
     def jwt(self, identity_id: str, audience: str = API) -> str:
         """A token for the identity; the lease id it stands for."""
         response = self.client.post(
             "/oauth2/token",
             data={
                 "grant_type": EXCHANGE,
-                "subject_token": self.task(identity_id),
+                "subject_token": self.task(identity_id)["token"],
                 "subject_token_type": ACCESS,
                 "audience": audience,
             },
@@ -243,7 +217,7 @@ class Estate:
         response = self.client.post(
             f"/v1/creds/{profile}",
             json={},
-            headers={"Authorization": f"Bearer {self.task(identity_id)}"},
+            headers={"Authorization": f"Bearer {self.task(identity_id)['token']}"},
         )
         assert response.status_code == 200, response.text
         return dict(response.json())
@@ -265,16 +239,9 @@ class Estate:
 
 
 @pytest.fixture
-def scenario(tmp_path: Path, pg_cluster: PgCluster) -> Iterator[tuple[Estate, RedisServer]]:
-    clock = SettableClock()
-    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 't.db'}")
-    node = Tether(settings, clock=clock)
-    root = node.initialize(1, 1).root_token
-    with ExitStack() as stack:
-        cache = stack.enter_context(redis_server())
-        client = stack.enter_context(TestClient(create_app(node)))
-        yield Estate(node, client, root, clock), cache
-    node.stop()
+def scenario(tmp_path: Path) -> Iterator[tuple[Estate, RedisServer]]:
+    with redis_server() as cache, admin_api(tmp_path) as parts:
+        yield Estate(*parts), cache
 
 
 def _feed_controls(world: Estate, ids: list[str]) -> None:

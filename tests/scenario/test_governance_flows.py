@@ -16,16 +16,12 @@ import httpx
 import psycopg
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
-from tests.clock import SettableClock
 from tests.factories import write_estate
+from tests.govern.world import AdminApi, admin_api
 from tests.pg_cluster import PgCluster
 from tests.scenario.harness import Server
 from tether._internal.timeutil import format_time, parse_time
-from tether.api import create_app
-from tether.app import Tether
-from tether.config import Settings
 
 pytestmark = pytest.mark.service
 
@@ -84,29 +80,7 @@ def _estate(clock_now: dt.datetime, **governance: Any) -> dict[str, Any]:
     }
 
 
-class World:
-    def __init__(self, node: Tether, client: TestClient, root: str, clock: SettableClock) -> None:
-        self.node, self.client, self.clock = node, client, clock
-        self.admin = {"Authorization": f"Bearer {root}"}
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        response = self.client.post(path, json=body, headers=self.admin, **kwargs)
-        assert response.is_success, response.text
-        return response.json()
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = self.client.get(path, params=params, headers=self.admin)
-        assert response.is_success, response.text
-        return response.json()
-
-    def task(self, identity_id: str) -> dict[str, Any]:
-        join = self.post("/v1/join-tokens", {"identity": identity_id})["token"]
-        response = self.client.post(
-            "/v1/tasks", json={"name": "run"}, headers={"Authorization": f"Bearer {join}"}
-        )
-        assert response.status_code == 201, response.text
-        return dict(response.json())
-
+class World(AdminApi):
     def creds(self, identity_id: str) -> dict[str, Any]:
         response = self.client.post(
             "/v1/creds/app-db-ro",
@@ -124,13 +98,8 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    clock = SettableClock()
-    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 't.db'}")
-    node = Tether(settings, clock=clock)
-    root = node.initialize(1, 1).root_token
-    with TestClient(create_app(node)) as client:
-        yield World(node, client, root, clock)
-    node.stop()
+    with admin_api(tmp_path) as parts:
+        yield World(*parts)
 
 
 def _dead(session: psycopg.Connection[Any]) -> bool:
@@ -464,7 +433,10 @@ def test_a_review_campaign_runs_through_the_cli_with_an_owner_token(
     shown = server.cli("review", "show", campaign["id"], "--json")
     assert shown.code == 0, shown.stderr
     entries = {e["profile"]: e for e in shown.json()["entries"]}
-    assert entries["orders-api"]["recommendation"] == "revoke"  # never used
+    # Used once (the live token) and never: the evidence each item carries.
+    assert entries["orders-api"]["recommendation"] == "keep"
+    assert entries["orders-api"]["usage"]["count"] >= 1
+    assert entries["api-read"]["recommendation"] == "revoke"
     decided = server.cli(
         "review", "decide", entries["orders-api"]["id"], "revoke", "--reason", "unused", "--json"
     )

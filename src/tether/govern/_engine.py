@@ -455,7 +455,10 @@ def _draft_spec(
 
 def finding_view(record: GovernRecord) -> dict[str, Any]:
     """A stored finding as the API gives it (the contract of GET /v1/findings)."""
-    spec = dict(record.spec)
+    return _shown(record.spec, record.state)
+
+
+def _shown(spec: Mapping[str, Any], state: str) -> dict[str, Any]:
     rule = RULES[spec["rule"]]
     return {
         "id": spec["id"],
@@ -466,7 +469,7 @@ def finding_view(record: GovernRecord) -> dict[str, Any]:
         "nist_csf": list(rule.nist_csf),
         "identity": spec["identity"],
         "owner": spec["owner"],
-        "state": record.state,
+        "state": state,
         **{k: v for k, v in spec.items() if k not in ("id", "rule", "identity", "owner")},
     }
 
@@ -536,15 +539,11 @@ def _finding_event(action: str, spec: Mapping[str, Any], identity: Identity) -> 
 
 
 def _alert(spec: Mapping[str, Any], action: str) -> dict[str, Any]:
-    rule = RULES[spec["rule"]]
+    shown = _shown(spec, spec.get("state", "open"))
     return {
         "type": action,
         "finding": spec["id"],
-        "rule": rule.id,
-        "title": rule.title,
-        "severity": rule.severity.value,
-        "owasp_nhi": list(rule.owasp_nhi),
-        "nist_csf": list(rule.nist_csf),
+        **{k: shown[k] for k in ("rule", "title", "severity", "owasp_nhi", "nist_csf")},
         "identity": spec["identity"],
         "owner": spec["owner"],
         "at": spec["last_seen"],

@@ -14,6 +14,8 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tether.govern._report import COVERAGE, TRIGGERS
+
 __all__ = ["render_report_html"]
 
 #: Seq numbers shown in a tooltip, and in a list, before "… and N more".
@@ -21,16 +23,8 @@ _TITLE_SEQS = 20
 _LIST_SEQS = 50
 _SEVERITIES = ("critical", "high", "medium", "low")
 _STATES = ("open", "excepted", "resolved")
-_COVERAGE = ("owner", "purpose", "justification", "approval", "attestation")
-_TRIGGERS = (
-    "task_end",
-    "approval_expiry",
-    "vendor_end",
-    "owner_departed",
-    "retirement",
-    "exposure",
-    "kill_switch",
-)
+_COVERAGE = COVERAGE
+_TRIGGERS = TRIGGERS
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;

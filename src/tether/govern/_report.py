@@ -38,7 +38,8 @@ _BOUND_TRIGGERS = {
     "approval expiry": "approval_expiry",
     "vendor contract end": "vendor_end",
 }
-_COVERAGE = ("owner", "purpose", "justification", "approval", "attestation")
+#: The inventory fields whose coverage the report gives.
+COVERAGE = ("owner", "purpose", "justification", "approval", "attestation")
 
 
 @dataclass(slots=True)
@@ -208,7 +209,7 @@ def _trigger(samples: list[tuple[float, list[int]]]) -> dict[str, Any]:
 
 def _coverage(view: EstateView, now: dt.datetime, apply_seq: int | None) -> dict[str, Any]:
     identities = [i for i in view.identities.values() if i.status is not IdentityStatus.RETIRED]
-    has = {name: 0 for name in _COVERAGE}
+    has = {name: 0 for name in COVERAGE}
     for identity in identities:
         owner = view.owners.get(identity.owner_id)
         has["owner"] += owner is not None and not owner.departed

@@ -102,6 +102,8 @@ class Reviews:
         self._clock = clock
         self._changed = changed
         self._alert = alert
+        #: Writes this process's buffered usage (a campaign's evidence includes it).
+        self.flush_usage: Callable[[], object] = lambda: None
 
     # -- campaigns --
     def start(
@@ -114,6 +116,7 @@ class Reviews:
         due = due or now + _DEFAULT_DUE
         if due <= now:
             raise InvalidReview("due: must be in the future")
+        self.flush_usage()  # this process's latest uses are evidence too
         view = self._view.current
         identities = sorted(
             (

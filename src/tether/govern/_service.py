@@ -105,8 +105,15 @@ class Governance:
         )
         self.exceptions = Exceptions(parts.store, parts.view, parts.audit, parts.clock, self.mark)
         self.reviews = Reviews(
-            parts.store, parts.view, parts.audit, parts.leases, parts.clock, self.mark, alert
+            parts.store,
+            parts.view,
+            parts.audit,
+            parts.leases,
+            parts.clock,
+            self.mark,
+            alert,
         )
+        self.reviews.flush_usage = self.usage.flush
         self.usage.on_flushed.append(self.mark)
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
