@@ -20,7 +20,7 @@ from tether._internal.timeutil import InvalidValue, parse_time
 from tether.cluster import publish_govern_changed
 from tether.govern.errors import InvalidUsage
 from tether.model import Usage
-from tether.store import Store, StoreError, UsageRollup, merge_rollups
+from tether.store import USAGE_DISTINCT_CAP, Store, StoreError, UsageRollup, merge_rollups
 
 log = logging.getLogger("tether.govern")
 
@@ -77,6 +77,45 @@ def combine(rollups: Iterable[UsageRollup]) -> list[UsageRollup]:
     return list(merged.values())
 
 
+class _Tally:
+    """One key's uses while buffered: mutable, so a use on the request path costs a few
+    comparisons and set additions (values past a bound are dropped: the store caps)."""
+
+    __slots__ = ("count", "facets", "first", "last")
+
+    def __init__(self, rollup: UsageRollup) -> None:
+        self.count = rollup.count
+        self.first = rollup.first_seen
+        self.last = rollup.last_seen
+        self.facets = {name: set(values) for name, values in rollup.facets.items()}
+
+    def add(self, rollup: UsageRollup) -> None:
+        self.count += rollup.count
+        self.first = min(self.first, rollup.first_seen)
+        self.last = max(self.last, rollup.last_seen)
+        for name, values in rollup.facets.items():
+            held = self.facets.setdefault(name, set())
+            if len(held) < _BUFFERED_DISTINCT:
+                held.update(values)
+
+    def rollup(self, key: _Key) -> UsageRollup:
+        identity_id, day, credential, entitlement = key
+        return UsageRollup(
+            identity_id=identity_id,
+            day=day,
+            first_seen=self.first,
+            last_seen=self.last,
+            credential=credential,
+            entitlement=entitlement,
+            count=self.count,
+            facets={name: tuple(sorted(values)) for name, values in self.facets.items()},
+        )
+
+
+#: Distinct values a buffered facet keeps (the store keeps USAGE_DISTINCT_CAP of them).
+_BUFFERED_DISTINCT = 4 * USAGE_DISTINCT_CAP
+
+
 class UsageRecorder:
     """Buffers uses as rollups and flushes them to the store."""
 
@@ -84,19 +123,26 @@ class UsageRecorder:
         self._store = store
         self._max_keys = max_keys
         self._lock = threading.Lock()
-        self._buffer: dict[_Key, UsageRollup] = {}
+        self._buffer: dict[_Key, _Tally] = {}
         #: Called with the identity ids of each flush, once committed (re-evaluation).
         self.on_flushed: list[Callable[[set[str]], None]] = []
 
     def record(self, usage: Usage) -> None:
         rollup = rollup_of(usage)
-        key = _key(rollup)
         with self._lock:
-            held = self._buffer.get(key)
-            self._buffer[key] = rollup if held is None else merge_rollups(held, rollup)
-            full = len(self._buffer) >= self._max_keys
+            full = self._add(rollup)
         if full:
             self.flush()
+
+    def _add(self, rollup: UsageRollup) -> bool:
+        """Add to the buffer (the lock held); whether it is full now."""
+        key = _key(rollup)
+        held = self._buffer.get(key)
+        if held is None:
+            self._buffer[key] = _Tally(rollup)
+        else:
+            held.add(rollup)
+        return len(self._buffer) >= self._max_keys
 
     def record_many(self, uses: Iterable[Usage]) -> None:
         for usage in uses:
@@ -112,17 +158,16 @@ class UsageRecorder:
             batch, self._buffer = self._buffer, {}
         if not batch:
             return 0
-        rollups = list(batch.values())
+        rollups = [tally.rollup(key) for key, tally in batch.items()]
         try:
             self.write(rollups)
         except StoreError:
             log.warning("usage flush failed; kept for the next one", extra={"rollups": len(batch)})
             with self._lock:
-                for key, rollup in batch.items():
-                    if len(self._buffer) >= self._max_keys and key not in self._buffer:
+                for rollup in rollups:
+                    if len(self._buffer) >= self._max_keys and _key(rollup) not in self._buffer:
                         break  # bounded: the oldest counts are the ones given up
-                    held = self._buffer.get(key)
-                    self._buffer[key] = rollup if held is None else merge_rollups(rollup, held)
+                    self._add(rollup)
             return 0
         return len(rollups)
 
