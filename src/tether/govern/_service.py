@@ -47,6 +47,9 @@ log = logging.getLogger("tether.govern")
 
 #: Identities queued for re-evaluation; past this many, the next pass evaluates all.
 _MAX_DIRTY = 10_000
+#: After a start, how long before the first full evaluation (expiry and the request path
+#: come first; the stored findings stand meanwhile).
+FIRST_FULL_AFTER = dt.timedelta(seconds=60)
 #: Most lines one POST /v1/usage takes.
 MAX_USAGE_LINES = 10_000
 
@@ -117,7 +120,9 @@ class Governance:
         self.usage.on_flushed.append(self.mark)
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
-        self._all_due = True
+        # Findings outlive a restart: the first full pass waits for the node to settle
+        # (`FIRST_FULL_AFTER`); an apply or new usage is evaluated at once meanwhile.
+        self._all_due = False
         self._last_full: dt.datetime | None = None
         self._last_sample: dt.datetime | None = None
         self._last_tick: dt.datetime | None = None
@@ -168,8 +173,10 @@ class Governance:
         self.exceptions.expire_due()
         self._estate_waivers_expired(now)
         every = self._p.view.current.governance.evaluate_every
+        if self._last_full is None:
+            self._last_full = now - every + FIRST_FULL_AFTER
         with self._lock:
-            full = self._all_due or self._last_full is None or now - self._last_full >= every
+            full = self._all_due or now - self._last_full >= every
             dirty, self._dirty = self._dirty, set()
             self._all_due = False
         outcome: Outcome | None = None
