@@ -165,8 +165,8 @@ class FindingsEngine:
             statics = [
                 StaticCredential.from_spec(s) for s in tx.estate_objects("credential").values()
             ]
-            exposures = _page_all(tx, GovernFilter(type=EXPOSURE))
-            api_waivers = _page_all(tx, GovernFilter(type=EXCEPTION, states=("active",)))
+            exposures = page_all(tx, GovernFilter(type=EXPOSURE))
+            api_waivers = page_all(tx, GovernFilter(type=EXCEPTION, states=("active",)))
             leases = _interesting_leases(tx, view, now) if full else None
         by_reader: dict[str, list[StaticCredential]] = {}
         environments: dict[str, frozenset[str]] = {}
@@ -275,9 +275,9 @@ class FindingsEngine:
         with self._p.store.read() as tx:
             rollups = tx.usage_for(ids, since)
             subjects = {
-                r.id: r for r in _page_all(tx, GovernFilter(type=SUBJECT, identity_ids=tuple(ids)))
+                r.id: r for r in page_all(tx, GovernFilter(type=SUBJECT, identity_ids=tuple(ids)))
             }
-            existing = _page_all(tx, GovernFilter(type=FINDING, identity_ids=tuple(ids)))
+            existing = page_all(tx, GovernFilter(type=FINDING, identity_ids=tuple(ids)))
             if shared.leases is None:
                 leases = {i: _leases_of(tx, i) for i in ids}
             else:
@@ -401,7 +401,7 @@ class FindingsEngine:
         """Identities no longer in the estate: their findings resolve."""
         outcome = Outcome()
         with self._p.store.read() as tx:
-            existing = _page_all(tx, GovernFilter(type=FINDING, identity_ids=tuple(ids)))
+            existing = page_all(tx, GovernFilter(type=FINDING, identity_ids=tuple(ids)))
         writes, events = [], []
         for old in existing:
             if old.state == "resolved":
@@ -562,7 +562,8 @@ def _waiver_for(
     return None
 
 
-def _page_all(tx: Tx, where: GovernFilter) -> list[GovernRecord]:
+def page_all(tx: Tx, where: GovernFilter) -> list[GovernRecord]:
+    """Every record `where` selects, read in pages of 5,000 (the package's one pager)."""
     out: list[GovernRecord] = []
     where = replace(where, limit=5000)
     while True:

@@ -19,9 +19,9 @@ from tether._internal.timeutil import InvalidValue, format_time, parse_time
 from tether.audit import AuditLog
 from tether.cluster import publish_govern_changed
 from tether.estate import EstateView, EstateViewHolder
-from tether.govern._engine import EXCEPTION, _page_all
+from tether.govern._engine import EXCEPTION, page_all
 from tether.govern.errors import AlreadyDecided, InvalidException, UnknownGovernObject
-from tether.model import RULES, AuditEvent, Waiver
+from tether.model import RULES, AuditEvent
 from tether.store import GovernFilter, GovernRecord, Store
 
 #: Longest an exception may run: a waiver is a plan to fix, not a way to forget.
@@ -144,7 +144,7 @@ class Exceptions:
         """Mark active exceptions past their expiry expired (audited)."""
         now = self._clock()
         with self._store.read() as tx:
-            active = _page_all(tx, GovernFilter(type=EXCEPTION, states=("active",)))
+            active = page_all(tx, GovernFilter(type=EXCEPTION, states=("active",)))
         due = [r for r in active if parse_time(r.spec["expires"]) <= now]
         expired = 0
         for record in due:
@@ -165,9 +165,7 @@ class Exceptions:
         self, owner_in: tuple[str, ...] | None = None, state: str | None = None
     ) -> list[dict[str, Any]]:
         with self._store.read() as tx:
-            records = _page_all(
-                tx, GovernFilter(type=EXCEPTION, states=(state,) if state else None)
-            )
+            records = page_all(tx, GovernFilter(type=EXCEPTION, states=(state,) if state else None))
         view = self._view.current
         out = [dict(r.spec) for r in records if owner_in is None or _owner_now(view, r) in owner_in]
         now = self._clock()
@@ -238,7 +236,3 @@ class Exceptions:
 def _owner_now(view: EstateView, record: GovernRecord) -> str | None:
     identity = view.identities.get(record.identity_id or "")
     return identity.owner_id if identity is not None else record.owner_id
-
-
-def waiver_of(record: GovernRecord) -> Waiver:
-    return Waiver.from_spec(record.spec)

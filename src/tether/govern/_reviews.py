@@ -24,7 +24,7 @@ from tether.audit import AuditLog
 from tether.cluster import ESTATE_APPLIED, publish_govern_changed
 from tether.estate import EstateViewHolder
 from tether.estate._view import VERSION_KEY, WITHDRAWAL_TYPE, Withdrawal, withdrawal_key
-from tether.govern._engine import SUBJECT, _page_all
+from tether.govern._engine import SUBJECT, page_all
 from tether.govern.errors import AlreadyDecided, InvalidReview, NotReviewer, UnknownGovernObject
 from tether.lease import LeaseService
 from tether.model import AuditEvent, Criticality, Identity, IdentityStatus, Kind, LeaseState
@@ -234,10 +234,10 @@ class Reviews:
 
     def campaigns(self, owners: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         with self._store.read() as tx:
-            campaigns = _page_all(tx, GovernFilter(type=CAMPAIGN))
+            campaigns = page_all(tx, GovernFilter(type=CAMPAIGN))
             if owners is None:
                 return [dict(c.spec) for c in campaigns]
-            mine = {r.group_id for r in _page_all(tx, GovernFilter(type=ITEM, owner_in=owners))}
+            mine = {r.group_id for r in page_all(tx, GovernFilter(type=ITEM, owner_in=owners))}
         return [dict(c.spec) for c in campaigns if c.id in mine]
 
     def show(self, campaign_id: str, owners: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -245,7 +245,7 @@ class Reviews:
             campaign = tx.get_govern(CAMPAIGN, campaign_id)
             if campaign is None:
                 raise UnknownGovernObject(f"no review {campaign_id!r}")
-            items = _page_all(tx, GovernFilter(type=ITEM, group_id=campaign_id, owner_in=owners))
+            items = page_all(tx, GovernFilter(type=ITEM, group_id=campaign_id, owner_in=owners))
         if owners is not None and not items:
             raise UnknownGovernObject(f"no review {campaign_id!r}")
         return {**campaign.spec, "entries": [dict(i.spec) for i in items]}
@@ -387,7 +387,7 @@ class Reviews:
         # This identity's items only (indexed): a campaign of many items stays linear.
         mine = [
             i
-            for i in _page_all(tx, GovernFilter(type=ITEM, identity_id=identity_id))
+            for i in page_all(tx, GovernFilter(type=ITEM, identity_id=identity_id))
             if i.group_id == campaign_id
         ]
         if all(i.state != "pending" for i in mine):
@@ -396,7 +396,7 @@ class Reviews:
         spec = {**campaign.spec, "decided": decided}
         state = campaign.state
         if decided >= int(campaign.spec.get("items", 0)) and state == "open":
-            items = _page_all(tx, GovernFilter(type=ITEM, group_id=campaign_id))
+            items = page_all(tx, GovernFilter(type=ITEM, group_id=campaign_id))
             state = spec["state"] = "completed"
             spec["completed_at"] = format_time(now)
             self._audit.append(
@@ -444,13 +444,13 @@ class Reviews:
         with self._store.read() as tx:
             due = [
                 c
-                for c in _page_all(tx, GovernFilter(type=CAMPAIGN, states=("open",)))
+                for c in page_all(tx, GovernFilter(type=CAMPAIGN, states=("open",)))
                 if parse_time(c.spec["due"]) <= now
             ]
         handled = 0
         for campaign in due:
             with self._store.read() as tx:
-                pending = _page_all(
+                pending = page_all(
                     tx, GovernFilter(type=ITEM, group_id=campaign.id, states=("pending",))
                 )
             default = campaign.spec["default"]

@@ -29,8 +29,8 @@ from tether.govern._engine import (
     EngineParts,
     FindingsEngine,
     Outcome,
-    _page_all,
     finding_view,
+    page_all,
 )
 from tether.govern._exceptions import Exceptions
 from tether.govern._report import FRAMEWORKS, build_report, migration_report
@@ -364,7 +364,7 @@ class Governance:
     def risk(self, identity_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = tuple(identity_ids)
         with self._p.store.read() as tx:
-            records = _page_all(tx, GovernFilter(type=SUBJECT, identity_ids=ids))
+            records = page_all(tx, GovernFilter(type=SUBJECT, identity_ids=ids))
         return {
             r.id: {
                 "score": r.spec.get("risk", 0),
@@ -376,7 +376,7 @@ class Governance:
 
     def risk_ranking(self, owner_in: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
         with self._p.store.read() as tx:
-            records = _page_all(tx, GovernFilter(type=SUBJECT, owner_in=owner_in))
+            records = page_all(tx, GovernFilter(type=SUBJECT, owner_in=owner_in))
         return sorted(
             ((r.id, int(r.spec.get("risk", 0))) for r in records),
             key=lambda pair: (-pair[1], pair[0]),
@@ -395,7 +395,7 @@ class Governance:
 
     def migration(self) -> list[dict[str, Any]]:
         with self._p.store.read() as tx:
-            exposures = _page_all(tx, GovernFilter(type=EXPOSURE))
+            exposures = page_all(tx, GovernFilter(type=EXPOSURE))
         counts: dict[str, int] = {}
         for record in exposures:
             counts[record.group_id] = counts.get(record.group_id, 0) + 1

@@ -144,10 +144,6 @@ class UsageRecorder:
             held.add(rollup)
         return len(self._buffer) >= self._max_keys
 
-    def record_many(self, uses: Iterable[Usage]) -> None:
-        for usage in uses:
-            self.record(usage)
-
     def pending(self) -> int:
         with self._lock:
             return len(self._buffer)
