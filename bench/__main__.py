@@ -18,6 +18,7 @@ from bench import (
     issuance_bench,
     policy_bench,
     scale_bench,
+    scan_bench,
     target_bench,
 )
 
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "policy": policy_bench.run,
     "postgres": target_bench.run,
     "scale": scale_bench.run,
+    "scan": scan_bench.run,
 }
 
 

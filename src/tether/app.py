@@ -31,6 +31,8 @@ from tether.lifecycle import (
 from tether.model import Usage
 from tether.policy import PolicyHolder
 from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
+from tether.scan import ExposureParts, Exposures
+from tether.scan._github import GithubKeys
 from tether.static import StaticBackend, StaticCredential, StaticSecrets
 from tether.store import Store, open_store
 from tether.system import DevFiles, InitResult, SystemService
@@ -131,6 +133,20 @@ class Tether:
         )
         self.statics.on_used.append(self.govern.record)
         self.statics.on_exposed.append(self.govern.exposed)
+        self.exposures = Exposures(
+            ExposureParts(
+                store=self.store,
+                audit=self.audit,
+                leases=self.leases,
+                statics=self.statics,
+                tokens=self.tokens,
+                govern=self.govern,
+                jwt_claims=lambda token: self.jwt_provider.decode(token, expired_too=True),
+                token_key=self.barrier.token_key,
+                clock=clock,
+            )
+        )
+        self.github_keys = GithubKeys(settings.github_scanning_keys)
         self.system = SystemService(self.store, self.barrier, self.audit, self.auth)
         self.leadership = Leadership(self.store, may_lead=lambda: not self.barrier.sealed)
         self.lifecycle = Lifecycle(

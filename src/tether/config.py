@@ -43,6 +43,9 @@ class Settings:
     #: A file only its owner can read holding enough unseal shares, one a line: the node
     #: unseals itself from it at start (each node of a cluster, with no one at hand).
     unseal_key_file: Path | None = None
+    #: GitHub's secret scanning public keys (the JSON of its meta API), which verify the
+    #: partner alerts POST /v1/exposures takes. None: such alerts are refused.
+    github_scanning_keys: Path | None = None
 
     @property
     def tls(self) -> bool:
@@ -82,6 +85,7 @@ class Settings:
             allow_plain_http=_flag("TETHER_ALLOW_PLAIN_HTTP"),
             allow_existing_schema=_flag("TETHER_ALLOW_EXISTING_SCHEMA"),
             unseal_key_file=_path(os.environ.get("TETHER_UNSEAL_KEY_FILE")),
+            github_scanning_keys=_path(os.environ.get("TETHER_GITHUB_SCANNING_KEYS")),
         )
 
 

@@ -42,9 +42,10 @@ def estate() -> dict[str, Any]:
 
 
 @contextmanager
-def running_server(directory: Path) -> Iterator[Server]:
-    """The server, its root token as `server.token`, `estate()` applied."""
-    server = Server(home=directory / "home")
+def running_server(directory: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """The server (with `env` added to its environment), its root token as
+    `server.token`, `estate()` applied."""
+    server = Server(home=directory / "home", extra_env=dict(env or {}))
     server.start()
     try:
         init = server.cli("init", "--shares", "1", "--threshold", "1", "--json").json()

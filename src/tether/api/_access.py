@@ -17,6 +17,7 @@ from typing import Any
 from tether._internal.tokens import is_well_formed
 from tether.auth import Forbidden, Principal, Unauthenticated
 from tether.errors import NotFoundError
+from tether.scan._github import SIGNATURE_HEADER
 
 #: Bodies a route accepts by default; the estate is the one large document.
 SMALL_BODY = 256 * 1024
@@ -40,6 +41,15 @@ class Who(enum.StrEnum):
     TASK = "task"
     #: An attestation JWT or a one-time join token, verified by issuance.
     WORKLOAD = "workload"
+    #: Reports found secrets (POST /v1/exposures): scanners, partners' relays.
+    EXPOSURE = "exposure"
+    #: A partner's signed alert (GitHub secret scanning): no bearer token; the
+    #: signature over the body, named by PARTNER_SIGNATURE, is verified by the handler.
+    PARTNER = "partner"
+
+
+#: The header that makes a request a signed partner alert.
+PARTNER_SIGNATURE = SIGNATURE_HEADER
 
 
 _ROLE_OF: Mapping[str, Who] = {
@@ -47,6 +57,7 @@ _ROLE_OF: Mapping[str, Who] = {
     "auditor": Who.AUDITOR,
     "introspect": Who.INTROSPECT,
     "usage": Who.USAGE,
+    "exposure": Who.EXPOSURE,
 }
 
 
@@ -172,6 +183,11 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/reports/evidence"): _rule(_A, _R, writes=False),
     ("GET", "/v1/reports/migration"): _rule(_A, _R, writes=False),
     ("GET", "/v1/sinks/{sink_id}/key"): _rule(_A, writes=False),
+    # -- discovery --
+    ("POST", "/v1/exposures"): _rule(
+        _A, Who.EXPOSURE, Who.PARTNER, writes=True, body_limit=ESTATE_BODY
+    ),
+    ("GET", "/v1/exposures/key"): _rule(_A, writes=False),
 }
 
 
@@ -228,6 +244,7 @@ _ROLE_NAMES: Mapping[Who, str] = {
     Who.AUDITOR: "auditor",
     Who.INTROSPECT: "introspect",
     Who.USAGE: "usage",
+    Who.EXPOSURE: "exposure",
     Who.OWNER: "owner:<id>",
 }
 

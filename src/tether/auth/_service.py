@@ -28,7 +28,7 @@ from tether.store import ApiTokenRecord, Store, Tx
 
 #: An API token's role, as a pattern the HTTP schema publishes too.
 ROLE_PATTERN = (
-    r"^(admin|auditor|introspect|usage"
+    r"^(admin|auditor|introspect|usage|exposure"
     r"|owner:[A-Za-z0-9]([A-Za-z0-9_:@-]|\.[A-Za-z0-9_:@-]){0,127}\.?)$"
 )
 _ROLE = re.compile(ROLE_PATTERN.removeprefix("^").removesuffix("$"))
@@ -75,13 +75,14 @@ class Principal:
 def validate_roles(roles: Sequence[str]) -> tuple[str, ...]:
     if not roles:
         raise InvalidRole(
-            "roles: at least one role is required (admin, auditor, introspect, usage, owner:<id>)"
+            "roles: at least one role is required"
+            " (admin, auditor, introspect, usage, exposure, owner:<id>)"
         )
     for index, role in enumerate(roles):
         # An owner id is a safe id: at most 128 characters, no "..".
         if not isinstance(role, str) or not _ROLE.fullmatch(role) or len(role) > 6 + 128:
             raise InvalidRole(
-                f"roles[{index}]: must be admin, auditor, introspect, usage or owner:<id>"
+                f"roles[{index}]: must be admin, auditor, introspect, usage, exposure or owner:<id>"
             )
     return tuple(dict.fromkeys(roles))
 

@@ -15,6 +15,7 @@ from tether.cli import (
     _credentials,
     _estate,
     _govern,
+    _scan,
     _system,
     _targets,
     _tasks,
@@ -155,7 +156,17 @@ def dev(listen: str | None, estate_file: Path | None, once: bool, **flags: Any) 
         run_dev(listen=listen, estate_file=estate_file, once=once, console=out, options=options)
 
 
-for _module in (_system, _estate, _audit, _tokens, _tasks, _targets, _credentials, _govern):
+for _module in (
+    _system,
+    _estate,
+    _audit,
+    _tokens,
+    _tasks,
+    _targets,
+    _credentials,
+    _govern,
+    _scan,
+):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 cli.add_command(_credentials.ROTATE, "rotate")

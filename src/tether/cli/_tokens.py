@@ -20,7 +20,7 @@ TOKEN_COLUMNS = (
 
 @click.group()
 def token() -> None:
-    """API tokens (roles: admin, auditor, owner:<id>)."""
+    """API tokens (roles: admin, auditor, introspect, usage, exposure, owner:<id>)."""
 
 
 @token.command("create")
@@ -30,7 +30,7 @@ def token() -> None:
     "roles",
     multiple=True,
     required=True,
-    help="admin, auditor or owner:<id>; repeat for several.",
+    help="admin, auditor, introspect, usage, exposure or owner:<id>; repeat for several.",
 )
 @click.option("--ttl", help="Lifetime, e.g. 30d.")
 @json_option

@@ -105,6 +105,8 @@ class _Shared:
     static_environments: Mapping[str, frozenset[str]]
     dynamic_targets: frozenset[str]
     exposures_by_credential: Mapping[str, tuple[Mapping[str, Any], ...]]
+    #: Exposures of leases (which end at once, so are no longer live): by identity.
+    exposures_by_identity: Mapping[str, tuple[Mapping[str, Any], ...]]
     waivers: tuple[Waiver, ...]
     issuer_presets: Mapping[str, str]
     interactive: Callable[[str], bool]
@@ -177,9 +179,14 @@ class FindingsEngine:
                 view.identities[r].environment for r in credential.readers if r in view.identities
             )
         by_credential: dict[str, list[Mapping[str, Any]]] = {}
+        by_identity: dict[str, list[Mapping[str, Any]]] = {}
         for record in exposures:
             at = parse_time(record.spec["at"])
-            if at > now - EXPOSURE_WINDOW:
+            if at <= now - EXPOSURE_WINDOW:
+                continue
+            if record.spec.get("identity"):
+                by_identity.setdefault(record.spec["identity"], []).append(record.spec)
+            else:
                 by_credential.setdefault(record.spec["credential"], []).append(record.spec)
         settings = view.governance
         prefixes = tuple(settings.interactive_applications)
@@ -195,6 +202,7 @@ class FindingsEngine:
                 p.target for p in view.profiles.values() if p.target and p.provider in kind_names()
             ),
             exposures_by_credential={k: tuple(v) for k, v in by_credential.items()},
+            exposures_by_identity={k: tuple(v) for k, v in by_identity.items()},
             waivers=waivers,
             issuer_presets={i.id: i.preset for i in view.issuers.values()},
             interactive=lambda value: value.startswith(prefixes),
@@ -220,11 +228,7 @@ class FindingsEngine:
             {**exposure, "credential": exposure["credential"]}
             for credential in statics
             for exposure in shared.exposures_by_credential.get(credential.id, ())
-        ] + [
-            exposure
-            for lease in leases
-            for exposure in shared.exposures_by_credential.get(lease.id, ())
-        ]
+        ] + list(shared.exposures_by_identity.get(identity.id, ()))
         return Facts(
             identity=identity,
             owner=view.owners.get(identity.owner_id),
@@ -536,6 +540,21 @@ def _finding_event(action: str, spec: Mapping[str, Any], identity: Identity) -> 
         reason=RULES[spec["rule"]].title,
         details=_finding_details(spec),
     )
+
+
+def shadow_event(action: str, spec: Mapping[str, Any], actor: str) -> AuditEvent:
+    """The audit entry of a finding no identity owns (a shadow NHI)."""
+    return AuditEvent(
+        action=action,
+        actor=actor,
+        result="alert",
+        reason=RULES[spec["rule"]].title,
+        details=_finding_details(spec),
+    )
+
+
+def shadow_alert(spec: Mapping[str, Any], action: str) -> dict[str, Any]:
+    return _alert(spec, action)
 
 
 def _alert(spec: Mapping[str, Any], action: str) -> dict[str, Any]:

@@ -29,8 +29,11 @@ from tether.govern._engine import (
     EngineParts,
     FindingsEngine,
     Outcome,
+    finding_id,
     finding_view,
     page_all,
+    shadow_alert,
+    shadow_event,
 )
 from tether.govern._exceptions import Exceptions
 from tether.govern._report import FRAMEWORKS, build_report, migration_report
@@ -38,10 +41,14 @@ from tether.govern._reviews import Reviews
 from tether.govern._usage import Rejected, UsageRecorder, combine, parse_usage_line, rollup_of
 from tether.govern.errors import GovernError, InvalidUsage, UnknownGovernObject
 from tether.lease import LeaseService
-from tether.model import RULES, Usage
+from tether.model import RULES, Lease, Usage
 from tether.static import StaticCredential
 from tether.store import GovernFilter, GovernRecord, Store, Tx
 from tether.targets import TargetSession
+
+#: The finding of a found secret that no identity owns.
+SHADOW_RULE = "shadow-nhi"
+_SHADOW_LOCATIONS = 20
 
 log = logging.getLogger("tether.govern")
 
@@ -323,6 +330,78 @@ class Governance:
         tx.put_govern([record])
         publish_govern_changed(tx, credential.readers)
         tx.on_commit(lambda: self.mark(credential.readers))
+
+    def exposed_lease(self, tx: Tx, lease: Lease, evidence: Mapping[str, Any], actor: str) -> None:
+        """A leaked copy of a lease's credential was found (in that report's transaction):
+        the evidence of a leak finding on its identity, revoked or not."""
+        now = self._p.clock()
+        record = GovernRecord(
+            type=EXPOSURE,
+            id=f"exp_{secrets.token_hex(8)}",
+            group_id=lease.id,
+            state="reported",
+            spec={
+                "credential": lease.id,
+                "identity": lease.identity_id,
+                "at": format_time(now),
+                "evidence": dict(evidence),
+                "reported_by": actor,
+            },
+            updated_at=now,
+            identity_id=lease.identity_id,
+            owner_id=lease.owner_id,
+        )
+        tx.put_govern([record])
+        publish_govern_changed(tx, [lease.identity_id])
+        tx.on_commit(lambda: self.mark([lease.identity_id]))
+
+    def shadow(self, tx: Tx, rule: str, evidence: Mapping[str, Any], actor: str) -> str:
+        """A secret of a known provider that Tether does not manage (NHI2): one finding per
+        secret (by fingerprint), with every location it was seen at. Not an identity's
+        finding, so no evaluation resolves it: an operator does, once it is managed."""
+        now = self._p.clock()
+        fingerprint = str(evidence["fingerprint"])
+        fid = finding_id(SHADOW_RULE, "", f"secret:{fingerprint}")
+        old = tx.get_govern(FINDING, fid)
+        locations = list(old.spec["evidence"].get("locations", [])) if old else []
+        location = evidence.get("location")
+        if location and location not in locations:
+            locations = [*locations, location][-_SHADOW_LOCATIONS:]
+        spec: dict[str, Any] = {
+            "id": fid,
+            "rule": SHADOW_RULE,
+            "identity": None,
+            "owner": None,
+            "subject": f"secret:{fingerprint}",
+            "first_seen": old.spec["first_seen"] if old else format_time(now),
+            "last_seen": format_time(now),
+            "evidence": {
+                **{k: v for k, v in evidence.items() if k != "location"},
+                "format": rule,
+                "locations": locations,
+            },
+            "recommendation": "bring it under management (a static credential or a profile)"
+            " and revoke it at its provider",
+        }
+        reopened = old is not None and old.state == "resolved"
+        tx.put_govern(
+            [
+                GovernRecord(
+                    type=FINDING,
+                    id=fid,
+                    group_id=SHADOW_RULE,
+                    state="open",
+                    spec=spec,
+                    updated_at=now,
+                )
+            ]
+        )
+        if old is None or reopened:
+            action = "finding.reopen" if reopened else "finding.open"
+            self._p.audit.append(tx, [shadow_event(action, spec, actor)], now)
+            if self._p.alerts is not None:
+                self._p.alerts.enqueue(tx, shadow_alert(spec, action))
+        return fid
 
     # -- reading --
     def findings(self, where: FindingFilter) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tether._internal.tokens import token_hash
 from tether.issuance._decide import decide, deny, task_for, write_pending_lease
 from tether.issuance._parts import IssuanceParts
 from tether.issuance._request import IssuanceRequest
@@ -100,18 +101,29 @@ class TargetCredentials:
             # The object may or may not exist: revocation (idempotent) settles it.
             self._revoke(lease, "issuance failed")
             raise
-        lease = self._activate(request, decision, lease, bound)
+        lease = self._activate(request, decision, lease, bound, credential)
         self._parts.record_usage(request.usage("issue", lease))
         return _result(lease, credential, bound)
 
     def _activate(
-        self, request: IssuanceRequest, decision: Decision, lease: Lease, bound: ExpiryBound
+        self,
+        request: IssuanceRequest,
+        decision: Decision,
+        lease: Lease,
+        bound: ExpiryBound,
+        credential: IssuedCredential,
     ) -> Lease:
         with self._parts.store.transaction() as tx:
             current = tx.get_lease(lease.id)
             ended = current is None or current.state is not LeaseState.PENDING
             if current is not None and not ended:
-                lease = replace(current, state=LeaseState.ACTIVE)
+                # The password's keyed hash, so that a leaked copy is tied to its lease
+                # (tether.scan); it can never be presented as a bearer token (wrong shape).
+                lease = replace(
+                    current,
+                    state=LeaseState.ACTIVE,
+                    token_hash=token_hash(self._parts.token_key(), credential.secret),
+                )
                 tx.put_lease(lease)
                 event = request.audit_event(_ACTION, decision, lease=lease, bound=bound)
                 self._parts.record([event], tx)

@@ -211,14 +211,20 @@ class LeaseService:
             ended += self._end(tx, subtree, LeaseState.REVOKED, reason, actor, trigger)
 
     def revoke_leases_in(
-        self, tx: Tx, leases: Sequence[Lease], reason: str, actor: str
+        self,
+        tx: Tx,
+        leases: Sequence[Lease],
+        reason: str,
+        actor: str,
+        trigger: Mapping[str, Any] | None = None,
     ) -> list[Lease]:
         """Revoke these leases (those still live) and what derives from them, in `tx`."""
         live = tx.live_lease_ids([lease.id for lease in leases])
         roots = [lease for lease in leases if lease.id in live]
         if not roots:
             return []
-        return self._end(tx, self._subtree(tx, roots), LeaseState.REVOKED, reason, actor)
+        subtree = self._subtree(tx, roots)
+        return self._end(tx, subtree, LeaseState.REVOKED, reason, actor, trigger)
 
     def end_task(self, task: Task, reason: str, actor: str) -> int:
         with self._store.transaction() as tx:

@@ -52,13 +52,14 @@ from tether.model._lease import (
     TaskStatus,
     bounded_expiry,
 )
-from tether.model._rules import RULES, Rule, Severity
+from tether.model._rules import DISCOVERY_RULES, RULES, Rule, Severity
 from tether.model._usage import Usage
 
 __all__ = [
     "AUDIT_OPTIONAL_FIELDS",
     "AUDIT_RECORD_FIELDS",
     "DEFAULT_ENVIRONMENTS",
+    "DISCOVERY_RULES",
     "GOVERNANCE_ID",
     "KIND_CONTROL_DEFAULTS",
     "RULES",

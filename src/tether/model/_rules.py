@@ -97,6 +97,15 @@ RULES: Mapping[str, Rule] = {
             "PR.AA-03 PR.PS-01",
         ),
         _rule("leaked", "A secret was exposed", "critical", "NHI2", "PR.DS-01 RS.MI-02"),
+        # Raised by discovery (tether.scan), not by evaluating an identity: no identity
+        # owns the secret, which is the finding.
+        _rule(
+            "shadow-nhi",
+            "Unmanaged secret of a known provider found",
+            "high",
+            "NHI2",
+            "ID.AM-08 PR.DS-01",
+        ),
         _rule(
             "revocation-stuck", "Revocation has not completed", "high", "NHI1", "PR.AA-01 DE.CM-09"
         ),
@@ -110,3 +119,6 @@ RULES: Mapping[str, Rule] = {
         _rule("review-overdue", "Access review overdue", "medium", "NHI5 NHI1", "PR.AA-05"),
     )
 }
+
+#: Rules raised by discovery (tether.scan) rather than by evaluating an identity.
+DISCOVERY_RULES: frozenset[str] = frozenset({"shadow-nhi"})

@@ -227,8 +227,10 @@ class JwtProvider:
     def revoke(self, lease: Lease) -> None:
         return None  # resource servers that introspect see the ended lease
 
-    def decode(self, token: str) -> dict[str, Any] | None:
-        """Claims of a token Tether signed, or None: used by introspection and revocation."""
+    def decode(self, token: str, *, expired_too: bool = False) -> dict[str, Any] | None:
+        """Claims of a token Tether signed, or None: used by introspection and revocation.
+        `expired_too`: a token past its `exp` still answers (a leaked copy is tied to its
+        lease whatever its age)."""
         header = _header(token)
         if (
             header is None
@@ -242,7 +244,7 @@ class JwtProvider:
         digest = hashlib.sha256(token.encode()).digest()
         with self._verified_lock:
             known = self._verified.get(digest)
-        if known is not None and known["exp"] > time.time():
+        if known is not None and (expired_too or known["exp"] > time.time()):
             return dict(known)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -250,10 +252,16 @@ class JwtProvider:
                 public,
                 algorithms=[ALGORITHM],
                 issuer=self._issuer_url(),
-                options={"verify_aud": False, "require": ["exp", "jti", "iss", "sub"]},
+                options={
+                    "verify_aud": False,
+                    "verify_exp": not expired_too,
+                    "require": ["exp", "jti", "iss", "sub"],
+                },
             )
         except jwt.PyJWTError:
             return None
+        if expired_too:
+            return claims  # not cached: the cache answers the live path
         with self._verified_lock:
             self._verified[digest] = dict(claims)
             while len(self._verified) > _VERIFIED_CAPACITY:

@@ -385,6 +385,9 @@ class _MemoryTx:
         self._set(self._s.join_tokens, token_hash, used)  # type: ignore[arg-type]
         return used
 
+    def join_token_by_hash(self, token_hash: str) -> JoinTokenRecord | None:
+        return self._s.join_tokens.get(token_hash)
+
     def put_api_token(self, record: ApiTokenRecord) -> None:
         if any(
             t.token_hash == record.token_hash and t.id != record.id for t in self._s.tokens.values()

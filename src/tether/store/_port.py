@@ -356,6 +356,9 @@ class Tx(Protocol):
     def consume_join_token(self, token_hash: str, now: dt.datetime) -> JoinTokenRecord | None:
         """Mark an unused, unexpired join token used and return it; None otherwise."""
 
+    def join_token_by_hash(self, token_hash: str) -> JoinTokenRecord | None:
+        """A join token, used or not (exposure matching)."""
+
     # -- API tokens --
     def put_api_token(self, record: ApiTokenRecord) -> None: ...
     def api_token_by_hash(self, token_hash: str) -> ApiTokenRecord | None: ...

@@ -4,6 +4,7 @@ from tether.api.routes import (
     _audit,
     _credentials,
     _estate,
+    _exposures,
     _govern,
     _inventory,
     _leases,
@@ -26,6 +27,7 @@ ROUTERS = (
     _targets.router,
     _credentials.router,
     _govern.router,
+    _exposures.router,
 )
 
 HOT_PATHS = _oauth.HOT_PATHS

@@ -231,6 +231,18 @@ def _driver_error(exc: Exception, dbapi: Any) -> StoreError:
     return StoreError(f"database error ({type(exc).__name__})")
 
 
+def _join_token(row: Any) -> JoinTokenRecord:
+    return JoinTokenRecord(
+        id=row.id,
+        token_hash=row.token_hash,
+        identity_id=row.identity_id,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        created_by=row.created_by,
+        used_at=row.used_at,
+    )
+
+
 class _SqlTx(GovernSql):
     def __init__(self, conn: Connection) -> None:
         self._c = conn
@@ -645,17 +657,13 @@ class _SqlTx(GovernSql):
             .values(used_at=now)
             .returning(*t.join_tokens.c)
         ).first()
-        if row is None:
-            return None
-        return JoinTokenRecord(
-            id=row.id,
-            token_hash=row.token_hash,
-            identity_id=row.identity_id,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            created_by=row.created_by,
-            used_at=row.used_at,
-        )
+        return None if row is None else _join_token(row)
+
+    def join_token_by_hash(self, token_hash: str) -> JoinTokenRecord | None:
+        row = self._c.execute(
+            sa.select(t.join_tokens).where(t.join_tokens.c.token_hash == token_hash)
+        ).first()
+        return None if row is None else _join_token(row)
 
     def put_api_token(self, record: ApiTokenRecord) -> None:
         self._c.execute(
