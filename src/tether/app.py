@@ -143,6 +143,7 @@ class Tether:
                 govern=self.govern,
                 jwt_claims=lambda token: self.jwt_provider.decode(token, expired_too=True),
                 token_key=self.barrier.token_key,
+                owner_of=self._owner_of,
                 clock=clock,
             )
         )
@@ -209,6 +210,10 @@ class Tether:
         self.view.reload()
         self.lifecycle.wake()  # retirements, approvals and vendors may end leases now
         self.govern.mark_all()  # owners, thresholds and grants change what is found
+
+    def _owner_of(self, identity_id: str) -> str | None:
+        identity = self.view.current.identities.get(identity_id)
+        return None if identity is None else identity.owner_id
 
     def _sink_key(self, sink_id: str) -> bytes | None:
         # Derived, never stored; none while sealed (alerts wait, pending, until unsealed).

@@ -224,3 +224,25 @@ def test_all_cores_find_what_one_finds(tmp_path: Path) -> None:
     assert [(d.location, d.secret) for d in one] == [(d.location, d.secret) for d in two]
     assert len(one) == 80 and stats_one.files == stats_two.files == 40
     assert stats_one.bytes == stats_two.bytes > 0
+
+
+def test_query_string_values_end_at_the_next_parameter(scanner: Scanner) -> None:
+    password = secrets.token_urlsafe(18)
+    text = f"jdbc:postgresql://db/app?user=u&password={password}&ssl=true\n"
+    assert [(r, s) for r, _, _, s in _found(text, scanner)] == [("generic-secret", password)]
+
+
+def test_a_rule_whose_whitespace_spans_a_line_break_is_confirmed() -> None:
+    rule = Rule("spans", "value on the next line", r"api_key\s*=\s*\"([A-Za-z0-9]{20})\"", 1)
+    value = _random(_B62, 20)
+    assert _found(f'x = 1\napi_key =\n  "{value}"\n', Scanner([rule])) == [("spans", 3, 4, value)]
+
+
+def test_many_secrets_on_one_long_line_keep_their_columns(scanner: Scanner) -> None:
+    tokens = [crc_token("ghp_") for _ in range(300)]
+    filler = "x" * 10_000
+    line = "é".join(f"{filler} {t}" for t in tokens)
+    found = _found(line, scanner)
+    assert [s for _, _, _, s in found] == tokens
+    expected = [line.index(t) + 1 for t in tokens]
+    assert [column for _, _, column, _ in found] == expected

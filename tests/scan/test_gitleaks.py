@@ -383,13 +383,25 @@ def test_what_tether_cannot_express_is_not_applied_and_listed() -> None:
     (rule,) = config.rules
     assert rule.allow_regexes == rule.allow_paths == ()
     notes = "\n".join(config.ignored)
-    assert "regexTarget = 'line'" in notes
     assert "condition = AND over paths and content" in notes
     assert "commits" in notes
     assert "rule 'p12'" in notes and "path-only" in notes
     # Ignored means reported: nothing is suppressed that gitleaks would report.
     scanner = Scanner(config.rules, config.allowlist)
-    assert _found(scanner, "import acme_0123456789", "x.bb") != []
+    assert _found(scanner, "acme_0123456789", "x.bb") != []
+    # A line allow-list is applied to the line.
+    assert rule.allow_line_regexes == ("import",)
+    assert _found(scanner, "import acme_0123456789", "x.bb") == []
+
+
+def test_match_allow_lists_apply_to_the_match() -> None:
+    config = load_gitleaks_config(
+        _ONE_RULE + "[[rules.allowlists]]\nregexTarget = 'match'\nregexes = ['_0000']\n",
+        source="t.toml",
+    )
+    scanner = Scanner(config.rules, config.allowlist)
+    assert _found(scanner, "x acme_0000123456", "x.py") == []
+    assert _found(scanner, "x acme_0123456789", "x.py") == [("acme-key", "acme_0123456789")]
 
 
 def test_global_allowlist_maps_onto_allowlist() -> None:

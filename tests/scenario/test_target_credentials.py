@@ -348,3 +348,39 @@ def test_renewal_moves_valid_until_after_a_fresh_decision(
     assert renewed.status_code == 200, renewed.text
     assert valid_until() > before
     assert node.lease(creds["lease"])["expires_at"] == renewed.json()["expires_at"]
+
+
+def test_a_leaked_target_password_is_tied_to_its_lease_and_its_session_killed(
+    node: Node, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    task = node.task()
+    creds = node.creds(task["token"]).json()
+    dsn = pg_cluster.dsn(creds["username"], creds["password"])
+    session = psycopg.connect(dsn, connect_timeout=5)
+    leaked = tmp_path / "settings.env"
+    leaked.write_text(f"DATABASE_URL={dsn}\n")
+
+    scanned = node.server.cli("scan", str(leaked), "--format", "json")
+    assert scanned.code == 1, scanned.stderr
+    assert creds["password"] not in scanned.stdout + scanned.stderr
+    [finding] = scanned.json()["findings"]
+    assert finding["rule"] == "database-url"
+    assert finding["managed"] == {
+        "identity": "reporting",
+        "owner": "team-payments",
+        "lease": creds["lease"],
+        "valid": True,
+    }
+    assert finding["action"] == "revoked"
+
+    def session_dead() -> bool:
+        try:
+            session.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return True
+        return False
+
+    _wait(session_dead)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn, connect_timeout=5)
+    _wait(lambda: node.lease(creds["lease"])["state"] == "revoked")

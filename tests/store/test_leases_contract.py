@@ -83,6 +83,37 @@ def test_leases_insert_find_and_token_hash_lookup(store: Store) -> None:
         assert [x.id for x in tx.find_leases(LeaseFilter(after_id="b"))] == ["c"]
 
 
+def test_a_keyed_hash_set_on_activation_is_found(store: Store) -> None:
+    """A target lease gets its password's keyed hash once the password exists."""
+    with store.transaction() as tx:
+        tx.insert_leases([_lease("p", state=LeaseState.PENDING)])
+    with store.transaction() as tx:
+        tx.put_lease(_lease("p", token_hash="k" * 64))
+    with store.read() as tx:
+        assert tx.lease_by_token_hash("k" * 64) == _lease("p", token_hash="k" * 64)
+
+
+def test_join_tokens_by_hash_used_or_not(store: Store) -> None:
+    record = JoinTokenRecord(
+        id="jt1",
+        token_hash="j" * 64,
+        identity_id="svc",
+        created_at=T0,
+        expires_at=T0 + dt.timedelta(hours=1),
+        created_by="admin",
+    )
+    with store.transaction() as tx:
+        tx.put_join_token(record)
+    with store.read() as tx:
+        assert tx.join_token_by_hash("j" * 64) == record
+        assert tx.join_token_by_hash("x" * 64) is None
+    with store.transaction() as tx:
+        assert tx.consume_join_token("j" * 64, T0) is not None
+    with store.read() as tx:
+        used = tx.join_token_by_hash("j" * 64)
+        assert used is not None and used.used_at == T0
+
+
 def test_end_leases_moves_only_live_ones_and_keeps_the_first_reason(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_leases([_lease(f"l{i}") for i in range(5)])

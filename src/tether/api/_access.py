@@ -22,6 +22,8 @@ from tether.scan._github import SIGNATURE_HEADER
 #: Bodies a route accepts by default; the estate is the one large document.
 SMALL_BODY = 256 * 1024
 ESTATE_BODY = 16 * 1024 * 1024
+#: Reports of found secrets: batches of up to 2,000.
+EXPOSURES_BODY = 4 * 1024 * 1024
 
 
 class Who(enum.StrEnum):
@@ -185,9 +187,9 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/sinks/{sink_id}/key"): _rule(_A, writes=False),
     # -- discovery --
     ("POST", "/v1/exposures"): _rule(
-        _A, Who.EXPOSURE, Who.PARTNER, writes=True, body_limit=ESTATE_BODY
+        _A, Who.EXPOSURE, Who.PARTNER, writes=True, body_limit=EXPOSURES_BODY
     ),
-    ("GET", "/v1/exposures/key"): _rule(_A, writes=False),
+    ("GET", "/v1/exposures/key"): _rule(_A, Who.EXPOSURE, writes=False),
 }
 
 

@@ -8,8 +8,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tether._internal.timeutil import Clock, utcnow
 from tether._internal.tokens import is_well_formed, new_token, token_hash
@@ -253,9 +254,19 @@ class TokenService:
     def revoke(self, token_id: str, actor: str) -> None:
         """Revoke an active token; this node forgets it at once, others within seconds."""
         with self._store.transaction() as tx:
-            if not tx.revoke_api_token(token_id, self._clock()):
+            if not self.revoke_in(tx, token_id, actor):
                 raise TokenNotFound(f"no active token {token_id!r}")
-            tx.on_commit(self._auth.forget_cached)
-            event = AuditEvent(action="token.revoke", actor=actor, details={"token_id": token_id})
-            self._audit.append(tx, [event])
-            tx.publish(API_TOKEN_REVOKED, {"token_id": token_id})  # every node forgets it
+
+    def revoke_in(
+        self, tx: Tx, token_id: str, actor: str, details: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Revoke in the caller's transaction (an exposure's); False if it was not active."""
+        if not tx.revoke_api_token(token_id, self._clock()):
+            return False
+        tx.on_commit(self._auth.forget_cached)
+        event = AuditEvent(
+            action="token.revoke", actor=actor, details={"token_id": token_id, **(details or {})}
+        )
+        self._audit.append(tx, [event])
+        tx.publish(API_TOKEN_REVOKED, {"token_id": token_id})  # every node forgets it
+        return True

@@ -47,6 +47,7 @@ from tether.scan import (
 from tether.scan._baseline import Baseline
 from tether.scan._git import iter_git_blobs, iter_staged_blobs
 from tether.scan._gitleaks import bundled_rules_path, load_gitleaks_rules
+from tether.scan._model import MAX_AUTHOR, MAX_FILE, MAX_SECRET
 from tether.scan._sarif import to_sarif
 from tether.scan._sources import stdin_blob
 
@@ -95,15 +96,28 @@ _COLUMNS = (
 @click.option("--workers", type=click.IntRange(min=1), help="Processes (default: every core).")
 @click.option("--offline", is_flag=True, help="Do not send anything to a Tether server.")
 @click.option("--dry-run", is_flag=True, help="Match with the server, but end nothing.")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TETHER_SCAN_KEY_FILE",
+    help="Offline: the key fingerprints are made with (hex), so that a baseline made on"
+    " one machine holds on another. Default: a key of this user's, made on first use.",
+)
 def scan(paths: tuple[str, ...], **flags: Any) -> None:
     """Find secrets in PATHs (files, directories, archives), git history or stdin."""
     try:
         options = _Options(**flags)
         status = _scan(paths, options)
+    except click.ClickException:
+        raise  # usage errors: click prints them and exits 2
     except ClientError as exc:
         _error(exc.args[0] if exc.args else "the server refused the report")
     except (TetherError, OSError) as exc:
         _error(str(exc))
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _error("interrupted")
+    except Exception as exc:  # exit 1 means "found": anything unexpected is an error
+        _error(f"{type(exc).__name__}: {exc}")
     sys.exit(status)
 
 
@@ -120,6 +134,7 @@ class _Options:
     workers: int | None
     offline: bool
     dry_run: bool
+    key_file: Path | None
 
     @property
     def online(self) -> bool:
@@ -141,7 +156,10 @@ def _scan(paths: Sequence[str], options: _Options) -> int:
     known = Baseline.load(str(options.baseline)) if options.baseline is not None else None
     online = options.online
     with client() if online else _NoServer() as api:
-        key = bytes.fromhex(api.get("/v1/exposures/key")["key"]) if online else _local_key()
+        if online:
+            key = bytes.fromhex(api.get("/v1/exposures/key")["key"])
+        else:
+            key = _local_key(options.key_file)
         new = [
             (ScanFinding(d.rule, d.location, fingerprint(key, d.secret), redacted(d.secret)), d)
             for d in detections
@@ -157,11 +175,19 @@ def _scan(paths: Sequence[str], options: _Options) -> int:
 
 
 def _rules(rules_file: str | None) -> tuple[tuple[Rule, ...], Allowlist]:
+    """The built-in rules, or a rules file's; Tether's own formats are always looked for
+    (a file that defines the same ids keeps its own)."""
     if rules_file is None:
         return default_rules(), Allowlist()
     path = bundled_rules_path() if rules_file == "gitleaks" else rules_file
-    text = Path(path).read_text(encoding="utf-8")
-    return load_gitleaks_rules(text, source=str(path))
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.BadParameter("is not a UTF-8 TOML file", param_hint="--rules") from None
+    rules, allow = load_gitleaks_rules(text, source=str(path))
+    ids = {rule.id for rule in rules}
+    own = tuple(r for r in default_rules() if "tether" in r.tags and r.id not in ids)
+    return own + rules, allow
 
 
 def _detect(
@@ -202,12 +228,16 @@ def _matched(
         batch.clear()
         pending.clear()
 
+    kept: list[ScanFinding] = []
     for finding, detection in new:
-        entry = {
-            "rule": finding.rule,
-            "secret": detection.secret,
-            "location": finding.location.to_json(),
-        }
+        if len(detection.secret) > MAX_SECRET:
+            kept.append(finding)  # larger than any credential Tether issues or vaults
+            continue
+        location = finding.location.to_json()
+        location["file"] = str(location["file"])[-MAX_FILE:]
+        if location.get("author"):
+            location["author"] = str(location["author"])[:MAX_AUTHOR]
+        entry = {"rule": finding.rule, "secret": detection.secret, "location": location}
         if batch and size + len(detection.secret) > _BATCH_BYTES:
             send()
             size = 0
@@ -216,7 +246,7 @@ def _matched(
         size += len(detection.secret) + 200
     if batch:
         send()
-    return answered
+    return answered + kept
 
 
 def _answer(sent: ScanFinding, back: dict[str, Any]) -> ScanFinding:
@@ -251,8 +281,10 @@ def _emit(
         if items:
             show_listing("secrets found", _COLUMNS, items, "table")
         mb = stats.bytes / 1e6
+        skipped = f" ({stats.skipped} skipped: binary or unreadable)" if stats.skipped else ""
         err.print(
-            f"{len(findings)} found in {stats.files} files, {mb:.1f} MB, {stats.seconds:.2f} s",
+            f"{len(findings)} found in {stats.files} files{skipped}, {mb:.1f} MB,"
+            f" {stats.seconds:.2f} s",
             markup=False,
             highlight=False,
         )
@@ -265,6 +297,7 @@ def _emit(
             "stats": {
                 "bytes": stats.bytes,
                 "files": stats.files,
+                "skipped": stats.skipped,
                 "seconds": round(stats.seconds, 3),
             },
         }
@@ -291,8 +324,16 @@ def _server_configured() -> bool:
     return bool(os.environ.get("TETHER_ADDR") or os.environ.get("TETHER_TOKEN"))
 
 
-def _local_key() -> bytes:
-    """The key of offline fingerprints: one per user, made on first use."""
+def _local_key(given: Path | None) -> bytes:
+    """The key of offline fingerprints: the one given, or one per user made on first use."""
+    if given is not None:
+        try:
+            key = bytes.fromhex(given.read_text().strip())
+        except ValueError:
+            raise click.BadParameter("must hold a key in hex", param_hint="--key-file") from None
+        if len(key) < 16:
+            raise click.BadParameter("needs at least 16 bytes of key", param_hint="--key-file")
+        return key
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "tether"
     path = base / "scan-fingerprint.key"
     try:

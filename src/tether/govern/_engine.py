@@ -542,12 +542,14 @@ def _finding_event(action: str, spec: Mapping[str, Any], identity: Identity) -> 
     )
 
 
-def shadow_event(action: str, spec: Mapping[str, Any], actor: str) -> AuditEvent:
+def shadow_event(
+    action: str, spec: Mapping[str, Any], actor: str, result: str = "alert"
+) -> AuditEvent:
     """The audit entry of a finding no identity owns (a shadow NHI)."""
     return AuditEvent(
         action=action,
         actor=actor,
-        result="alert",
+        result=result,
         reason=RULES[spec["rule"]].title,
         details=_finding_details(spec),
     )

@@ -403,6 +403,17 @@ class Governance:
                 self._p.alerts.enqueue(tx, shadow_alert(spec, action))
         return fid
 
+    def resolve_shadow(self, tx: Tx, fingerprint: str, actor: str) -> None:
+        """A secret once found unmanaged now matches a credential Tether manages."""
+        fid = finding_id(SHADOW_RULE, "", f"secret:{fingerprint}")
+        old = tx.get_govern(FINDING, fid)
+        if old is None or old.state == "resolved":
+            return
+        now = self._p.clock()
+        spec = {**old.spec, "resolved_at": format_time(now)}
+        tx.put_govern([replace(old, state="resolved", spec=spec, updated_at=now)])
+        self._p.audit.append(tx, [shadow_event("finding.resolve", spec, actor, "ok")], now)
+
     # -- reading --
     def findings(self, where: FindingFilter) -> list[dict[str, Any]]:
         if where.rule is not None and where.rule not in RULES:

@@ -24,7 +24,7 @@ import hyperscan
 from tether.scan._model import Allowlist, Blob, Detection, Location, Rule, ScanStats
 from tether.scan._model import shannon_entropy as entropy_of
 from tether.scan._rules import VALIDATORS, default_rules
-from tether.scan._sources import iter_files, read_blobs
+from tether.scan._sources import Skipped, iter_files, read_blobs
 from tether.scan.errors import ScanError
 
 #: How far before a match's end a multi-line rule's secret may start.
@@ -202,9 +202,13 @@ class Scanner:
                 line_end = data.find(b"\n", to)
                 if line_end < 0:
                     line_end = size
-                multiline = compiled[index].multiline
-                begin = max(0, to - _MULTILINE_WINDOW) if multiline else to - 1
-                start = data.rfind(b"\n", 0, begin) + 1
+                if compiled[index].multiline:
+                    start = data.rfind(b"\n", 0, max(0, to - _MULTILINE_WINDOW)) + 1
+                else:
+                    # This line and the one before: a rule's `\s` may span a line break
+                    # (`api_key =` then the value on the next line).
+                    here = data.rfind(b"\n", 0, to - 1)
+                    start = data.rfind(b"\n", 0, here) + 1 if here > 0 else 0
                 covered[index] = line_end
                 windows.append((index, start, line_end))
 
@@ -245,22 +249,33 @@ class Scanner:
         return True
 
     def _detections(self, blob: Blob, spans: list[tuple[int, int, _Compiled]]) -> list[Detection]:
+        """Detections in input order, with their line and column. Each line is measured
+        once, and columns are counted from the previous detection on the same line, so
+        a long line with many secrets (a SQL dump, a minified bundle) stays linear."""
         data = blob.data
         out: list[Detection] = []
         line_index, counted_to = 0, 0
+        line_start = line_end = -1
+        allowed = False
+        column_at, column = 0, 1
         for start, end, compiled in sorted(spans, key=lambda item: item[0]):
             line_index += data.count(b"\n", counted_to, start)
             counted_to = start
-            line_start = data.rfind(b"\n", 0, start) + 1
-            line_end = data.find(b"\n", start)
-            line = data[line_start : line_end if line_end >= 0 else len(data)]
-            if any(marker in line for marker in _INLINE_ALLOW):
+            if start >= line_end:
+                line_start = data.rfind(b"\n", 0, start) + 1
+                line_end = data.find(b"\n", start)
+                if line_end < 0:
+                    line_end = len(data)
+                allowed = any(m in data[line_start:line_end] for m in _INLINE_ALLOW)
+                column_at, column = line_start, 1
+            if allowed:
                 continue
+            column += len(data[column_at:start].decode("utf-8", "replace"))
+            column_at = start
             if blob.lines is not None:
                 number = blob.lines[line_index] if line_index < len(blob.lines) else 0
             else:
                 number = blob.first_line + line_index
-            column = len(data[line_start:start].decode("utf-8", "replace")) + 1
             out.append(
                 Detection(
                     rule=compiled.rule.id,
@@ -273,7 +288,6 @@ class Scanner:
                         date=blob.date,
                     ),
                     secret=data[start:end].decode("utf-8", "replace"),
-                    line_text=line.decode("utf-8", "replace"),
                 )
             )
         return out
@@ -323,9 +337,11 @@ def _scan_file(item: tuple[str, str]) -> tuple[list[Detection], ScanStats]:
 def scan_file(scanner: Scanner, path: str, display: str) -> tuple[list[Detection], ScanStats]:
     stats = ScanStats(files=1)
     found: list[Detection] = []
-    for blob in read_blobs(path, display):
+    skipped: list[Skipped] = []
+    for blob in read_blobs(path, display, skipped=skipped):
         stats.bytes += len(blob.data)
         found.extend(scanner.scan_blob(blob))
+    stats.skipped = len(skipped)
     return found, stats
 
 
@@ -351,8 +367,9 @@ def scan_paths(
     """Every file under `paths` (archives included), on `workers` processes."""
     started = time.perf_counter()
     rules = tuple(default_rules() if rules is None else rules)
-    files = list(iter_files(paths))
-    stats = ScanStats()
+    skipped: list[Skipped] = []
+    files = list(iter_files(paths, skipped=skipped))
+    stats = ScanStats(skipped=len(skipped))
     found: list[Detection] = []
     for detections, part in _map_files(files, rules, allow, workers):
         found.extend(detections)

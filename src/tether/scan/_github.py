@@ -59,6 +59,10 @@ class GithubKeys:
         self._lock = threading.Lock()
         self._loaded: tuple[float, dict[str, ec.EllipticCurvePublicKey]] | None = None
 
+    @property
+    def configured(self) -> bool:
+        return self._path is not None
+
     def _keys(self) -> dict[str, ec.EllipticCurvePublicKey]:
         if self._path is None:
             raise BadSignature("GitHub secret scanning alerts are not configured on this server")

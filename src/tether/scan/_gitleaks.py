@@ -21,9 +21,10 @@ What a rule says maps onto `Rule` as follows; nothing is silently weakened:
 - `path` on a rule with a regex: the rule applies only to files whose path matches,
   written as an allow-path that matches every other path.
 - `[[rules.allowlists]]` (and the older `[rules.allowlist]`): `paths`, `stopwords` and
-  `regexes` over the secret (the default `regexTarget`) map onto the rule's allow-lists;
-  `condition = "AND"` is kept exactly when its checks are all on the path or all on the
-  secret (regexes and stopwords become one regex of lookaheads).
+  `regexes` map onto the rule's allow-lists (over the secret, the default `regexTarget`,
+  or over the match or the line, as `regexTarget` says); `condition = "AND"` is kept
+  exactly when its checks are all on the path or all on the secret (regexes and
+  stopwords become one regex of lookaheads).
 - Global `[allowlist]` / `[[allowlists]]`: `paths`, `regexes` (over the secret),
   `stopwords`, `commits`; `targetRules` moves the allow-list onto those rules.
 - `[extend] useDefault = true` (with `disabledRules`) merges the bundled gitleaks rules
@@ -32,9 +33,9 @@ What a rule says maps onto `Rule` as follows; nothing is silently weakened:
 
 Tether cannot express, and so ignores, reporting more than gitleaks would and never
 less, each listed in `GitleaksConfig.ignored`: path-only rules (a rule without a regex
-reports a file by its name; Tether reports secrets in content), allow-list regexes over
-the match or the line (`regexTarget = "match"` / `"line"`), a rule allow-list's
-`commits`, `condition = "AND"` across the path and the content, `[[rules.required]]`
+reports a file by its name; Tether reports secrets in content), global allow-list
+regexes over the match or the line (`regexTarget = "match"` / `"line"`), a rule
+allow-list's `commits`, `condition = "AND"` across the path and the content, `[[rules.required]]`
 (composite rules report without their companions), and `skipReport` rules (they are
 only ever reported as part of a composite one, so they are left out).
 
@@ -189,6 +190,8 @@ class _RuleParts:
     allow_regexes: list[str] = field(default_factory=list)
     allow_paths: list[str] = field(default_factory=list)
     stopwords: list[str] = field(default_factory=list)
+    allow_match: list[str] = field(default_factory=list)
+    allow_line: list[str] = field(default_factory=list)
 
 
 class _Loader:
@@ -335,6 +338,8 @@ class _Loader:
             allow_regexes=tuple(parts.allow_regexes),
             allow_paths=tuple(parts.allow_paths),
             stopwords=tuple(parts.stopwords),
+            allow_match_regexes=tuple(parts.allow_match),
+            allow_line_regexes=tuple(parts.allow_line),
             tags=_tags(rule_id, _strs(table, "tags", where)),
         )
 
@@ -373,7 +378,11 @@ class _Loader:
             return
         if checks.commits:
             self.ignored.append(f"{where}: commits: not supported on a rule; use [allowlist]")
-        self._note_other_target(checks, where)
+        # A rule's regexes over the match or the line: the engine applies them there.
+        if checks.target == "match":
+            parts.allow_match += checks.other_target
+        elif checks.target == "line":
+            parts.allow_line += checks.other_target
         parts.allow_paths += checks.paths
         parts.allow_regexes += checks.secret_regexes
         parts.stopwords += checks.stopwords

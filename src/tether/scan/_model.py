@@ -7,6 +7,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+#: The largest secret, file name and author a report of found secrets carries
+#: (POST /v1/exposures): no credential Tether issues or vaults is longer.
+MAX_SECRET, MAX_FILE, MAX_AUTHOR = 64 * 1024, 4096, 512
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -87,8 +91,6 @@ class Detection:
     rule: str
     location: Location
     secret: str = field(repr=False)
-    #: The whole line, for inline allow markers and context; never printed.
-    line_text: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +170,13 @@ class ScanStats:
     bytes: int = 0
     files: int = 0
     seconds: float = 0.0
+    #: Files and archive members not read (binary, unreadable, over an archive's limits).
+    skipped: int = 0
 
     def add(self, other: ScanStats) -> None:
         self.bytes += other.bytes
         self.files += other.files
+        self.skipped += other.skipped
 
 
 def shannon_entropy(value: str) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 
 from tether._internal.tokens import is_well_formed
 from tether.scan._model import Rule
+from tether.targets import TARGET_KINDS
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE62_INDEX = {c: i for i, c in enumerate(_BASE62)}
@@ -81,7 +82,15 @@ VALIDATORS: Mapping[str, Callable[[str], bool]] = {
 }
 
 _B62 = "[0-9A-Za-z]"
-_URL_SCHEMES = "postgres|postgresql|mysql|mariadb|mongodb|mongodb\\+srv|redis|rediss|amqp|amqps"
+#: Connection URLs: those of every registered target kind (whose passwords Tether mints,
+#: so a leaked one is matched to its lease), and common ones Tether does not manage.
+_URL_SCHEMES = "|".join(
+    re.escape(scheme)
+    for scheme in sorted(
+        {s.removesuffix("://") for kind in TARGET_KINDS.values() for s in kind.dsn_schemes}
+        | {"mysql", "mariadb", "mongodb", "mongodb+srv", "amqp", "amqps", "mssql", "sqlserver"}
+    )
+)
 _JWT = r"\beyJ[0-9A-Za-z_-]{8,}\.eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]{16,}"
 _GENERIC_KEYS = (
     r"password|passwd|pwd|secret|token|api[_-]?key|apikey|client[_-]?secret"
@@ -224,7 +233,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         "generic-secret",
         "Password, secret or key assigned in code or configuration",
         rf"(?i)(?:{_GENERIC_KEYS})[a-z0-9_.-]{{0,20}}[\"']?[ \t]{{0,5}}(?:=|:|:=|=>)[ \t]{{0,5}}"
-        r"[\"']?([^\s\"'`;,()\[\]{}<>$\\]{8,200})(?:[\s\"'`;,\\]|$)",
+        r"[\"']?([^\s\"'`;,()\[\]{}<>$\\&#]{8,200})(?:[\s\"'`;,\\&#]|$)",
         secret_group=1,
         entropy=3.5,
         validator="generic-value",

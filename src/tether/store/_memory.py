@@ -241,6 +241,11 @@ class _MemoryTx:
     def put_lease(self, lease: Lease) -> None:
         if lease.id not in self._s.leases:
             raise StoreError("no such lease")
+        if lease.token_hash is not None:
+            holder = self._s.lease_by_hash.get(lease.token_hash)
+            if holder is not None and holder != lease.id:
+                raise StoreError("duplicate token hash")
+            self._set(self._s.lease_by_hash, lease.token_hash, lease.id)  # type: ignore[arg-type]
         self._set(self._s.leases, lease.id, lease)  # type: ignore[arg-type]
 
     def end_leases(

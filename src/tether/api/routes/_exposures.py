@@ -14,9 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from tether.api._access import Admitted
 from tether.api._deps import Caller, Node, admission
 from tether.api._routing import TetherRoute
+from tether.auth import Forbidden
 from tether.scan import Location, Reported, fingerprint_key
 from tether.scan._exposures import classify
 from tether.scan._github import answer, parse_alerts
+from tether.scan._model import MAX_AUTHOR, MAX_FILE, MAX_SECRET
 
 router = APIRouter(route_class=TetherRoute, tags=["exposures"])
 
@@ -26,17 +28,17 @@ class _Strict(BaseModel):
 
 
 class ReportedLocation(_Strict):
-    file: Annotated[str, Field(min_length=1, max_length=4096)]
+    file: Annotated[str, Field(min_length=1, max_length=MAX_FILE)]
     line: Annotated[int, Field(ge=0)] = 0
     column: Annotated[int, Field(ge=0)] = 0
     commit: Annotated[str | None, Field(max_length=64)] = None
-    author: Annotated[str | None, Field(max_length=512)] = None
+    author: Annotated[str | None, Field(max_length=MAX_AUTHOR)] = None
     date: Annotated[str | None, Field(max_length=64)] = None
 
 
 class ReportedSecret(_Strict):
-    rule: Annotated[str | None, Field(pattern="^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")] = None
-    secret: Annotated[str, Field(min_length=1, max_length=16384, repr=False)]
+    rule: Annotated[str | None, Field(min_length=1, max_length=128)] = None
+    secret: Annotated[str, Field(min_length=1, max_length=MAX_SECRET, repr=False)]
     location: ReportedLocation
 
 
@@ -87,6 +89,10 @@ async def post_exposures(
     except ValidationError as exc:
         # Without the inputs: a rejected field may be a secret.
         raise RequestValidationError(exc.errors(include_input=False)) from None
+    if not parsed.respond and not caller.is_admin:
+        # A dry run would answer "is this value managed?" and end nothing: a way to test
+        # guesses of static secrets. A real report ends what it matches.
+        raise Forbidden("a dry run (respond: false) needs the admin role")
     reports = [
         Reported(
             s.rule or classify(s.secret),
