@@ -8,21 +8,11 @@ import os
 import secrets
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _npm_token() -> str:
-    body = "".join(secrets.choice(_B62) for _ in range(30))
-    check, digits = zlib.crc32(body.encode()), ""
-    for _ in range(6):
-        check, rem = divmod(check, 62)
-        digits = _B62[rem] + digits
-    return "npm_" + body + digits
+from tests.scan.fakes import fake
 
 
 def _scan(
@@ -42,7 +32,7 @@ def _scan(
 
 @pytest.fixture
 def leaked(tmp_path: Path) -> tuple[Path, str]:
-    token = _npm_token()
+    token = fake("npm-token")
     tree = tmp_path / "tree"
     tree.mkdir()
     (tree / ".npmrc").write_text(f"//registry.npmjs.org/:_authToken={token}\n")

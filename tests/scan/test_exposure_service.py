@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,9 @@ import pytest
 
 from tests.factories import estate_document
 from tests.govern.world import AdminApi, admin_api
+from tests.scan.fakes import fake
 
 IDENTITY = "nhi-00000"
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _github_token() -> str:
-    body = "".join(secrets.choice(_B62) for _ in range(30))
-    check, digits = zlib.crc32(body.encode()), ""
-    for _ in range(6):
-        check, rem = divmod(check, 62)
-        digits = _B62[rem] + digits
-    return "ghp_" + body + digits
 
 
 @pytest.fixture
@@ -76,7 +66,7 @@ def test_a_revoked_lease_feeds_the_evidence_reports_exposure_time(world: AdminAp
 def test_an_unmanaged_github_token_is_a_shadow_nhi_alerted_and_resolved_once_managed(
     world: AdminApi, tmp_path: Path
 ) -> None:
-    leaked = _github_token()
+    leaked = fake("github-token")
     [finding] = _report(world, leaked).json()["findings"]
     assert "managed" not in finding and finding["rule"] == "github-token"
     [shadow] = world.get("/v1/findings", rule="shadow-nhi")["items"]

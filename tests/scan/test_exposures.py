@@ -8,7 +8,6 @@ import hashlib
 import json
 import secrets
 import subprocess
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.cli.running import issue_token, running_server, task_token
+from tests.scan.fakes import fake
 from tests.scenario.harness import Server
 
 READER = "mainframe-batch"
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def github_token() -> str:
-    """A well-formed GitHub classic token (random, with its CRC32): never a live one."""
-    body = "".join(secrets.choice(_BASE62) for _ in range(30))
-    check, digits = zlib.crc32(body.encode()), ""
-    for _ in range(6):
-        check, rem = divmod(check, 62)
-        digits = _BASE62[rem] + digits
-    return "ghp_" + body + digits
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +155,7 @@ def test_a_token_and_a_static_secret_in_git_history_are_found_and_ended(
 def test_an_unmanaged_provider_secret_is_a_shadow_nhi_and_a_baseline_hides_it(
     server: Server, tmp_path: Path
 ) -> None:
-    leaked = github_token()
+    leaked = fake("github-token")
     source = tmp_path / "src"
     source.mkdir()
     (source / "ci.yml").write_text(f"env:\n  GH_TOKEN: {leaked}\n")

@@ -122,6 +122,14 @@ def _wait(condition: Any, limit: float = 30.0) -> float:
     return time.monotonic() - started
 
 
+def _dead(session: psycopg.Connection[Any]) -> bool:
+    try:
+        session.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
 @pytest.fixture
 def node(tmp_path: Path, pg_cluster: PgCluster) -> Iterator[Node]:
     server = Server(home=tmp_path / "home")
@@ -172,14 +180,7 @@ def test_task_end_terminates_the_session_and_refuses_new_logins(
     )
     assert ended.status_code == 200
 
-    def session_dead() -> bool:
-        try:
-            session.execute("SELECT 1")
-        except psycopg.OperationalError:
-            return True
-        return False
-
-    _wait(session_dead)
+    _wait(lambda: _dead(session))
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=5)
     _wait(lambda: node.lease(creds["lease"])["state"] == "revoked")
@@ -373,14 +374,7 @@ def test_a_leaked_target_password_is_tied_to_its_lease_and_its_session_killed(
     }
     assert finding["action"] == "revoked"
 
-    def session_dead() -> bool:
-        try:
-            session.execute("SELECT 1")
-        except psycopg.OperationalError:
-            return True
-        return False
-
-    _wait(session_dead)
+    _wait(lambda: _dead(session))
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=5)
     _wait(lambda: node.lease(creds["lease"])["state"] == "revoked")

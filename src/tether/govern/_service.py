@@ -313,47 +313,38 @@ class Governance:
     def exposed(self, tx: Tx, credential: StaticCredential, evidence: str, actor: str) -> None:
         """An exposure of a static secret was reported (in that report's transaction):
         the evidence of a leak finding on every identity that may read it."""
-        now = self._p.clock()
-        record = GovernRecord(
-            type=EXPOSURE,
-            id=f"exp_{secrets.token_hex(8)}",
-            group_id=credential.id,
-            state="reported",
-            spec={
-                "credential": credential.id,
-                "at": format_time(now),
-                "evidence": evidence,
-                "reported_by": actor,
-            },
-            updated_at=now,
-        )
-        tx.put_govern([record])
-        publish_govern_changed(tx, credential.readers)
-        tx.on_commit(lambda: self.mark(credential.readers))
+        spec = {"credential": credential.id, "evidence": evidence}
+        self._exposure(tx, spec, credential.readers, actor)
 
     def exposed_lease(self, tx: Tx, lease: Lease, evidence: Mapping[str, Any], actor: str) -> None:
         """A leaked copy of a lease's credential was found (in that report's transaction):
         the evidence of a leak finding on its identity, revoked or not."""
+        spec = {"credential": lease.id, "identity": lease.identity_id, "evidence": dict(evidence)}
+        self._exposure(tx, spec, [lease.identity_id], actor, owner_id=lease.owner_id)
+
+    def _exposure(
+        self,
+        tx: Tx,
+        spec: Mapping[str, Any],
+        identities: Sequence[str],
+        actor: str,
+        owner_id: str | None = None,
+    ) -> None:
+        """The leak evidence of these identities, and their re-evaluation once it commits."""
         now = self._p.clock()
         record = GovernRecord(
             type=EXPOSURE,
             id=f"exp_{secrets.token_hex(8)}",
-            group_id=lease.id,
+            group_id=spec["credential"],
             state="reported",
-            spec={
-                "credential": lease.id,
-                "identity": lease.identity_id,
-                "at": format_time(now),
-                "evidence": dict(evidence),
-                "reported_by": actor,
-            },
+            spec={**spec, "at": format_time(now), "reported_by": actor},
             updated_at=now,
-            identity_id=lease.identity_id,
-            owner_id=lease.owner_id,
+            identity_id=spec.get("identity"),
+            owner_id=owner_id,
         )
         tx.put_govern([record])
-        publish_govern_changed(tx, [lease.identity_id])
-        tx.on_commit(lambda: self.mark([lease.identity_id]))
+        publish_govern_changed(tx, identities)
+        tx.on_commit(lambda: self.mark(identities))
 
     def shadow(self, tx: Tx, rule: str, evidence: Mapping[str, Any], actor: str) -> str:
         """A secret of a known provider that Tether does not manage (NHI2): one finding per
