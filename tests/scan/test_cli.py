@@ -82,6 +82,21 @@ def test_a_baseline_made_with_a_shared_key_holds_on_another_machine(
     assert unkeyed.returncode == 1
 
 
+def test_an_allow_file_adds_paths_and_regexes_to_the_built_in_rules(
+    tmp_path: Path, leaked: tuple[Path, str]
+) -> None:
+    tree, token = leaked
+    by_path = tmp_path / "by-path.toml"
+    by_path.write_text('[allowlist]\npaths = ["\\\\.npmrc$"]\n')
+    assert _scan(str(tree), "--allow", str(by_path), home=tmp_path).returncode == 0
+    by_regex = tmp_path / "by-regex.toml"
+    by_regex.write_text(f'[allowlist]\nregexes = ["{token[-6:]}$"]\n')
+    assert _scan(str(tree), "--allow", str(by_regex), home=tmp_path).returncode == 0
+    other = tmp_path / "other.toml"
+    other.write_text('[allowlist]\nregexes = ["^nothing$"]\n')
+    assert _scan(str(tree), "--allow", str(other), home=tmp_path).returncode == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -46,7 +46,7 @@ from tether.scan import (
 )
 from tether.scan._baseline import Baseline
 from tether.scan._git import iter_git_blobs, iter_staged_blobs
-from tether.scan._gitleaks import bundled_rules_path, load_gitleaks_rules
+from tether.scan._gitleaks import bundled_rules_path, load_gitleaks_config, load_gitleaks_rules
 from tether.scan._model import MAX_AUTHOR, MAX_FILE, MAX_SECRET
 from tether.scan._sarif import to_sarif
 from tether.scan._sources import stdin_blob
@@ -77,6 +77,13 @@ _COLUMNS = (
     metavar="FILE",
     help="A gitleaks-format TOML rules file instead of the built-in rules ('gitleaks':"
     " gitleaks' default rules, bundled).",
+)
+@click.option(
+    "--allow",
+    "allow_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A gitleaks-format [allowlist] file (paths, regexes, stopwords, commits) applied"
+    " on top of the rules.",
 )
 @click.option(
     "--baseline",
@@ -128,6 +135,7 @@ class _Options:
     staged: bool
     from_stdin: bool
     rules_file: str | None
+    allow_file: Path | None
     baseline: Path | None
     fmt: str
     report_path: Path | None
@@ -152,6 +160,8 @@ def _scan(paths: Sequence[str], options: _Options) -> int:
     if sum((options.git_history, options.staged, options.from_stdin)) > 1:
         raise click.UsageError("choose one of --git, --staged and --stdin")
     rules, allow = _rules(options.rules_file)
+    if options.allow_file is not None:
+        allow = allow.merged(_allow(options.allow_file))
     detections, stats = _detect(paths, rules, allow, options)
     known = Baseline.load(str(options.baseline)) if options.baseline is not None else None
     online = options.online
@@ -188,6 +198,17 @@ def _rules(rules_file: str | None) -> tuple[tuple[Rule, ...], Allowlist]:
     ids = {rule.id for rule in rules}
     own = tuple(r for r in default_rules() if "tether" in r.tags and r.id not in ids)
     return own + rules, allow
+
+
+def _allow(path: Path) -> Allowlist:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.BadParameter("is not a UTF-8 TOML file", param_hint="--allow") from None
+    config = load_gitleaks_config(text, source=str(path))
+    if config.rules:
+        raise click.BadParameter("holds rules: give those with --rules", param_hint="--allow")
+    return config.allowlist
 
 
 def _detect(
