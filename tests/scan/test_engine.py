@@ -117,6 +117,8 @@ def test_private_keys_are_reported_whole_at_their_first_line(scanner: Scanner) -
 
 def test_generic_assignments_need_a_secret_looking_value(scanner: Scanner) -> None:
     real = secrets.token_urlsafe(18)
+    # A random value with a dot is not a dotted name in code (its parts mix case/digits).
+    dotted = "hR" + secrets.token_hex(6) + "Q." + "F" + secrets.token_hex(5) + "zA"
     text = "\n".join(
         [
             f'db_password = "{real}"',
@@ -128,9 +130,15 @@ def test_generic_assignments_need_a_secret_looking_value(scanner: Scanner) -> No
             "password = aaaaaaaaaaaaaaaa",
             "token: 123e4567-e89b-12d3-a456-426614174000",
             "password=<your-password>",
+            "token = this.props.apiKey",
+            "password: config.Database.Password",
+            f"mysql -u root --password={dotted} -h db",
         ]
     )
-    assert _found(text, scanner) == [("generic-secret", 1, 16, real)]
+    assert _found(text, scanner) == [
+        ("generic-secret", 1, 16, real),
+        ("generic-secret", 12, 26, dotted),
+    ]
 
 
 def test_one_detection_per_secret_the_specific_rule_wins(scanner: Scanner) -> None:

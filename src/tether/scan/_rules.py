@@ -98,12 +98,18 @@ _GENERIC_KEYS = (
 )
 
 
+#: A part of a dotted name in code: snake_case, CONSTANT_CASE, camelCase or CamelCase
+#: (digits only at the end). A random value's parts mix case and digits.
+_CODE_NAME = (
+    r"(?:[a-z_][a-z0-9_]*|[A-Z_][A-Z0-9_]*|[a-z]+(?:[A-Z][a-z]+)+[0-9]*|(?:[A-Z][a-z]+)+[0-9]*)"
+)
+
 #: A generic assignment that is not a secret: the key names a hash or an id (the value
 #: is a digest or an identifier, not a credential), or the value is unquoted code: a
 #: dotted name (settings.SECRET_KEY) or an identifier with no digit (get_password).
 _GENERIC_NOT_SECRET = (
     r"(?i)^[a-z0-9_.-]*(?:hash|sha\d*|md5|digest|checksum|fingerprint|uuid|_id|nonce|etag)\b",
-    r"^[^=:]*(?:=|:)[ \t]*[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:[\s;,\\]|$)",
+    rf"^[^=:]*(?:=|:)[ \t]*{_CODE_NAME}(?:\.{_CODE_NAME})+(?:[\s;,\\]|$)",
     r"^[^=:]*(?:=|:)[ \t]*[A-Za-z_]+(?:[\s;,\\]|$)",
 )
 
