@@ -577,11 +577,12 @@ def _decoys(rng: random.Random) -> list[tuple[str, str, str]]:
             '  "dsn": "mongodb://mongo-0.mongo:27017,mongo-1.mongo:27017/app?replicaSet=rs0",\n',
         ),
         ("url-without-password", "applog", "INFO  amqp: connected to amqp://rabbitmq:5672/%2F\n"),
-        ("aws-example", "ini", "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\n"),
+        # AWS's documentation examples, in their shape: made here, not written down.
+        ("aws-example", "ini", f"aws_access_key_id = {ex_key}\n"),
         (
             "aws-example",
             "ini",
-            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+            f"aws_secret_access_key = {_rand(rng, _B62 + '/+', 30)}EXAMPLEKEY\n",
         ),
         ("aws-example", "env", f"AWS_ACCESS_KEY_ID={ex_key}\n"),
         ("stripe-publishable", "js", f"const stripe = Stripe('pk_live_{_rand(rng, _B62, 24)}');\n"),
