@@ -19,6 +19,7 @@ from bench import (
     policy_bench,
     scale_bench,
     scan_bench,
+    spiffe_bench,
     target_bench,
 )
 
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "postgres": target_bench.run,
     "scale": scale_bench.run,
     "scan": scan_bench.run,
+    "spiffe": spiffe_bench.run,
 }
 
 

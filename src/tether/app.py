@@ -8,13 +8,15 @@ reads `clock`, so a test can move time instead of sleeping.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tether._internal.timeutil import Clock, utcnow
 from tether.attest import Attestor, StoreJtiStore
 from tether.audit import AuditLog, Verification
 from tether.auth import Authenticator, Principal, TokenService
 from tether.barrier import Barrier, BarrierStatus
-from tether.cluster import Feed, FencedStore, Leadership, NodeCaches, subscribe
+from tether.cluster import LEASES_ENDED, Feed, FencedStore, Leadership, NodeCaches, subscribe
 from tether.config import Settings
 from tether.estate import EstateService, EstateViewHolder
 from tether.govern import AlertOutbox, Governance, GovernParts, Sinks, sink_key_from
@@ -28,11 +30,24 @@ from tether.lifecycle import (
     SweepSchedule,
     reconcile_targets,
 )
-from tether.model import Usage
+from tether.model import Identity, Lease, Usage
 from tether.policy import PolicyHolder
 from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
 from tether.scan import ExposureParts, Exposures
 from tether.scan._github import GithubKeys
+from tether.spiffe import (
+    SPIFFE_CA_CHANGED,
+    CaUnavailable,
+    JwtSvidProvider,
+    SpiffeId,
+    TrustDomainCA,
+    WorkloadIdentities,
+    WorkloadParts,
+    WorkloadSocket,
+    X509SvidProvider,
+    default_spiffe_id,
+    parse_spiffe_id,
+)
 from tether.static import StaticBackend, StaticCredential, StaticSecrets
 from tether.store import Store, open_store
 from tether.system import DevFiles, InitResult, SystemService
@@ -81,6 +96,11 @@ class Tether:
             "token": OpaqueTokenProvider(self.barrier.token_key),
             TASK_PROVIDER: task_tokens,
         }
+        self.spiffe_ca = TrustDomainCA(
+            self.store, self.barrier, lambda: self.view.current.trust_domain, clock
+        )
+        providers["x509-svid"] = X509SvidProvider(self.spiffe_ca, self.spiffe_id_of)
+        providers["jwt-svid"] = JwtSvidProvider(self.spiffe_ca, self.spiffe_id_of)
         self.targets = TargetRegistry(self.store, self.barrier, self.audit)
         self.leases = LeaseService(
             self.store,
@@ -148,6 +168,7 @@ class Tether:
             )
         )
         self.github_keys = GithubKeys(settings.github_scanning_keys)
+        self.workload, self.workload_socket = self._workload_api()
         self.system = SystemService(self.store, self.barrier, self.audit, self.auth)
         self.leadership = Leadership(self.store, may_lead=lambda: not self.barrier.sealed)
         self.lifecycle = Lifecycle(
@@ -182,15 +203,20 @@ class Tether:
         # External revocations (sessions to terminate) start at once, not at the next sweep.
         self.leases.on_ended += [
             self.lifecycle.leases_ended,
+            self._svids_ended,
             lambda ended: self.ended_leases.add(lease.id for lease in ended),
         ]
         self.estate.on_applied.append(self._estate_applied)
-        self.system.on_opened += [self.signing_keys.ensure_current, self.lifecycle.rewrap_soon]
-        self.system.on_sealed.append(self.signing_keys.forget)
+        self.system.on_opened += [
+            self.signing_keys.ensure_current,
+            self.lifecycle.rewrap_soon,
+            self._spiffe_ensure,
+        ]
+        self.system.on_sealed += [self.signing_keys.forget, self.spiffe_ca.forget]
         self.system.on_rotated.append(self.lifecycle.rewrap_soon)
         # One process runs the background work; every process applies every change.
         self.leadership.on_elected += [self.lifecycle.wake, self.lifecycle.rewrap_soon]
-        self.leadership.duties.append(self.feed.prune)
+        self.leadership.duties += [self.feed.prune, self._spiffe_ensure]
         subscribe(
             self.feed,
             NodeCaches(
@@ -205,11 +231,53 @@ class Tether:
                 governance_changed=self.govern.changed_elsewhere,
             ),
         )
+        self.feed.subscribe(SPIFFE_CA_CHANGED, lambda _data: self._spiffe_ensure())
+        # Leases another process ended: an SVID this one serves may be among them.
+        self.feed.subscribe(LEASES_ENDED, self._svid_leases_ended_elsewhere)
 
     def _estate_applied(self, _plan: object) -> None:
         self.view.reload()
+        self._spiffe_ensure()  # a trust domain declared (or changed) gets its CA now
         self.lifecycle.wake()  # retirements, approvals and vendors may end leases now
         self.govern.mark_all()  # owners, thresholds and grants change what is found
+
+    def _workload_api(self) -> tuple[WorkloadIdentities, WorkloadSocket | None]:
+        """What the Workload API serves (moved by bundle, estate and lease changes), and
+        its socket when one is configured."""
+        workload = WorkloadIdentities(
+            WorkloadParts(
+                issuance=self.issuance,
+                view=self.view,
+                ca=self.spiffe_ca,
+                store=self.store,
+                clock=self.clock,
+            )
+        )
+        self.spiffe_ca.on_changed.append(workload.changed)
+        self.view.listeners.append(workload.changed)
+        path = self.settings.spiffe_socket
+        return workload, None if path is None else WorkloadSocket(workload, path)
+
+    def spiffe_id_of(self, identity: Identity) -> SpiffeId:
+        """An identity's SPIFFE ID: as declared, or spiffe://<trust domain>/<env>/<id>."""
+        if identity.spiffe_id is not None:
+            return parse_spiffe_id(identity.spiffe_id)
+        trust_domain = self.view.current.trust_domain
+        if trust_domain is None:
+            raise CaUnavailable("the estate declares no trust_domain")
+        return default_spiffe_id(trust_domain, identity.environment, identity.id)
+
+    def _spiffe_ensure(self) -> None:
+        if self.barrier.sealed:
+            self.spiffe_ca.forget()
+        else:
+            self.spiffe_ca.ensure()
+
+    def _svids_ended(self, ended: Sequence[Lease]) -> None:
+        self.workload.leases_ended(ended)
+
+    def _svid_leases_ended_elsewhere(self, data: Mapping[str, Any]) -> None:
+        self.workload.lease_ids_ended(data.get("lease_ids", ()))
 
     def _owner_of(self, identity_id: str) -> str | None:
         identity = self.view.current.identities.get(identity_id)
@@ -243,8 +311,12 @@ class Tether:
         self.leadership.start()
         self.lifecycle.start()
         self.governance_worker.start()
+        if self.workload_socket is not None:
+            self.workload_socket.start()
 
     def stop(self) -> None:
+        if self.workload_socket is not None:
+            self.workload_socket.stop()
         self.system.stop()
         self.lifecycle.stop()
         self.governance_worker.stop()

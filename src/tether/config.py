@@ -46,6 +46,8 @@ class Settings:
     #: GitHub's secret scanning public keys (the JSON of its meta API), which verify the
     #: partner alerts POST /v1/exposures takes. None: such alerts are refused.
     github_scanning_keys: Path | None = None
+    #: Where the SPIFFE Workload API listens (a Unix socket path); None: it does not.
+    spiffe_socket: Path | None = None
 
     @property
     def tls(self) -> bool:
@@ -86,6 +88,7 @@ class Settings:
             allow_existing_schema=_flag("TETHER_ALLOW_EXISTING_SCHEMA"),
             unseal_key_file=_path(os.environ.get("TETHER_UNSEAL_KEY_FILE")),
             github_scanning_keys=_path(os.environ.get("TETHER_GITHUB_SCANNING_KEYS")),
+            spiffe_socket=_path(os.environ.get("TETHER_SPIFFE_SOCKET")),
         )
 
 

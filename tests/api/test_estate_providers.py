@@ -25,7 +25,7 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
     node.stop()
 
 
-@pytest.mark.parametrize("provider", ["static", "x509-svid", "jwt-svid"])
+@pytest.mark.parametrize("provider", ["static"])
 def test_apply_refuses_a_provider_not_implemented_yet(
     client: tuple[TestClient, dict[str, str]], provider: str
 ) -> None:
@@ -38,7 +38,7 @@ def test_apply_refuses_a_provider_not_implemented_yet(
         {
             "path": f"profiles[{len(doc['profiles']) - 1}].provider",
             "message": f"{provider!r} is not implemented yet"
-            " (supported: jwt, token, postgres, redis)",
+            " (supported: jwt, token, x509-svid, jwt-svid, postgres, redis)",
         }
     ]
     assert http.get("/v1/identities", headers=admin).json()["items"] == []
@@ -50,4 +50,4 @@ def test_the_served_schema_offers_only_implemented_providers(
     http, admin = client
     schema = http.get("/v1/estate/schema", headers=admin).json()
     provider = schema["properties"]["profiles"]["items"]["properties"]["provider"]
-    assert provider["enum"] == ["jwt", "token", "postgres", "redis"]
+    assert provider["enum"] == ["jwt", "token", "x509-svid", "jwt-svid", "postgres", "redis"]

@@ -502,7 +502,7 @@ BAD_INPUT: list[tuple[str, Mutation, list[str]]] = [
         ["profiles[2].target"],
     ),
     (
-        "jwt-svid profile (not implemented yet)",
+        "jwt-svid profile without a trust domain",
         append(("profiles",), {"id": "svid", "provider": "jwt-svid", "max_ttl": "1h"}),
         ["profiles[2].provider"],
     ),

@@ -1,8 +1,8 @@
 """A profile's provider is one Tether implements: an in-process one or a target kind.
 
-Providers the design names but nothing implements yet (`static`, `x509-svid`,
-`jwt-svid`) are refused naming the field, instead of being accepted and failing at the
-first issuance.
+A provider the design names but nothing implements yet (`static`) is refused naming the
+field, instead of being accepted and failing at the first issuance. SVID providers need
+the estate's trust domain.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tether.estate import EstateInvalid, estate_schema, parse_estate
 from tether.providers import LOCAL_PROVIDERS
 from tether.targets import kind_names
 
-SUPPORTED = "jwt, token, postgres, redis"
+SUPPORTED = "jwt, token, x509-svid, jwt-svid, postgres, redis"
 
 
 def _problems(doc: Any) -> list[str]:
@@ -25,7 +25,7 @@ def _problems(doc: Any) -> list[str]:
     return [str(p) for p in refused.value.problems]
 
 
-@pytest.mark.parametrize("provider", ["static", "x509-svid", "jwt-svid"])
+@pytest.mark.parametrize("provider", ["static"])
 def test_a_provider_not_implemented_yet_is_refused_naming_the_field(provider: str) -> None:
     doc = estate_document(2)
     doc["profiles"].append({"id": "later", "provider": provider, "max_ttl": "1h"})
@@ -53,4 +53,14 @@ def test_every_implemented_provider_is_accepted() -> None:
         profile |= {"audience": "https://api.example.com"} if provider == "jwt" else {}
         profile |= {"target": "db"} if provider in kind_names() else {}
         doc["profiles"].append(profile)
+        if provider.endswith("-svid"):
+            doc["trust_domain"] = "example.org"
         assert any(p.id == "p" for p in parse_estate(doc).profiles), provider
+
+
+@pytest.mark.parametrize("provider", ["x509-svid", "jwt-svid"])
+def test_an_svid_profile_needs_a_trust_domain(provider: str) -> None:
+    doc = estate_document(2)
+    doc["profiles"].append({"id": "svid", "provider": provider, "max_ttl": "1h"})
+    index = len(doc["profiles"]) - 1
+    assert _problems(doc) == [f"profiles[{index}].provider: {provider} needs a trust_domain"]

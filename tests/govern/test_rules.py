@@ -249,6 +249,11 @@ PLANTED: list[tuple[str, Any, str]] = [
         "insecure-authentication",
     ),
     (
+        "a prod unix rule that names only the user",
+        lambda: facts(clean_identity(attest={"unix": {"uid": 1001}})),
+        "insecure-authentication",
+    ),
+    (
         "static where dynamic exists",
         lambda: facts(statics=(static(kind="postgres", target="db", users=("a", "b")),)),
         "insecure-authentication",
@@ -351,3 +356,9 @@ def test_human_use_long_ago_is_outside_the_evidence_window() -> None:
     assert rules_of(facts(usage=(*CLEAN_USAGE, replace(old_psql, last_seen=NOW - DAY)))) == [
         "human-use"
     ]
+
+
+def test_a_unix_rule_that_names_the_binary_is_not_broad() -> None:
+    for rule in ({"uid": 1001, "path": "/usr/bin/orders"}, {"uid": 1001, "sha256": "ab" * 32}):
+        found = evaluate(facts(clean_identity(attest={"unix": rule})))
+        assert "insecure-authentication" not in {d.rule for d in found}, rule

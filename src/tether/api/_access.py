@@ -190,6 +190,12 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
         _A, Who.EXPOSURE, Who.PARTNER, writes=True, body_limit=EXPOSURES_BODY
     ),
     ("GET", "/v1/exposures/key"): _rule(_A, Who.EXPOSURE, writes=False),
+    # -- workload identity --
+    # The bundle and the CRLs are public, like JWKS: relying parties fetch them.
+    ("GET", "/v1/spiffe/bundle"): _rule(_ANY, writes=False),
+    ("GET", "/v1/spiffe/crl"): _rule(_ANY, writes=False),
+    ("GET", "/v1/spiffe/ca"): _rule(_A, _R, writes=False),
+    ("POST", "/v1/spiffe/ca/rotate"): _rule(_A, writes=True),
 }
 
 

@@ -126,6 +126,11 @@ def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
 
+def not_found_response(description: str) -> dict[int | str, dict[str, Any]]:
+    """A 404 a route without an object in its path can give (what is missing)."""
+    return {404: _error(description)}
+
+
 def text_response(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
     """A 200 that is not JSON, declared as what it is."""
     return {

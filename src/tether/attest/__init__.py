@@ -4,12 +4,14 @@
 issuers (GitHub Actions, Kubernetes service accounts, any OIDC issuer with a JWKS) and
 returns `Evidence`: the verified claims plus string selectors normalized by the issuer's
 preset. `match_identity` maps evidence to the one active identity whose registration
-rule (`attest: {issuer, claims}`) it satisfies.
+rule (`attest: {issuer, claims}`) it satisfies; `match_local` does the same for a local
+caller the kernel vouches for (`attest: {unix: {uid, ...}}`).
 """
 
 from tether.attest._attestor import Attestor, AttestorLimits
 from tether.attest._evidence import GITHUB_ACTIONS_SELECTORS, Evidence, selector_value
 from tether.attest._jti import JtiStore, MemoryJtiStore, StoreJtiStore
+from tether.attest._local import LocalCaller, local_rule_matches, match_local
 from tether.attest._rules import match_identity, rule_matches
 from tether.attest.errors import (
     AmbiguousIdentity,
@@ -28,11 +30,14 @@ __all__ = [
     "Evidence",
     "IssuerUnavailable",
     "JtiStore",
+    "LocalCaller",
     "MemoryJtiStore",
     "NoMatchingIdentity",
     "ReplayedToken",
     "StoreJtiStore",
+    "local_rule_matches",
     "match_identity",
+    "match_local",
     "rule_matches",
     "selector_value",
 ]

@@ -16,6 +16,7 @@ from tether.cli import (
     _estate,
     _govern,
     _scan,
+    _spiffe,
     _system,
     _targets,
     _tasks,
@@ -85,6 +86,14 @@ def listener_options(func: F) -> F:
             "(env TETHER_ALLOW_EXISTING_SCHEMA=1). Default: refuse.",
         ),
         click.option(
+            "--spiffe-socket",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="TETHER_SPIFFE_SOCKET",
+            metavar="PATH",
+            help="Serve the SPIFFE Workload API on this Unix socket (env TETHER_SPIFFE_SOCKET)."
+            " Workloads use SPIFFE_ENDPOINT_SOCKET=unix://PATH.",
+        ),
+        click.option(
             "--allow-plain-http",
             is_flag=True,
             help="Allow plain HTTP on a non-loopback address, e.g. behind a TLS-terminating "
@@ -97,7 +106,13 @@ def listener_options(func: F) -> F:
 
 
 def _serve_options(**flags: Any) -> ServeOptions:
+    import os
+
     from tether.cli._server import ServeOptions
+
+    if flags.get("spiffe_socket") is not None:
+        # Read by the node (Settings.from_env), in this process and in every worker.
+        os.environ["TETHER_SPIFFE_SOCKET"] = str(flags["spiffe_socket"])
 
     return ServeOptions(
         tls_cert=flags["tls_cert"],
@@ -166,6 +181,7 @@ for _module in (
     _credentials,
     _govern,
     _scan,
+    _spiffe,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

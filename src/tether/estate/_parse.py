@@ -34,6 +34,7 @@ from tether.model import (
     Waiver,
 )
 from tether.policy import validate_policies
+from tether.providers import SVID_PROVIDERS
 from tether.targets import InvalidGrants, kind_names, target_kind
 
 #: Providers that mint for an audience.
@@ -111,6 +112,7 @@ def parse_estate(document: Any) -> Estate:
         policies=tuple(policies),
         governance=GovernanceSettings.from_spec(doc.get("governance", {})),
         exceptions=tuple(Waiver.from_spec(e) for e in doc.get("exceptions", [])),
+        trust_domain=doc.get("trust_domain"),
     )
 
 
@@ -159,12 +161,29 @@ def _check_semantics(
             check.add(f"issuers[{i}]", "give jwks_uri or an inline jwks, not both")
     for i, profile in enumerate(doc.get("profiles", [])):
         _check_profile(f"profiles[{i}]", profile, check)
+    _check_trust_domain(doc, check)
     kind_overrides = _kind_overrides(doc.get("kinds", {}), check)
     known = _Known.of(doc)
     for i, identity in enumerate(doc.get("identities", [])):
         _check_identity(f"identities[{i}]", identity, known, kind_overrides, check)
     _check_exceptions(doc, check)
     return kind_overrides, _inline_policies(doc.get("policies", []), check)
+
+
+def _check_trust_domain(doc: dict[str, Any], check: _Checker) -> None:
+    """SVID profiles need a trust domain to name their workloads in."""
+    name = doc.get("trust_domain")
+    if name is not None:
+        from tether.spiffe import InvalidSpiffeId, parse_trust_domain
+
+        try:
+            parse_trust_domain(name)
+        except InvalidSpiffeId as exc:
+            check.add("trust_domain", str(exc))
+        return
+    for i, profile in enumerate(doc.get("profiles", [])):
+        if profile["provider"] in SVID_PROVIDERS:
+            check.add(f"profiles[{i}].provider", f"{profile['provider']} needs a trust_domain")
 
 
 def _check_profile(where: str, profile: dict[str, Any], check: _Checker) -> None:
@@ -249,6 +268,7 @@ class _Known:
     vendors: frozenset[str]
     issuers: frozenset[str]
     profile_scopes: dict[str, set[str]]
+    trust_domain: str | None = None
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> _Known:
@@ -260,6 +280,7 @@ class _Known:
             vendors=ids("vendors"),
             issuers=ids("issuers"),
             profile_scopes={p["id"]: set(p.get("scopes", [])) for p in doc.get("profiles", [])},
+            trust_domain=doc.get("trust_domain"),
         )
 
 
@@ -284,8 +305,9 @@ def _check_identity(
     if "expires" in identity:
         check.time(f"{where}.expires", identity["expires"])
     attest = identity.get("attest")
-    if attest is not None and attest["issuer"] not in known.issuers:
-        check.add(f"{where}.attest.issuer", f"unknown issuer {attest['issuer']!r}")
+    if attest is not None:
+        _check_attest(f"{where}.attest", attest, known, check)
+    _check_spiffe_id(where, identity, known, check)
     allowed = control.allowed_environments
     if allowed is not None and identity["environment"] not in allowed:
         check.add(
@@ -293,6 +315,43 @@ def _check_identity(
             f"kind {kind.value} allows only: {', '.join(allowed)}",
         )
     _check_entitlements(where, identity.get("entitlements", []), known.profile_scopes, check)
+
+
+def _check_attest(where: str, attest: dict[str, Any], known: _Known, check: _Checker) -> None:
+    """One form of rule: a trusted issuer's token ({issuer, claims}) or the local kernel's
+    account of the caller ({unix: {...}})."""
+    if "unix" in attest:
+        for name in ("issuer", "claims"):
+            if name in attest:
+                check.add(f"{where}.{name}", "a unix rule names no issuer or claims")
+        return
+    for name in ("issuer", "claims"):
+        if name not in attest:
+            check.add(f"{where}.{name}", "is required")
+    if "issuer" in attest and attest["issuer"] not in known.issuers:
+        check.add(f"{where}.issuer", f"unknown issuer {attest['issuer']!r}")
+
+
+def _check_spiffe_id(where: str, identity: dict[str, Any], known: _Known, check: _Checker) -> None:
+    declared = identity.get("spiffe_id")
+    if declared is None:
+        return
+    # Here, not at the top: tether.spiffe builds on the estate (a cycle otherwise).
+    from tether.spiffe import InvalidSpiffeId, parse_spiffe_id
+
+    try:
+        spiffe_id = parse_spiffe_id(declared)
+    except InvalidSpiffeId as exc:
+        check.add(f"{where}.spiffe_id", str(exc))
+        return
+    if known.trust_domain is None:
+        check.add(f"{where}.spiffe_id", "needs the estate's trust_domain")
+    elif spiffe_id.trust_domain != known.trust_domain:
+        check.add(
+            f"{where}.spiffe_id",
+            f"is in trust domain {spiffe_id.trust_domain!r}, not the estate's"
+            f" {known.trust_domain!r}",
+        )
 
 
 def _check_entitlements(

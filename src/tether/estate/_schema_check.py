@@ -23,7 +23,7 @@ from tether.targets import kind_names
 
 #: Providers the design names that nothing implements yet: a profile naming one is refused
 #: as "not implemented yet" rather than as a typo (a later issue brings the SVIDs).
-_NOT_YET_IMPLEMENTED = ("static", "x509-svid", "jwt-svid")
+_NOT_YET_IMPLEMENTED = ("static",)
 
 
 def profile_providers() -> tuple[str, ...]:

@@ -10,7 +10,13 @@ from tether._internal.canonical import canonical_json
 from tether.audit import AuditLog
 from tether.cluster import ESTATE_APPLIED
 from tether.errors import NotFoundError
-from tether.estate._view import VERSION_KEY, WITHDRAWAL_TYPE, Withdrawal, withdrawals
+from tether.estate._view import (
+    TRUST_DOMAIN_ID,
+    VERSION_KEY,
+    WITHDRAWAL_TYPE,
+    Withdrawal,
+    withdrawals,
+)
 from tether.model import (
     GOVERNANCE_ID,
     KIND_CONTROL_DEFAULTS,
@@ -26,7 +32,17 @@ from tether.store import IdentityFilter, Store, Tx
 Spec = dict[str, Any]
 
 #: Order in which object types are created (referenced things first).
-_TYPES = ("owner", "vendor", "issuer", "profile", "kind", "policy", "governance", "exception")
+_TYPES = (
+    "owner",
+    "vendor",
+    "issuer",
+    "profile",
+    "kind",
+    "policy",
+    "governance",
+    "exception",
+    "spiffe",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +124,7 @@ def _desired(estate: Estate) -> dict[str, dict[str, Spec]]:
         # Stored only when written, so an estate without the section plans nothing new.
         "governance": {GOVERNANCE_ID: estate.governance.to_spec()} if estate.governance.raw else {},
         "exception": {e.id: e.to_spec() for e in estate.exceptions},
+        "spiffe": ({TRUST_DOMAIN_ID: {"name": estate.trust_domain}} if estate.trust_domain else {}),
     }
 
 

@@ -44,7 +44,10 @@ DECLARED_TYPES = (
     "policy",
     "governance",
     "exception",
+    "spiffe",
 )
+#: The one object of type "spiffe": the trust domain.
+TRUST_DOMAIN_ID = "trust_domain"
 WITHDRAWAL_TYPE = "withdrawal"
 
 
@@ -145,7 +148,11 @@ class EstateView:
     policies: tuple[Policy, ...] = ()
     #: Active identities with an attestation rule, by issuer id.
     attested_by_issuer: Mapping[str, tuple[Identity, ...]] = field(default_factory=dict)
+    #: Active identities that attest as local callers (a unix rule).
+    attested_locally: tuple[Identity, ...] = ()
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
+    #: The SPIFFE trust domain of the estate's workloads (`trust_domain:`), if any.
+    trust_domain: str | None = None
     exceptions: Mapping[str, Waiver] = field(default_factory=dict)
     #: Review decisions that withdrew or narrowed an entitlement, by withdrawal key
     #: (already applied to `identities`).
@@ -168,8 +175,12 @@ def load_view(store: Store) -> EstateView:
         }
     attested: dict[str, list[Identity]] = {}
     for identity in identities.values():
-        if identity.attest is not None and identity.status is IdentityStatus.ACTIVE:
-            attested.setdefault(identity.attest["issuer"], []).append(identity)
+        issuer = identity.attest_issuer
+        if issuer is not None and identity.status is IdentityStatus.ACTIVE:
+            attested.setdefault(issuer, []).append(identity)
+    local = tuple(
+        i for i in identities.values() if i.unix_rule and i.status is IdentityStatus.ACTIVE
+    )
     owners = {k: Owner.from_spec(v) for k, v in objects["owner"].items()}
     governance = GovernanceSettings.from_spec(objects["governance"].get(GOVERNANCE_ID, {}))
     return EstateView(
@@ -185,7 +196,9 @@ def load_view(store: Store) -> EstateView:
         },
         policies=tuple(Policy.from_spec(v) for _, v in sorted(objects["policy"].items())),
         attested_by_issuer={k: tuple(v) for k, v in attested.items()},
+        attested_locally=local,
         governance=governance,
+        trust_domain=objects["spiffe"].get(TRUST_DOMAIN_ID, {}).get("name"),
         exceptions={k: Waiver.from_spec(v) for k, v in objects["exception"].items()},
         withdrawals=withdrawn,
         suspended_owners=suspended_owners(governance, owners.values()),

@@ -397,7 +397,18 @@ def insecure_authentication(f: Facts) -> Iterable[Draft]:
             {"kind": identity.kind.value, "attestation_required": True},
             f"add an attestation rule to {identity.id} (it is refused issuance until then)",
         )
-    if identity.attest is not None:
+    unix = identity.unix_rule
+    if unix is not None:
+        # Any program the user runs passes a rule that names only the user: a production
+        # workload's binary is named (path) or, better, pinned (sha256).
+        if identity.environment in _PROD and not ({"path", "sha256"} & set(unix)):
+            yield Draft(
+                "insecure-authentication",
+                "broad-attestation-rule",
+                {"unix": dict(unix), "missing_selectors": ["path", "sha256"]},
+                "name the workload's binary in the unix rule (path, or its sha256)",
+            )
+    elif identity.attest is not None:
         claims = identity.attest.get("claims", {})
         preset = f.issuer_presets.get(identity.attest.get("issuer", ""), "oidc")
         globbed = sorted(

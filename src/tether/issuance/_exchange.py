@@ -16,9 +16,9 @@ from tether.issuance._parts import IssuanceParts, new_id
 from tether.issuance._profiles import select_profile
 from tether.issuance._request import IssuanceRequest
 from tether.issuance._subjects import Subject, Subjects
-from tether.model import LeaseState
+from tether.model import LeaseState, Profile
 from tether.policy import entitled_scopes
-from tether.providers import JWT_TOKEN_TYPE
+from tether.providers import JWT_TOKEN_TYPE, IssuedCredential
 from tether.store import Tx
 
 
@@ -92,9 +92,38 @@ class Exchange:
             actor_type = req.actor_token_type or JWT_TOKEN_TYPE
             actor = self._subjects.resolve(req.actor_token, actor_type).identity.id
         request = self._request(req, subject, actor)
+        result, _ = self._mint(request)
+        return result
+
+    def issue_local(
+        self, subject: Subject, profile: Profile, ttl: dt.timedelta | None = None
+    ) -> tuple[ExchangeResult, IssuedCredential]:
+        """A credential for a caller attested by other means than a token (the Workload
+        API's kernel attestation): the same decision, lease, audit and bounds."""
+        parts = self._parts
+        request = IssuanceRequest(
+            action="issue",
+            subject=subject,
+            profile=profile,
+            view=parts.view.current,
+            now=parts.clock(),
+            ttl=ttl or profile.max_ttl,
+            scopes=(),
+            entitled=entitled_scopes(subject.identity, profile),
+            task=None,
+            intent=None,
+            source_ip=None,
+            actor=None,
+            parent=None,
+        )
+        return self._mint(request, "credential.issue")
+
+    def _mint(
+        self, request: IssuanceRequest, action: str = "token.exchange"
+    ) -> tuple[ExchangeResult, IssuedCredential]:
         decision = decide(self._parts, request)
         if not decision.allowed:
-            deny(self._parts, request, decision, "token.exchange")
+            deny(self._parts, request, decision, action)
         bound = request.bound()
         profile = request.profile
         provider = self._parts.providers[profile.provider]
@@ -107,7 +136,7 @@ class Exchange:
         )
         credential = provider.issue(lease, request.identity, profile)
         lease = replace(lease, state=LeaseState.ACTIVE, token_hash=credential.token_hash)
-        event = request.audit_event("token.exchange", decision, lease=lease, bound=bound)
+        event = request.audit_event(action, decision, lease=lease, bound=bound)
 
         def write(tx: Tx) -> None:
             # What the request was checked against may have ended since (on another node,
@@ -120,7 +149,7 @@ class Exchange:
 
         self._parts.store.commit_together(write)
         self._parts.record_usage(request.usage("exchange", lease))
-        return ExchangeResult(
+        result = ExchangeResult(
             access_token=credential.secret,
             issued_token_type=credential.token_type,
             expires_at=bound.at,
@@ -129,3 +158,4 @@ class Exchange:
             lease_id=lease.id,
             bounded_by=bound.name,
         )
+        return result, credential

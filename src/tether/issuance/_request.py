@@ -199,5 +199,7 @@ class IssuanceRequest:
                 "expires_at": format_time(lease.expires_at) if lease else None,
                 "bounded_by": bound.name if bound else None,
                 "source_ip": self.source_ip,
+                # What the kernel said of a local caller: the selectors that attested it.
+                **({"selectors": dict(self.subject.claims)} if self.subject.via == "unix" else {}),
             },
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from tether.attest import LocalCaller
 from tether.issuance._credentials import CredentialAsk, CredentialResult, TargetCredentials
 from tether.issuance._exchange import Exchange, ExchangeRequest, ExchangeResult
 from tether.issuance._introspection import Introspection
@@ -13,7 +14,8 @@ from tether.issuance._parts import IssuanceParts
 from tether.issuance._renewal import Renewal
 from tether.issuance._subjects import Subject, Subjects
 from tether.issuance._tasks import StartedTask, Tasks
-from tether.model import ExpiryBound, Lease
+from tether.model import ExpiryBound, Lease, Profile
+from tether.providers import IssuedCredential
 from tether.store import JoinTokenRecord
 
 
@@ -55,6 +57,16 @@ class IssuanceService:
     # -- issuance --
     def exchange(self, req: ExchangeRequest) -> ExchangeResult:
         return self._exchange.exchange(req)
+
+    def local_subject(self, caller: LocalCaller) -> Subject:
+        """The identity a local caller is, by its unix rule (InvalidGrant if none)."""
+        return self._subjects.local(caller)
+
+    def issue_local(
+        self, subject: Subject, profile: Profile, ttl: dt.timedelta | None = None
+    ) -> tuple[ExchangeResult, IssuedCredential]:
+        """Issue `profile` to a subject attested without a token (the Workload API)."""
+        return self._exchange.issue_local(subject, profile, ttl)
 
     def renew(
         self, lease_id: str, caller: Subject | None, actor: str, ttl: dt.timedelta | None = None

@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tether._internal.tokens import is_well_formed, token_hash
-from tether.attest import AttestationError, Evidence, IssuerUnavailable, match_identity
+from tether.attest import (
+    AttestationError,
+    Evidence,
+    IssuerUnavailable,
+    LocalCaller,
+    match_identity,
+    match_local,
+)
 from tether.issuance._parts import TASK_PROVIDER, IssuanceParts
 from tether.issuance.errors import (
     AttestationUnavailable,
@@ -96,6 +103,21 @@ class Subjects:
             issuer_id=evidence.issuer_id,
             claims=dict(evidence.selectors),
             evidence=evidence,
+        )
+
+    def local(self, caller: LocalCaller) -> Subject:
+        """A local caller the kernel vouches for (the Workload API's socket)."""
+        view = self._parts.view.current
+        try:
+            identity = match_local(caller, view.attested_locally)
+        except AttestationError as exc:
+            raise InvalidGrant(f"attestation refused: {exc}") from None
+        return Subject(
+            identity=identity,
+            via="unix",
+            attested=True,
+            issuer_id="unix",
+            claims=caller.selectors,
         )
 
     def join(self, token: str, now: dt.datetime) -> Subject:

@@ -37,6 +37,8 @@ class Estate:
     policies: tuple[Policy, ...] = ()
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
     exceptions: tuple[Waiver, ...] = ()
+    #: The SPIFFE trust domain of the estate's workloads, if it has SVID profiles.
+    trust_domain: str | None = None
 
     def control_profile(self, kind: Kind) -> ControlProfile:
         return KIND_CONTROL_DEFAULTS[kind].with_overrides(self.kind_overrides.get(kind, {}))

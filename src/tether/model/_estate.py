@@ -316,6 +316,21 @@ class Identity:
     labels: Mapping[str, str] = field(default_factory=dict)
     attest: Mapping[str, Any] | None = None
     entitlements: tuple[Entitlement, ...] = ()
+    #: Its SPIFFE ID as declared; None: the default from the trust domain (tether.spiffe).
+    spiffe_id: str | None = None
+
+    @property
+    def unix_rule(self) -> Mapping[str, Any] | None:
+        """Its registration rule by the local kernel's account of the caller, if that is
+        how it attests (`attest: {unix: {uid, gid?, path?, sha256?}}`)."""
+        rule = self.attest.get("unix") if self.attest is not None else None
+        return rule if isinstance(rule, Mapping) else None
+
+    @property
+    def attest_issuer(self) -> str | None:
+        """The trusted issuer its registration rule names, if it attests by a token."""
+        issuer = self.attest.get("issuer") if self.attest is not None else None
+        return issuer if isinstance(issuer, str) else None
 
     def to_spec(self) -> Spec:
         return _drop_none(
@@ -340,6 +355,7 @@ class Identity:
                 "labels": dict(self.labels),
                 "attest": None if self.attest is None else dict(self.attest),
                 "entitlements": [e.to_spec() for e in self.entitlements],
+                "spiffe_id": self.spiffe_id,
             }
         )
 
@@ -371,6 +387,7 @@ class Identity:
                 Entitlement.from_spec({"profile": e} if isinstance(e, str) else e)
                 for e in spec.get("entitlements", ())
             ),
+            spiffe_id=spec.get("spiffe_id"),
         )
 
 

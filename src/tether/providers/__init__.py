@@ -20,13 +20,16 @@ from tether.providers._opaque import OpaqueTokenProvider
 
 #: The providers a profile may name that mint in-process, without a target: JWTs and
 #: opaque tokens. Every other profile provider is a target kind (`tether.targets`).
-LOCAL_PROVIDERS = ("jwt", "token")
+#: Workload identities signed by the trust domain's CA (tether.spiffe).
+SVID_PROVIDERS = ("x509-svid", "jwt-svid")
+LOCAL_PROVIDERS = ("jwt", "token", *SVID_PROVIDERS)
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
     "LOCAL_PROVIDERS",
     "OBJECT_PREFIX",
+    "SVID_PROVIDERS",
     "ExternalProvider",
     "IssuedCredential",
     "JwtProvider",

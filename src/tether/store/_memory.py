@@ -284,6 +284,8 @@ class _MemoryTx:
                 continue
             if where.owner_id is not None and lease.owner_id != where.owner_id:
                 continue
+            if where.provider is not None and lease.provider != where.provider:
+                continue
             if parents is not None and lease.parent_id not in parents:
                 continue
             out.append(lease)

@@ -75,6 +75,8 @@ class LeaseFilter:
     owner_id: str | None = None
     parent_ids: tuple[str, ...] | None = None
     states: tuple[LeaseState, ...] = (LeaseState.PENDING, LeaseState.ACTIVE)
+    #: Leases of this provider only (the SVIDs a CRL lists).
+    provider: str | None = None
     after_id: str | None = None
     limit: int = 1000
 

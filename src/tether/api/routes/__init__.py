@@ -9,6 +9,7 @@ from tether.api.routes import (
     _inventory,
     _leases,
     _oauth,
+    _spiffe,
     _sys,
     _targets,
     _tasks,
@@ -28,6 +29,7 @@ ROUTERS = (
     _credentials.router,
     _govern.router,
     _exposures.router,
+    _spiffe.router,
 )
 
 HOT_PATHS = _oauth.HOT_PATHS

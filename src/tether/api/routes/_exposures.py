@@ -3,7 +3,7 @@ against what Tether manages and ended."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +24,7 @@ router = APIRouter(route_class=TetherRoute, tags=["exposures"])
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ReportedLocation(_Strict):
@@ -51,12 +51,31 @@ class ExposuresRequest(_Strict):
     secrets: Annotated[list[ReportedSecret], Field(min_length=1, max_length=2000)]
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON Schema with its `$defs` written in place: an OpenAPI operation's
+    schema cannot refer to definitions of its own."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 @router.post(
     "/v1/exposures",
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/json": {"schema": ExposuresRequest.model_json_schema()},
+                "application/json": {"schema": _inlined(ExposuresRequest.model_json_schema())},
             }
         }
     },

@@ -530,6 +530,7 @@ class _SqlTx(GovernSql):
             (c.task_id, where.task_id),
             (c.identity_id, where.identity_id),
             (c.owner_id, where.owner_id),
+            (c.provider, where.provider),
         ):
             if value is not None:
                 query = query.where(column == value)

@@ -1,0 +1,196 @@
+"""What the Workload API serves, and to whom: the node's side of `WorkloadBackend`.
+
+A caller is attested by the kernel (its uid, gid and binary) against the estate's unix
+rules; what it gets is decided, leased, bounded and audited by issuance like any other
+credential (an SVID is a lease: written before it leaves the node, revoked with its
+identity). An X509-SVID is served until half its life has passed, then replaced; one
+whose lease ended is never served again. Streams wake on `version`, which moves when the
+bundle changes, a lease ends or the estate changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tether.attest import LocalCaller
+from tether.estate import EstateViewHolder
+from tether.issuance import AccessDenied, InvalidGrant, IssuanceService
+from tether.model import Identity, Lease, LeaseState, Profile
+from tether.spiffe._ca import TrustDomainCA
+from tether.spiffe._peer import Peer
+from tether.spiffe._workload import X509SvidView
+from tether.spiffe.errors import InvalidJwtSvid, PermissionDenied
+from tether.store import Store
+
+_X509, _JWT = "x509-svid", "jwt-svid"
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    view: X509SvidView
+    lease_id: str
+    issued_at: dt.datetime
+
+    def fresh(self, now: dt.datetime) -> bool:
+        """Before half its life: after that a replacement is made (and streamed)."""
+        return now < self.issued_at + (self.view.expires_at - self.issued_at) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadParts:
+    issuance: IssuanceService
+    view: EstateViewHolder
+    ca: TrustDomainCA
+    store: Store
+    clock: Callable[[], dt.datetime]
+
+
+class WorkloadIdentities:
+    """The node's Workload API backend (tether.spiffe._workload.WorkloadBackend)."""
+
+    def __init__(self, parts: WorkloadParts) -> None:
+        self._p = parts
+        self._changed = threading.Condition()
+        self._version = 0
+        self._lock = threading.Lock()
+        self._served: dict[tuple[str, str], _Served] = {}
+
+    # -- what moves streams --
+    def version(self) -> int:
+        with self._changed:
+            return self._version
+
+    def wait(self, version: int, timeout: float) -> int:
+        with self._changed:
+            self._changed.wait_for(lambda: self._version > version, timeout)
+            return self._version
+
+    def changed(self, *_args: object) -> None:
+        """Something a stream shows may have changed: the bundle, the estate, a lease."""
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def leases_ended(self, ended: Sequence[Lease]) -> None:
+        self.lease_ids_ended(lease.id for lease in ended)
+
+    def lease_ids_ended(self, lease_ids: Iterable[str]) -> None:
+        """These leases ended (here or on another node): stop serving their SVIDs."""
+        gone = set(lease_ids)
+        with self._lock:
+            stale = [key for key, served in self._served.items() if served.lease_id in gone]
+            for key in stale:
+                del self._served[key]
+        if stale:
+            self.changed()
+
+    # -- the API --
+    def x509_svids(self, peer: Peer) -> list[X509SvidView]:
+        subject, identity = self._attest(peer)
+        profiles = self._profiles(identity, _X509)
+        now = self._p.clock()
+        # The bundle as it is now, not as it was when the SVID was made: a rotation's
+        # new authority reaches streams before anything it signs.
+        bundle = self._p.ca.bundle().x509_der()
+        out = []
+        for profile in profiles:
+            key = (identity.id, profile.id)
+            with self._lock:
+                served = self._served.get(key)
+            if served is None or not served.fresh(now) or not self._live(served.lease_id, now):
+                served = self._issue_x509(subject, profile, now)
+                with self._lock:
+                    self._served[key] = served
+            out.append(replace(served.view, bundle_der=bundle))
+        return out
+
+    def x509_bundles(self, peer: Peer) -> dict[str, bytes]:
+        self._attest(peer)
+        bundle = self._p.ca.bundle()
+        return {bundle.trust_domain: bundle.x509_der()}
+
+    def jwt_svids(
+        self, peer: Peer, audience: Sequence[str], spiffe_id: str | None
+    ) -> list[tuple[str, str]]:
+        if not audience:
+            raise InvalidJwtSvid("audience is required")
+        subject, identity = self._attest(peer)
+        profiles = self._profiles(identity, _JWT)
+        allowed = [p for p in profiles if p.audience is None or p.audience in audience]
+        if not allowed:
+            raise PermissionDenied(
+                f"{identity.id} is entitled to no jwt-svid profile for audience"
+                f" {', '.join(audience)}"
+            )
+        profile = replace(allowed[0], audience=audience[0])
+        result, credential = self._issue(subject, profile)
+        issued_to = str(credential.extra.get("spiffe_id", ""))
+        if spiffe_id and spiffe_id != issued_to:
+            raise PermissionDenied(f"{identity.id} is not {spiffe_id}")
+        return [(issued_to, result.access_token)]
+
+    def jwt_bundles(self, peer: Peer) -> dict[str, bytes]:
+        self._attest(peer)
+        bundle = self._p.ca.bundle()
+        return {bundle.trust_domain: bundle.jwks_json()}
+
+    def validate_jwt(self, peer: Peer, token: str, audience: str) -> tuple[str, dict[str, Any]]:
+        self._attest(peer)
+        spiffe_id, claims = self._p.ca.validate_jwt_svid(token, audience)
+        return str(spiffe_id), claims
+
+    # -- the parts --
+    def _attest(self, peer: Peer) -> tuple[Any, Identity]:
+        caller = LocalCaller(peer.pid, peer.uid, peer.gid, peer.path, peer.sha256)
+        try:
+            subject = self._p.issuance.local_subject(caller)
+        except InvalidGrant as exc:
+            raise PermissionDenied(str(exc)) from None
+        return subject, subject.identity
+
+    def _profiles(self, identity: Identity, provider: str) -> list[Profile]:
+        view = self._p.view.current
+        profiles = [
+            view.profiles[e.profile_id]
+            for e in identity.entitlements
+            if e.profile_id in view.profiles and view.profiles[e.profile_id].provider == provider
+        ]
+        if not profiles:
+            raise PermissionDenied(f"{identity.id} is entitled to no {provider} profile")
+        return profiles
+
+    def _issue(self, subject: Any, profile: Profile) -> tuple[Any, Any]:
+        try:
+            return self._p.issuance.issue_local(subject, profile)
+        except (InvalidGrant, AccessDenied) as exc:
+            raise PermissionDenied(str(exc)) from None
+
+    def _issue_x509(self, subject: Any, profile: Profile, now: dt.datetime) -> _Served:
+        result, credential = self._issue(subject, profile)
+        certificate = x509.load_pem_x509_certificate(str(credential.extra["certificate"]).encode())
+        key = serialization.load_pem_private_key(credential.secret.encode(), password=None)
+        bundle = x509.load_pem_x509_certificates(str(credential.extra["bundle"]).encode())
+        view = X509SvidView(
+            spiffe_id=str(credential.extra["spiffe_id"]),
+            cert_chain_der=certificate.public_bytes(serialization.Encoding.DER),
+            key_pkcs8_der=key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            bundle_der=b"".join(c.public_bytes(serialization.Encoding.DER) for c in bundle),
+            expires_at=result.expires_at,
+        )
+        return _Served(view, result.lease_id, now)
+
+    def _live(self, lease_id: str, now: dt.datetime) -> bool:
+        with self._p.store.read() as tx:
+            lease = tx.get_lease(lease_id)
+        return lease is not None and lease.state is LeaseState.ACTIVE and lease.expires_at > now
