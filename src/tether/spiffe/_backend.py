@@ -186,7 +186,8 @@ class WorkloadIdentities:
                 serialization.NoEncryption(),
             ),
             bundle_der=b"".join(c.public_bytes(serialization.Encoding.DER) for c in bundle),
-            expires_at=result.expires_at,
+            # The certificate's own end: earlier than the lease's when the CA ends sooner.
+            expires_at=min(result.expires_at, certificate.not_valid_after_utc),
         )
         return _Served(view, result.lease_id, now)
 
