@@ -11,6 +11,7 @@ from tether.audit import AuditLog
 from tether.cluster import ESTATE_APPLIED
 from tether.errors import NotFoundError
 from tether.estate._view import (
+    DECLARED_TYPES,
     TRUST_DOMAIN_ID,
     VERSION_KEY,
     WITHDRAWAL_TYPE,
@@ -32,17 +33,7 @@ from tether.store import IdentityFilter, Store, Tx
 Spec = dict[str, Any]
 
 #: Order in which object types are created (referenced things first).
-_TYPES = (
-    "owner",
-    "vendor",
-    "issuer",
-    "profile",
-    "kind",
-    "policy",
-    "governance",
-    "exception",
-    "spiffe",
-)
+_TYPES = DECLARED_TYPES
 
 
 @dataclass(frozen=True, slots=True)
