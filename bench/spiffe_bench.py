@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,32 @@ def _signed_in_process(node: Tether, seconds: float) -> dict[str, Any]:
     return {"seconds": round(elapsed, 2), "count": count, "per_s": round(count / elapsed)}
 
 
+def _retirement(node: Tether, endpoint: str) -> dict[str, Any]:
+    """From the apply that retires the identity to its live stream ending (PERMISSION_DENIED)."""
+    client = WorkloadApiClient(socket_path=endpoint)
+    first, ended = threading.Event(), threading.Event()
+    handler = client.stream_x509_contexts(
+        lambda _context: first.set(), lambda _error: ended.set(), retry_connect=False
+    )
+    try:
+        if not first.wait(10):
+            raise RuntimeError("no X509 context was streamed")
+        document = {**_estate(), "identities": []}
+        started = time.monotonic()
+        node.estate.apply(parse_estate(document), actor="bench", document=document)
+        applied = time.monotonic() - started
+        if not ended.wait(10):
+            raise RuntimeError("the stream was not ended")
+        return {
+            "apply_seconds": round(applied, 3),
+            "apply_to_stream_end_seconds": round(time.monotonic() - started, 3),
+            "target_seconds": 1.0,
+        }
+    finally:
+        handler.cancel()
+        client.close()
+
+
 def run(tmp: Path, quick: bool) -> dict[str, Any]:
     seconds = 2.0 if quick else 10.0
     settings = Settings(home=tmp, database_url=f"sqlite:///{tmp / 'bench.db'}")
@@ -119,6 +146,7 @@ def run(tmp: Path, quick: bool) -> dict[str, Any]:
             "x509_svid_fetches_served": _through_api(endpoint, 2, seconds, "x509"),
             "x509_svids_signed_in_process": _signed_in_process(node, seconds),
         }
+        results["retirement"] = _retirement(node, endpoint)
     finally:
         served.stop()
         node.stop()
