@@ -64,3 +64,15 @@ def test_an_svid_profile_needs_a_trust_domain(provider: str) -> None:
     doc["profiles"].append({"id": "svid", "provider": provider, "max_ttl": "1h"})
     index = len(doc["profiles"]) - 1
     assert _problems(doc) == [f"profiles[{index}].provider: {provider} needs a trust_domain"]
+
+
+def test_two_identities_cannot_share_a_spiffe_id() -> None:
+    doc = estate_document(2)
+    doc["trust_domain"] = "example.org"
+    first, second = doc["identities"][0], doc["identities"][1]
+    second["spiffe_id"] = f"spiffe://example.org/{first['environment']}/{first['id']}"
+    assert _problems(doc) == [
+        f"identities[1].spiffe_id: {second['spiffe_id']} is identities[0]'s too"
+    ]
+    second["spiffe_id"] = "spiffe://example.org"
+    assert any("names only the trust domain" in p for p in _problems(doc))

@@ -81,10 +81,22 @@ def node(tmp_path: Path) -> Iterator[tuple[Server, str]]:
         assert server.cli("unseal", init["shares"][0]).code == 0
         applied = server.cli("apply", "-f", str(write_estate(tmp_path / "e.yaml", _estate())))
         assert applied.code == 0, applied.stderr
-        _wait(lambda: os.path.exists(socket_path))
+        _wait(lambda: _accepts(socket_path))
         yield server, f"unix://{socket_path}"
     finally:
         server.stop()
+
+
+def _accepts(path: str) -> bool:
+    """The socket exists and listens (it is bound, then chmod-ed, then listened on)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def _wait(condition: Any, limit: float = 30.0) -> float:

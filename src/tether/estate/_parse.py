@@ -166,6 +166,7 @@ def _check_semantics(
     known = _Known.of(doc)
     for i, identity in enumerate(doc.get("identities", [])):
         _check_identity(f"identities[{i}]", identity, known, kind_overrides, check)
+    _check_unique_spiffe_ids(doc, check)
     _check_exceptions(doc, check)
     return kind_overrides, _inline_policies(doc.get("policies", []), check)
 
@@ -332,6 +333,24 @@ def _check_attest(where: str, attest: dict[str, Any], known: _Known, check: _Che
         check.add(f"{where}.issuer", f"unknown issuer {attest['issuer']!r}")
 
 
+def _check_unique_spiffe_ids(doc: dict[str, Any], check: _Checker) -> None:
+    """One SPIFFE ID, one identity: a second would be served the first one's SVIDs."""
+    trust_domain = doc.get("trust_domain")
+    if trust_domain is None:
+        return
+    seen: dict[str, int] = {}
+    for i, identity in enumerate(doc.get("identities", [])):
+        effective = identity.get("spiffe_id") or (
+            f"spiffe://{trust_domain}/{identity['environment']}/{identity['id']}"
+        )
+        if effective in seen:
+            check.add(
+                f"identities[{i}].spiffe_id",
+                f"{effective} is identities[{seen[effective]}]'s too",
+            )
+        seen.setdefault(effective, i)
+
+
 def _check_spiffe_id(where: str, identity: dict[str, Any], known: _Known, check: _Checker) -> None:
     declared = identity.get("spiffe_id")
     if declared is None:
@@ -344,7 +363,9 @@ def _check_spiffe_id(where: str, identity: dict[str, Any], known: _Known, check:
     except InvalidSpiffeId as exc:
         check.add(f"{where}.spiffe_id", str(exc))
         return
-    if known.trust_domain is None:
+    if not spiffe_id.path:
+        check.add(f"{where}.spiffe_id", "names only the trust domain: a workload's ID has a path")
+    elif known.trust_domain is None:
         check.add(f"{where}.spiffe_id", "needs the estate's trust_domain")
     elif spiffe_id.trust_domain != known.trust_domain:
         check.add(

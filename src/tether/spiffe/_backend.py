@@ -123,7 +123,9 @@ class WorkloadIdentities:
             raise InvalidJwtSvid("audience is required")
         subject, identity = self._attest(peer)
         profiles = self._profiles(identity, _JWT)
-        allowed = [p for p in profiles if p.audience is None or p.audience in audience]
+        # A profile's audience, when set, is the only one it signs for: a request that
+        # names others besides is refused, not narrowed to the first it names.
+        allowed = [p for p in profiles if p.audience is None or list(audience) == [p.audience]]
         if not allowed:
             raise PermissionDenied(
                 f"{identity.id} is entitled to no jwt-svid profile for audience"
@@ -144,6 +146,9 @@ class WorkloadIdentities:
     def validate_jwt(self, peer: Peer, token: str, audience: str) -> tuple[str, dict[str, Any]]:
         self._attest(peer)
         spiffe_id, claims = self._p.ca.validate_jwt_svid(token, audience)
+        # Signed and unexpired is not enough here: Tether knows whether its lease ended.
+        if not self._live(str(claims.get("jti", "")), self._p.clock()):
+            raise InvalidJwtSvid("the JWT-SVID was revoked")
         return str(spiffe_id), claims
 
     # -- the parts --

@@ -35,6 +35,7 @@ class WorkloadSocket:
         self.serving = threading.Event()
 
     def start(self) -> None:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="workload-api", daemon=True)
         self._thread.start()
 
@@ -42,8 +43,8 @@ class WorkloadSocket:
         while not self._stop.is_set():
             if self._take_lock():
                 try:
-                    with contextlib.suppress(FileNotFoundError):
-                        self._path.unlink()  # stale: its server is gone (we hold the lock)
+                    # The server itself replaces a stale socket, and refuses a live one or
+                    # a file that is not a socket: nothing else at the path is removed.
                     self._server = WorkloadApiServer(self._backend, str(self._path))
                     self._server.start()
                 except OSError:
@@ -57,7 +58,7 @@ class WorkloadSocket:
 
     def _take_lock(self) -> bool:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

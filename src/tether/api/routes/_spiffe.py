@@ -100,12 +100,16 @@ def spiffe_ca(caller: Caller, node: Node) -> dict[str, Any]:
 
 @router.post("/v1/spiffe/ca/rotate")
 def spiffe_ca_rotate(body: RotateRequest, caller: Caller, node: Node) -> dict[str, Any]:
-    """Prepare the next authority now (published at once, signing nothing); with
-    `activate`, make it sign too. The one it replaces stays published until it expires."""
+    """Prepare the next authority now (published at once, signing nothing); later, with
+    `activate`, make the prepared one sign (refused when none is prepared). The one it
+    replaces stays published until it expires."""
     ca = _ca(node)
-    ca.prepare_next()
+    # Two calls, never one: the prepared authority must reach relying parties (a refresh
+    # hint) before anything it signs does.
     if body.activate:
         ca.activate_next()
+    else:
+        ca.prepare_next()
     summary = _summary(node)
     with node.store.transaction() as tx:
         event = AuditEvent(
