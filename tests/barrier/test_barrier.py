@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
+from tests.persisted import persisted_sql_bytes
 from tether.barrier import (
     AlreadyInitialized,
     Barrier,
@@ -60,21 +60,7 @@ def _persisted_bytes(store: Store) -> bytes:
             chunks = [tx.get_meta(k) or b"" for k in ("barrier/config", "barrier/keyring")]
             chunks += [r.id.encode() + r.ciphertext for r in _all_records(store)]
         return b"\x00".join(chunks)
-    chunks = []
-    with engine.connect() as conn:
-        for table in sa.inspect(conn).get_table_names():
-            for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
-                for value in row:
-                    if isinstance(value, bytes | memoryview):
-                        chunks.append(bytes(value))
-                    else:
-                        chunks.append(str(value).encode())
-    if engine.dialect.name == "sqlite":
-        path = Path(engine.url.database or "")
-        for candidate in (path, Path(f"{path}-wal")):
-            if candidate.exists():
-                chunks.append(candidate.read_bytes())
-    return b"\x00".join(chunks)
+    return persisted_sql_bytes(engine)
 
 
 def _renderings(secret: bytes) -> Iterator[bytes]:

@@ -11,10 +11,8 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +21,7 @@ from cryptography.x509.verification import PolicyBuilder
 from cryptography.x509.verification import Store as TrustStore
 
 from tests.clock import SettableClock
+from tests.persisted import persisted_sql_bytes
 from tether.barrier import Barrier, encode_share
 from tether.spiffe._ca import (
     ACTIVATE_AT,
@@ -505,21 +504,7 @@ def _persisted_bytes(store: Store) -> bytes:
             meta = tx.get_meta("spiffe/authorities") or b""
             sealed = [tx.get_sealed(f"spiffe-ca/{rid}") for rid in _record_ids(meta)]
         return b"\x00".join([meta, *(r.ciphertext for r in sealed if r is not None)])
-    chunks = []
-    with engine.connect() as conn:
-        for table in sa.inspect(conn).get_table_names():
-            for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
-                for value in row:
-                    if isinstance(value, bytes | memoryview):
-                        chunks.append(bytes(value))
-                    else:
-                        chunks.append(str(value).encode())
-    if engine.dialect.name == "sqlite":
-        path = Path(engine.url.database or "")
-        for candidate in (path, Path(f"{path}-wal")):
-            if candidate.exists():
-                chunks.append(candidate.read_bytes())
-    return b"\x00".join(chunks)
+    return persisted_sql_bytes(engine)
 
 
 def _record_ids(meta: bytes) -> Iterator[str]:

@@ -375,7 +375,13 @@ def test_the_x509_svid_provider(ca: TrustDomainCA, clock: SettableClock) -> None
     assert issued.token_type == X509_SVID_TOKEN_TYPE
     key = serialization.load_pem_private_key(issued.secret.encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    assert issued.secret.startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+    # PKCS#8 PEM, as the Workload API's clients load it: the key re-serialized so is the same.
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    assert issued.secret.encode() == pkcs8
     cert = x509.load_pem_x509_certificate(issued.extra["certificate"].encode())
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     assert issued.extra["spiffe_id"] == "spiffe://example.org/prod/svc"
