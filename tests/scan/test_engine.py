@@ -225,6 +225,13 @@ def test_all_cores_find_what_one_finds(tmp_path: Path) -> None:
     assert stats_one.bytes == stats_two.bytes > 0
 
 
+def test_tokens_that_end_with_a_dash_are_found_whole(scanner: Scanner) -> None:
+    gitlab = "glpat-" + _random(_B62, 19) + "-"
+    openai = "sk-proj-" + _random(_B62, 30) + "T3BlbkFJ" + _random(_B62, 29) + "-"
+    found = _found(f'GITLAB = "{gitlab}"\nOPENAI = "{openai}"\n', scanner)
+    assert [(r, s) for r, _, _, s in found] == [("gitlab-pat", gitlab), ("openai-key", openai)]
+
+
 def test_query_string_values_end_at_the_next_parameter(scanner: Scanner) -> None:
     password = secrets.token_urlsafe(18)
     text = f"jdbc:postgresql://db/app?user=u&password={password}&ssl=true\n"

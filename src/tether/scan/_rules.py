@@ -153,7 +153,10 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _rule(
         "gitlab-pat",
         "GitLab personal access token",
-        r"\bglpat-[0-9A-Za-z_-]{20}(?:[0-9A-Za-z_-]{7,280})?(?:\.[0-9a-z]{2}\.[0-9a-z]{9})?\b",
+        # The end is "not a token character", not `\b`: a token may end with "-".
+        r"\b(glpat-[0-9A-Za-z_-]{20}(?:[0-9A-Za-z_-]{7,280})?(?:\.[0-9a-z]{2}\.[0-9a-z]{9})?)"
+        r"(?:[^0-9A-Za-z_.-]|$)",
+        secret_group=1,
         provider="gitlab",
     ),
     _rule(
@@ -203,7 +206,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _rule(
         "openai-key",
         "OpenAI API key",
-        r"\bsk-(?:(?:proj|svcacct|admin)-)?[0-9A-Za-z_-]{20,74}T3BlbkFJ[0-9A-Za-z_-]{20,74}\b",
+        r"\b(sk-(?:(?:proj|svcacct|admin)-)?[0-9A-Za-z_-]{20,74}T3BlbkFJ[0-9A-Za-z_-]{20,74})"
+        r"(?:[^0-9A-Za-z_-]|$)",
+        secret_group=1,
         provider="openai",
     ),
     _rule(
