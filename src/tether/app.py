@@ -11,8 +11,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cryptography import x509
+
 from tether._internal.timeutil import Clock, utcnow
-from tether.attest import Attestor, StoreJtiStore
+from tether.attest import Attestor, StoreJtiStore, X509Attestor
 from tether.audit import AuditLog, Verification
 from tether.auth import Authenticator, Principal, TokenService
 from tether.barrier import Barrier, BarrierStatus
@@ -39,6 +41,8 @@ from tether.spiffe import (
     SPIFFE_CA_CHANGED,
     CaUnavailable,
     JwtSvidProvider,
+    RevokedSvids,
+    SpiffeError,
     SpiffeId,
     TrustDomainCA,
     WorkloadIdentities,
@@ -99,6 +103,7 @@ class Tether:
         self.spiffe_ca = TrustDomainCA(
             self.store, self.barrier, lambda: self.view.current.trust_domain, clock
         )
+        self.revoked_svids, self.x509_attestor = self._x509_attestation(clock)
         providers["x509-svid"] = X509SvidProvider(self.spiffe_ca, self.spiffe_id_of)
         providers["jwt-svid"] = JwtSvidProvider(self.spiffe_ca, self.spiffe_id_of)
         self.targets = TargetRegistry(self.store, self.barrier, self.audit)
@@ -127,6 +132,7 @@ class Tether:
                 clock=clock,
                 known_leases=self.ended_leases,
                 record_usage=self._record_usage,
+                x509_attestor=self.x509_attestor,
             )
         )
         self.statics = StaticSecrets(
@@ -204,6 +210,7 @@ class Tether:
         self.leases.on_ended += [
             self.lifecycle.leases_ended,
             self._svids_ended,
+            self.revoked_svids.invalidate,
             lambda ended: self.ended_leases.add(lease.id for lease in ended),
         ]
         self.estate.on_applied.append(self._estate_applied)
@@ -217,6 +224,10 @@ class Tether:
         # One process runs the background work; every process applies every change.
         self.leadership.on_elected += [self.lifecycle.wake, self.lifecycle.rewrap_soon]
         self.leadership.duties += [self.feed.prune, self._spiffe_ensure]
+        self._subscribe_feed()
+
+    def _subscribe_feed(self) -> None:
+        """What this process does when another one commits a change."""
         subscribe(
             self.feed,
             NodeCaches(
@@ -251,10 +262,12 @@ class Tether:
                 ca=self.spiffe_ca,
                 store=self.store,
                 clock=self.clock,
+                spiffe_id_of=self.spiffe_id_of,
+                revoked=self.revoked_svids,
             )
         )
         self.spiffe_ca.on_changed.append(workload.changed)
-        self.view.listeners.append(workload.changed)
+        self.view.listeners.append(workload.estate_changed)
         path = self.settings.spiffe_socket
         return workload, None if path is None else WorkloadSocket(workload, path)
 
@@ -277,7 +290,32 @@ class Tether:
         self.workload.leases_ended(ended)
 
     def _svid_leases_ended_elsewhere(self, data: Mapping[str, Any]) -> None:
+        self.revoked_svids.invalidate()
         self.workload.lease_ids_ended(data.get("lease_ids", ()))
+
+    def _x509_attestation(self, clock: Clock) -> tuple[RevokedSvids, X509Attestor]:
+        """Client certificates over mTLS, checked against the estate's x509 issuers (and
+        the revoked X509-SVIDs of the own trust domain)."""
+        revoked = RevokedSvids(self.store, clock)
+        attestor = X509Attestor(
+            lambda: tuple(self.view.current.issuers.values()),
+            self._own_authorities,
+            revoked.revoked,
+            clock=clock,
+        )
+        self.view.listeners.append(lambda _view: attestor.invalidate())
+        return revoked, attestor
+
+    def _own_authorities(self) -> tuple[str | None, Sequence[x509.Certificate]]:
+        """The estate's own trust domain and its CA's published X.509 authorities: what an
+        x509 issuer of that trust domain (with no roots of its own) trusts."""
+        trust_domain = self.view.current.trust_domain
+        if trust_domain is None:
+            return None, ()
+        try:
+            return trust_domain, self.spiffe_ca.bundle().x509_authorities
+        except SpiffeError:  # sealed, or not made yet: nothing is trusted until it is
+            return trust_domain, ()
 
     def _owner_of(self, identity_id: str) -> str | None:
         identity = self.view.current.identities.get(identity_id)

@@ -138,8 +138,10 @@ def _expected(rule: Rule, caller: str) -> str:
     """What the table says this caller gets: pass, 401, 403 or 404 (someone else's)."""
     if Who.ANYONE in rule.who:
         return "pass"
-    if Who.WORKLOAD in rule.who and caller in ("malformed", "unknown", "task-a"):
-        return "service"  # not an API token: issuance verifies the evidence, not the table
+    if Who.WORKLOAD in rule.who and caller in ("none", "malformed", "unknown", "task-a"):
+        # Not an API token (or none: a client certificate over mTLS may be the evidence):
+        # issuance verifies the evidence, not the table.
+        return "service"
     if caller in ("none", "malformed", "unknown"):
         return "401"
     if caller == "task-a":

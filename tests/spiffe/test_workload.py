@@ -115,6 +115,7 @@ class MemoryBackend:
         self.failure: Exception | None = None
         self.peers: list[Peer] = []
         self.x509_calls = 0
+        self.crl_der: list[bytes] = []  # what X509SVIDResponse.crl carries
         self._served: dict[str, tuple[X509SvidView, dt.datetime]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition()
@@ -203,6 +204,9 @@ class MemoryBackend:
             bundle_der=_der(self.ca),
             expires_at=cert.not_valid_after_utc,
         )
+
+    def crls(self) -> list[bytes]:
+        return list(self.crl_der)
 
     def x509_bundles(self, peer: Peer) -> dict[str, bytes]:
         self._entitled(peer)

@@ -268,6 +268,8 @@ def admit(node: Any, rule: Rule, bearer: str | None, path_params: Mapping[str, s
     """Apply `rule` to the caller presenting `bearer`. Raises 401, 403 or 404."""
     if Who.ANYONE in rule.who:
         return Admitted()
+    if bearer is None and Who.WORKLOAD in rule.who:
+        return Admitted()  # a client certificate over mTLS may be the evidence: issuance decides
     if bearer is None:
         raise Unauthenticated(
             f"a bearer token is required ({rule.describe()}): set TETHER_TOKEN or send one"

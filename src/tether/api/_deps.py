@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -69,6 +70,16 @@ def duration(field: str, text: str) -> dt.timedelta:
 
 def optional_duration(field: str, text: str | None) -> dt.timedelta | None:
     return None if text is None else duration(field, text)
+
+
+def client_certificate(request: Request) -> tuple[bytes, ...]:
+    """The client certificate chain presented over mTLS (DER, leaf first), from the ASGI
+    TLS extension (tether.cli._client_certs puts it there); () when there is none."""
+    tls = (request.scope.get("extensions") or {}).get("tls") or {}
+    try:
+        return tuple(ssl.PEM_cert_to_DER_cert(pem) for pem in tls.get("client_cert_chain") or ())
+    except ValueError:
+        return ()
 
 
 def client_ip(request: Request) -> str | None:

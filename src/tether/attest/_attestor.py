@@ -144,6 +144,8 @@ class Attestor:
     def _build(self) -> Mapping[str, tuple[_Trusted, ...]]:
         by_url: dict[str, tuple[_Trusted, ...]] = {}
         for issuer in self._issuers():
+            if issuer.is_x509:
+                continue  # client certificates: tether.attest._x509
             if issuer.preset not in PRESETS:
                 log.warning("issuer %s has unknown preset %r; ignored", issuer.id, issuer.preset)
                 continue

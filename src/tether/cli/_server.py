@@ -24,6 +24,7 @@ from rich.console import Console
 
 from tether._internal.logs import configure_logging
 from tether._internal.timeutil import format_time
+from tether.cli._client_certs import ClientTrust, http_protocol
 from tether.cli._listen import (
     Listener,
     ServeConfigError,
@@ -71,6 +72,12 @@ def uvicorn_config(node: Tether, listener: Listener) -> uvicorn.Config:
             "serving plain HTTP on a non-loopback address (allowed by --allow-plain-http)",
             extra={"listen": node.settings.listen},
         )
+    tls: dict[str, Any] = {}
+    if listener.tls is not None:
+        # Client certificates reach attestation (x509 issuers): the handshake trusts their
+        # roots, and each request's scope carries the chain the client presented.
+        ClientTrust(node, listener.tls).install()
+        tls["http"] = http_protocol()
     return uvicorn.Config(
         create_app(node),
         host=listener.host,
@@ -83,6 +90,7 @@ def uvicorn_config(node: Tether, listener: Listener) -> uvicorn.Config:
         proxy_headers=False,
         forwarded_allow_ips="",
         **_uvicorn_tls(listener),
+        **tls,
     )
 
 

@@ -22,6 +22,7 @@ from tether.model import (
     KIND_CONTROL_DEFAULTS,
     RULES,
     THRESHOLD_NAMES,
+    X509_ISSUER,
     Estate,
     GovernanceSettings,
     Identity,
@@ -157,8 +158,7 @@ def _check_semantics(
             check.add(f"owners[{i}].left", "is required for a departed owner")
     _check_governance(doc.get("governance", {}), check)
     for i, issuer in enumerate(doc.get("issuers", [])):
-        if "jwks" in issuer and "jwks_uri" in issuer:
-            check.add(f"issuers[{i}]", "give jwks_uri or an inline jwks, not both")
+        _check_issuer(f"issuers[{i}]", issuer, doc.get("trust_domain"), check)
     for i, profile in enumerate(doc.get("profiles", [])):
         _check_profile(f"profiles[{i}]", profile, check)
     _check_trust_domain(doc, check)
@@ -169,6 +169,55 @@ def _check_semantics(
     _check_unique_spiffe_ids(doc, check)
     _check_exceptions(doc, check)
     return kind_overrides, _inline_policies(doc.get("policies", []), check)
+
+
+_OIDC_ONLY = ("preset", "issuer", "audiences", "jwks_uri", "jwks", "algorithms", "single_use")
+_X509_ONLY = ("ca", "trust_domain", "spiffe_bundle")
+
+
+def _check_issuer(
+    where: str, issuer: dict[str, Any], own_trust_domain: str | None, check: _Checker
+) -> None:
+    if issuer.get("kind", "oidc") != X509_ISSUER:
+        if "jwks" in issuer and "jwks_uri" in issuer:
+            check.add(where, "give jwks_uri or an inline jwks, not both")
+        for name in _X509_ONLY:
+            if name in issuer:
+                check.add(f"{where}.{name}", "is for issuers of kind x509")
+        return
+    for name in _OIDC_ONLY:
+        if name in issuer:
+            check.add(f"{where}.{name}", "is for OIDC issuers, not kind x509")
+    trust_domain = issuer.get("trust_domain")
+    if trust_domain is not None:
+        from tether.spiffe import InvalidSpiffeId, parse_trust_domain
+
+        try:
+            parse_trust_domain(trust_domain)
+        except InvalidSpiffeId as exc:
+            check.add(f"{where}.trust_domain", str(exc))
+            return
+    if "ca" in issuer and "spiffe_bundle" in issuer:
+        check.add(where, "give ca or spiffe_bundle, not both")
+        return
+    if "spiffe_bundle" in issuer and trust_domain is None:
+        check.add(f"{where}.trust_domain", "is required with a spiffe_bundle: whose bundle is it?")
+    if "ca" not in issuer and "spiffe_bundle" not in issuer:
+        if trust_domain is None:
+            check.add(where, "an x509 issuer needs ca, spiffe_bundle, or a trust_domain")
+        elif trust_domain != own_trust_domain:
+            check.add(
+                f"{where}.spiffe_bundle",
+                f"is required for trust domain {trust_domain!r}, which is not this estate's "
+                "own (only the own trust domain's roots are Tether's CA)",
+            )
+        return
+    from tether.attest import X509IssuerInvalid, x509_issuer_roots
+
+    try:
+        x509_issuer_roots(Issuer.from_spec(issuer))
+    except X509IssuerInvalid as exc:
+        check.add(f"{where}.{exc.field}", str(exc))
 
 
 def _check_trust_domain(doc: dict[str, Any], check: _Checker) -> None:
@@ -270,6 +319,7 @@ class _Known:
     issuers: frozenset[str]
     profile_scopes: dict[str, set[str]]
     trust_domain: str | None = None
+    x509_issuers: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> _Known:
@@ -282,6 +332,9 @@ class _Known:
             issuers=ids("issuers"),
             profile_scopes={p["id"]: set(p.get("scopes", [])) for p in doc.get("profiles", [])},
             trust_domain=doc.get("trust_domain"),
+            x509_issuers=frozenset(
+                i["id"] for i in doc.get("issuers", []) if i.get("kind") == X509_ISSUER
+            ),
         )
 
 
@@ -331,6 +384,15 @@ def _check_attest(where: str, attest: dict[str, Any], known: _Known, check: _Che
             check.add(f"{where}.{name}", "is required")
     if "issuer" in attest and attest["issuer"] not in known.issuers:
         check.add(f"{where}.issuer", f"unknown issuer {attest['issuer']!r}")
+    if attest.get("issuer") in known.x509_issuers and isinstance(attest.get("claims"), dict):
+        from tether.attest import X509_SELECTORS
+
+        for name in attest["claims"]:
+            if name not in X509_SELECTORS:
+                check.add(
+                    f"{where}.claims.{name}",
+                    f"is not a certificate selector (one of: {', '.join(X509_SELECTORS)})",
+                )
 
 
 def _check_unique_spiffe_ids(doc: dict[str, Any], check: _Checker) -> None:

@@ -36,6 +36,9 @@ class ExchangeRequest:
     task_id: str | None = None
     intent: str | None = None
     source_ip: str | None = None
+    #: The client certificate chain presented over mTLS (DER, leaf first): the subject
+    #: when no subject_token is given.
+    client_certificate: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,10 @@ class Exchange:
         )
 
     def exchange(self, req: ExchangeRequest) -> ExchangeResult:
-        subject = self._subjects.resolve(req.subject_token, req.subject_token_type)
+        if not req.subject_token and req.client_certificate:
+            subject = self._subjects.certificate(req.client_certificate)
+        else:
+            subject = self._subjects.resolve(req.subject_token, req.subject_token_type)
         actor = None
         if req.actor_token:
             actor_type = req.actor_token_type or JWT_TOKEN_TYPE

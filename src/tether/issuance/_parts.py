@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tether._internal.timeutil import utcnow
-from tether.attest import Attestor
+from tether.attest import Attestor, X509Attestor
 from tether.audit import AuditLog
 from tether.estate import EstateViewHolder
 from tether.issuance.errors import UnknownTarget
@@ -54,6 +54,8 @@ class IssuanceParts:
     #: Usage evidence (tether.govern's recorder): every issuance, renewal and
     #: introspection of a live credential is a use of its identity.
     record_usage: Callable[[Usage], None] = _unrecorded
+    #: Client certificates presented over mTLS (x509 issuers); None: none are trusted.
+    x509_attestor: X509Attestor | None = None
 
     def record(self, events: list[AuditEvent], tx: Tx | None = None) -> None:
         """Append audit entries in `tx`, or in a transaction of their own."""

@@ -27,6 +27,10 @@ from tether.model import (
 )
 from tether.policy import Decision, PolicyRequest
 
+#: Attestations whose selectors are recorded with each decision: there is no token to go
+#: back to, only what the kernel or the certificate said.
+_SELECTOR_VIAS = frozenset({"unix", "x509"})
+
 
 @dataclass(frozen=True, slots=True)
 class IssuanceRequest:
@@ -199,7 +203,12 @@ class IssuanceRequest:
                 "expires_at": format_time(lease.expires_at) if lease else None,
                 "bounded_by": bound.name if bound else None,
                 "source_ip": self.source_ip,
-                # What the kernel said of a local caller: the selectors that attested it.
-                **({"selectors": dict(self.subject.claims)} if self.subject.via == "unix" else {}),
+                # What the kernel said of a local caller, or what its client certificate
+                # says: the selectors that attested it.
+                **(
+                    {"selectors": dict(self.subject.claims)}
+                    if self.subject.via in _SELECTOR_VIAS
+                    else {}
+                ),
             },
         )

@@ -4,6 +4,7 @@ own module (subjects, tasks, exchange, renewal, target credentials, introspectio
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from tether.attest import LocalCaller
@@ -44,10 +45,16 @@ class IssuanceService:
 
     # -- tasks --
     def start_task(
-        self, bearer: str, name: str, ttl: dt.timedelta, source_ip: str | None
+        self,
+        bearer: str | None,
+        name: str,
+        ttl: dt.timedelta,
+        source_ip: str | None,
+        client_certificate: Sequence[bytes] = (),
     ) -> StartedTask:
-        """A workload attests once per task (attestation JWT or one-time join token)."""
-        return self._tasks.start_task(bearer, name, ttl, source_ip)
+        """A workload attests once per task: an attestation JWT, a one-time join token,
+        or (`bearer` None) the client certificate chain it presented over mTLS."""
+        return self._tasks.start_task(bearer, name, ttl, source_ip, client_certificate)
 
     def create_join_token(
         self, identity_id: str, ttl: dt.timedelta, actor: str

@@ -4,7 +4,7 @@ issued token, each checked before anything is decided."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tether._internal.tokens import is_well_formed, token_hash
@@ -32,7 +32,7 @@ class Subject:
     """Who a request speaks for, once its evidence has been checked."""
 
     identity: Identity
-    via: str  # attestation | join-token | task-token | token | renewal
+    via: str  # attestation | x509 | unix | join-token | task-token | token | renewal
     attested: bool
     issuer_id: str | None = None
     claims: Mapping[str, str] = field(default_factory=dict)
@@ -65,7 +65,9 @@ class Subjects:
     def resolve(self, token: str, token_type: str) -> Subject:
         """Check a presented credential: a Tether token (task or issued) or attestation."""
         if not token:
-            raise InvalidRequest("subject_token is required")
+            raise InvalidRequest(
+                "subject_token is required (or present a client certificate over mTLS)"
+            )
         if token_type == ACCESS_TOKEN_TYPE:
             subject = self.from_lease(token)
             if subject is None:
@@ -99,6 +101,26 @@ class Subjects:
         return Subject(
             identity=identity,
             via="attestation",
+            attested=True,
+            issuer_id=evidence.issuer_id,
+            claims=dict(evidence.selectors),
+            evidence=evidence,
+        )
+
+    def certificate(self, chain: Sequence[bytes]) -> Subject:
+        """A client certificate chain (DER, leaf first) presented over mTLS."""
+        attestor = self._parts.x509_attestor
+        if attestor is None:
+            raise InvalidGrant("attestation refused: no x509 issuer is trusted")
+        view = self._parts.view.current
+        try:
+            evidence = attestor.verify(chain)
+            identity = match_identity(evidence, view.attested_by_issuer.get(evidence.issuer_id, ()))
+        except AttestationError as exc:
+            raise InvalidGrant(f"attestation refused: {exc}") from None
+        return Subject(
+            identity=identity,
+            via="x509",
             attested=True,
             issuer_id=evidence.issuer_id,
             claims=dict(evidence.selectors),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from tether._internal.timeutil import format_time
@@ -57,13 +58,24 @@ class Tasks:
         self._subjects = subjects
 
     def start_task(
-        self, bearer: str, name: str, ttl: dt.timedelta, source_ip: str | None
+        self,
+        bearer: str | None,
+        name: str,
+        ttl: dt.timedelta,
+        source_ip: str | None,
+        client_certificate: Sequence[bytes] = (),
     ) -> StartedTask:
-        """A workload attests once per task (attestation JWT or one-time join token)."""
+        """A workload attests once per task: an attestation JWT, a one-time join token,
+        or (with no bearer) the client certificate it presented over mTLS."""
         parts = self._parts
         now = parts.clock()
         subjects = self._subjects
-        subject = subjects.join(bearer, now) if is_well_formed(bearer) else subjects.attest(bearer)
+        if bearer is None:
+            subject = subjects.certificate(client_certificate)
+        elif is_well_formed(bearer):
+            subject = subjects.join(bearer, now)
+        else:
+            subject = subjects.attest(bearer)
         view = parts.view.current
         problems = justification_problems(
             subject.identity,

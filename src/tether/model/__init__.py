@@ -15,6 +15,7 @@ from tether.model._document import Estate
 from tether.model._estate import (
     DEFAULT_ENVIRONMENTS,
     KIND_CONTROL_DEFAULTS,
+    X509_ISSUER,
     Approval,
     ControlProfile,
     Criticality,
@@ -64,6 +65,7 @@ __all__ = [
     "KIND_CONTROL_DEFAULTS",
     "RULES",
     "THRESHOLD_NAMES",
+    "X509_ISSUER",
     "Approval",
     "AuditEvent",
     "AuditRecord",

@@ -177,9 +177,14 @@ class Vendor:
         )
 
 
+#: The kind of issuer whose evidence is a client certificate (mTLS).
+X509_ISSUER = "x509"
+
+
 @dataclass(frozen=True, slots=True)
 class Issuer:
-    """A trusted issuer of attestation evidence (OIDC/JWT)."""
+    """A trusted issuer of attestation evidence: OIDC/JWT tokens (`kind: oidc`, the
+    default) or X.509 client certificates presented over mTLS (`kind: x509`)."""
 
     id: str
     preset: str
@@ -189,8 +194,32 @@ class Issuer:
     jwks: Mapping[str, Any] | None = None
     algorithms: tuple[str, ...] = ("RS256", "ES256")
     single_use: bool = False
+    kind: str = "oidc"
+    #: x509: the trusted roots, PEM. Without it, `trust_domain` says whose they are.
+    ca: str | None = None
+    #: x509: certificates must be X509-SVIDs of this trust domain. With neither `ca` nor
+    #: `spiffe_bundle`, it is the estate's own: Tether's CA is the root.
+    trust_domain: str | None = None
+    #: x509: a federated trust domain's SPIFFE bundle (its `x509-svid` keys are the roots).
+    spiffe_bundle: Mapping[str, Any] | None = None
+
+    @property
+    def is_x509(self) -> bool:
+        return self.kind == X509_ISSUER
 
     def to_spec(self) -> Spec:
+        if self.is_x509:
+            return _drop_none(
+                {
+                    "id": self.id,
+                    "kind": self.kind,
+                    "ca": self.ca,
+                    "trust_domain": self.trust_domain,
+                    "spiffe_bundle": None
+                    if self.spiffe_bundle is None
+                    else dict(self.spiffe_bundle),
+                }
+            )
         return _drop_none(
             {
                 "id": self.id,
@@ -206,6 +235,19 @@ class Issuer:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Issuer:
+        if spec.get("kind") == X509_ISSUER:
+            return cls(
+                id=spec["id"],
+                preset=X509_ISSUER,
+                # What evidence from it names as its issuer (audit, selectors).
+                issuer=f"x509:{spec['id']}",
+                audiences=(),
+                algorithms=(),
+                kind=X509_ISSUER,
+                ca=spec.get("ca"),
+                trust_domain=spec.get("trust_domain"),
+                spiffe_bundle=spec.get("spiffe_bundle"),
+            )
         preset = spec.get("preset", "oidc")
         return cls(
             id=spec["id"],

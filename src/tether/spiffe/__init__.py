@@ -10,6 +10,7 @@ them what their identity is entitled to (`WorkloadIdentities`).
 from tether.spiffe._backend import WorkloadIdentities, WorkloadParts
 from tether.spiffe._ca import SPIFFE_CA_CHANGED, Bundle, TrustDomainCA
 from tether.spiffe._ids import SpiffeId, default_spiffe_id, parse_spiffe_id, parse_trust_domain
+from tether.spiffe._revoked import RevokedSvids
 from tether.spiffe._socket import WorkloadSocket
 from tether.spiffe._svid import JwtSvidProvider, X509SvidProvider, svid_serial
 from tether.spiffe.errors import (
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidSpiffeId",
     "JwtSvidProvider",
     "PermissionDenied",
+    "RevokedSvids",
     "SpiffeError",
     "SpiffeId",
     "TrustDomainCA",

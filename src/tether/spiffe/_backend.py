@@ -25,8 +25,9 @@ from tether.issuance import AccessDenied, InvalidGrant, IssuanceService
 from tether.model import Identity, Lease, LeaseState, Profile
 from tether.spiffe._ca import TrustDomainCA
 from tether.spiffe._peer import Peer
+from tether.spiffe._revoked import RevokedSvids
 from tether.spiffe._workload import X509SvidView
-from tether.spiffe.errors import InvalidJwtSvid, PermissionDenied
+from tether.spiffe.errors import InvalidJwtSvid, PermissionDenied, SpiffeError
 from tether.store import Store
 
 _X509, _JWT = "x509-svid", "jwt-svid"
@@ -38,9 +39,25 @@ class _Served:
     lease_id: str
     issued_at: dt.datetime
 
+    @property
+    def spiffe_id(self) -> str:
+        return self.view.spiffe_id
+
     def fresh(self, now: dt.datetime) -> bool:
         """Before half its life: after that a replacement is made (and streamed)."""
         return now < self.issued_at + (self.view.expires_at - self.issued_at) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class _ServedJwt:
+    spiffe_id: str
+    token: str
+    lease_id: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+
+    def fresh(self, now: dt.datetime) -> bool:
+        return now < self.issued_at + (self.expires_at - self.issued_at) / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +67,9 @@ class WorkloadParts:
     ca: TrustDomainCA
     store: Store
     clock: Callable[[], dt.datetime]
+    #: The SPIFFE ID an identity has now: an SVID naming another is replaced at once.
+    spiffe_id_of: Callable[[Identity], object]
+    revoked: RevokedSvids
 
 
 class WorkloadIdentities:
@@ -61,6 +81,9 @@ class WorkloadIdentities:
         self._version = 0
         self._lock = threading.Lock()
         self._served: dict[tuple[str, str], _Served] = {}
+        self._served_jwt: dict[tuple[str, str, tuple[str, ...]], _ServedJwt] = {}
+        #: One issuance at a time per key: concurrent fetches share the SVID it makes.
+        self._issuing: dict[tuple[Any, ...], threading.Lock] = {}
 
     # -- what moves streams --
     def version(self) -> int:
@@ -88,8 +111,43 @@ class WorkloadIdentities:
             stale = [key for key, served in self._served.items() if served.lease_id in gone]
             for key in stale:
                 del self._served[key]
+            for jwt_key in [k for k, v in self._served_jwt.items() if v.lease_id in gone]:
+                del self._served_jwt[jwt_key]
         if stale:
             self.changed()
+
+    def estate_changed(self, *_args: object) -> None:
+        """The estate changed: an SVID whose identity, profile or SPIFFE ID is no longer
+        what the estate says is not served again (its replacement is made on demand)."""
+        view = self._p.view.current
+
+        def stale(key: tuple[Any, ...], spiffe_id: str) -> bool:
+            identity = view.identities.get(key[0])
+            if identity is None or key[1] not in view.profiles:
+                return True
+            try:
+                return str(self._p.spiffe_id_of(identity)) != spiffe_id
+            except SpiffeError:  # no trust domain any more: nothing of it is served
+                return True
+
+        with self._lock:
+            for key in [k for k, v in self._served.items() if stale(k, v.spiffe_id)]:
+                del self._served[key]
+            for jwt_key in [k for k, v in self._served_jwt.items() if stale(k, v.spiffe_id)]:
+                del self._served_jwt[jwt_key]
+        self.changed()
+
+    def crls(self) -> list[bytes]:
+        """The CRLs of the published authorities (DER), for the X509SVIDResponse."""
+        revoked = self._p.revoked.serials().items()
+        return [crl.public_bytes(serialization.Encoding.DER) for crl in self._p.ca.crls(revoked)]
+
+    def _single_flight(self, key: tuple[Any, ...]) -> threading.Lock:
+        with self._lock:
+            lock = self._issuing.get(key)
+            if lock is None:
+                lock = self._issuing[key] = threading.Lock()
+            return lock
 
     # -- the API --
     def x509_svids(self, peer: Peer) -> list[X509SvidView]:
@@ -102,12 +160,13 @@ class WorkloadIdentities:
         out = []
         for profile in profiles:
             key = (identity.id, profile.id)
-            with self._lock:
-                served = self._served.get(key)
-            if served is None or not served.fresh(now) or not self._live(served.lease_id, now):
-                served = self._issue_x509(subject, profile, now)
+            with self._single_flight(key):
                 with self._lock:
-                    self._served[key] = served
+                    served = self._served.get(key)
+                if served is None or not served.fresh(now) or not self._live(served.lease_id, now):
+                    served = self._issue_x509(subject, profile, now)
+                    with self._lock:
+                        self._served[key] = served
             out.append(replace(served.view, bundle_der=bundle))
         return out
 
@@ -132,11 +191,36 @@ class WorkloadIdentities:
                 f" {', '.join(audience)}"
             )
         profile = replace(allowed[0], audience=audience[0])
-        result, credential = self._issue(subject, profile)
-        issued_to = str(credential.extra.get("spiffe_id", ""))
-        if spiffe_id and spiffe_id != issued_to:
+        served = self._jwt_svid(subject, identity, profile, tuple(audience))
+        if spiffe_id and spiffe_id != served.spiffe_id:
             raise PermissionDenied(f"{identity.id} is not {spiffe_id}")
-        return [(issued_to, result.access_token)]
+        return [(served.spiffe_id, served.token)]
+
+    def _jwt_svid(
+        self, subject: Any, identity: Identity, profile: Profile, audience: tuple[str, ...]
+    ) -> _ServedJwt:
+        """A JWT-SVID for this audience: the one made before while it is in the first half
+        of its life and its lease lives (as SPIRE's agent caches them), else a new one.
+        A workload asking in a loop costs a read, not a signature, a lease and an audit
+        entry each time."""
+        key = (identity.id, profile.id, audience)
+        now = self._p.clock()
+        with self._single_flight(key):
+            with self._lock:
+                served = self._served_jwt.get(key)
+            if served is not None and served.fresh(now) and self._live(served.lease_id, now):
+                return served
+            result, credential = self._issue(subject, profile)
+            served = _ServedJwt(
+                spiffe_id=str(credential.extra.get("spiffe_id", "")),
+                token=result.access_token,
+                lease_id=result.lease_id,
+                issued_at=now,
+                expires_at=result.expires_at,
+            )
+            with self._lock:
+                self._served_jwt[key] = served
+            return served
 
     def jwt_bundles(self, peer: Peer) -> dict[str, bytes]:
         self._attest(peer)

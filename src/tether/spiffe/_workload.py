@@ -141,6 +141,10 @@ class WorkloadBackend(Protocol):
         """Trust domain (name or spiffe://name) -> its X.509 authorities, DER."""
         ...
 
+    def crls(self) -> list[bytes]:
+        """The trust domain's certificate revocation lists, DER (X509SVIDResponse.crl)."""
+        ...
+
     def jwt_svids(
         self, peer: Peer, audience: Sequence[str], spiffe_id: str | None
     ) -> list[tuple[str, str]]:
@@ -249,6 +253,7 @@ def _x509_svid_answer(backend: WorkloadBackend, peer: Peer) -> tuple[bytes, floa
             )
             for svid in svids
         ],
+        crl=backend.crls(),
         federated_bundles=federated,
     )
     # Ask again at half the remaining life of the first to expire: the backend replaces

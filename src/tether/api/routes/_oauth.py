@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tether.api._access import bearer_of
-from tether.api._deps import Node, client_ip, duration
+from tether.api._deps import Node, client_certificate, client_ip, duration
 from tether.api._oauth_errors import OAuthError
 from tether.api._routing import TetherRoute, in_hot_thread
 from tether.api._schemas import DURATION_PATTERN
@@ -50,7 +50,11 @@ def _form_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any
 _TOKEN_FORM = _form_body(
     {
         "grant_type": {"type": "string", "enum": [TOKEN_EXCHANGE]},
-        "subject_token": _REQUIRED_FIELD,
+        "subject_token": {
+            **_REQUIRED_FIELD,
+            "description": "required unless the client presents a certificate over mTLS "
+            "(an x509 issuer's): then, without it, the certificate is the subject",
+        },
         "subject_token_type": {
             "type": "string",
             "enum": [
@@ -68,7 +72,7 @@ _TOKEN_FORM = _form_body(
         "task": {"type": "string", "maxLength": 64},
         "intent": {"type": "string", "maxLength": 500},
     },
-    ["grant_type", "subject_token", "subject_token_type"],
+    ["grant_type"],
 )
 _TOKEN_ONLY_FORM = _form_body(
     {"token": _REQUIRED_FIELD, "token_type_hint": _FORM_FIELD},
@@ -141,6 +145,7 @@ def _exchange_request(form: dict[str, str], request: Request) -> ExchangeRequest
         task_id=form.get("task"),
         intent=form.get("intent"),
         source_ip=client_ip(request),
+        client_certificate=client_certificate(request),
     )
 
 

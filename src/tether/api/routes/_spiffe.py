@@ -13,9 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from tether.api._deps import Caller, Node
 from tether.api._routing import TetherRoute, not_found_response, text_response
 from tether.errors import NotFoundError
-from tether.model import AuditEvent, LeaseState
-from tether.spiffe import svid_serial
-from tether.store import LeaseFilter
+from tether.model import AuditEvent
 
 router = APIRouter(route_class=TetherRoute, tags=["spiffe"])
 
@@ -73,22 +71,7 @@ def spiffe_bundle(node: Node) -> JSONResponse:
 def spiffe_crl(node: Node) -> Response:
     """The X509-SVIDs revoked before their end, for relying parties that check."""
     ca = _ca(node)
-    now = node.clock()
-    revoked: list[tuple[int, Any]] = []
-    where = LeaseFilter(
-        states=(LeaseState.REVOKING, LeaseState.REVOKED), provider="x509-svid", limit=1000
-    )
-    with node.store.read() as tx:
-        while True:
-            page = tx.find_leases(where)
-            revoked += [
-                (svid_serial(lease.id), lease.ended_at or now)
-                for lease in page
-                if lease.expires_at > now
-            ]
-            if len(page) < where.limit:
-                break
-            where = LeaseFilter(states=where.states, provider=where.provider, after_id=page[-1].id)
+    revoked = node.revoked_svids.serials().items()
     pem = b"".join(crl.public_bytes(serialization.Encoding.PEM) for crl in ca.crls(revoked))
     return Response(pem, media_type="application/x-pem-file")
 

@@ -10,7 +10,14 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from tether._internal.timeutil import format_time
 from tether.api._access import bearer_of
-from tether.api._deps import Caller, Node, TaskOrApiToken, client_ip, duration
+from tether.api._deps import (
+    Caller,
+    Node,
+    TaskOrApiToken,
+    client_certificate,
+    client_ip,
+    duration,
+)
 from tether.api._oauth_errors import OAuthError
 from tether.api._routing import TetherRoute
 from tether.api._schemas import JoinTokenRequest, TaskStartRequest, page, task_json
@@ -32,14 +39,16 @@ class _TaskQuery:
 @router.post("/v1/tasks", status_code=201)
 def start_task(body: TaskStartRequest, request: Request, node: Node) -> dict[str, Any]:
     bearer = bearer_of(request.headers)
-    if bearer is None:
+    certificate = client_certificate(request)
+    if bearer is None and not certificate:
         raise OAuthError(
             "invalid_request",
-            "send the attestation token (or a join token) as a bearer token",
+            "send the attestation token (or a join token) as a bearer token, or present a "
+            "client certificate over mTLS",
             401,
         )
     started = node.issuance.start_task(
-        bearer, body.name, duration("ttl", body.ttl), client_ip(request)
+        bearer, body.name, duration("ttl", body.ttl), client_ip(request), certificate
     )
     return {**task_json(started.task), "token": started.token, "token_type": ACCESS_TOKEN_TYPE}
 
