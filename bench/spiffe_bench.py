@@ -60,6 +60,10 @@ def _client_loop(endpoint: str, seconds: float, fetch: str) -> tuple[int, str | 
     try:
         while time.monotonic() < stop:
             if fetch == "jwt":
+                # A new audience each time: every fetch is a decision, a lease, a signature.
+                client.fetch_jwt_svid(audience={f"bench-{os.getpid()}-{count}"})
+            elif fetch == "jwt-cached":
+                # The same audience: served from the cache until half the SVID's life.
                 client.fetch_jwt_svid(audience={"bench"})
             else:
                 client.fetch_x509_svid()
@@ -143,6 +147,7 @@ def run(tmp: Path, quick: bool) -> dict[str, Any]:
         endpoint = f"unix://{path}"
         results = {
             "jwt_svids_signed": _through_api(endpoint, 2, seconds, "jwt"),
+            "jwt_svid_fetches_cached": _through_api(endpoint, 2, seconds, "jwt-cached"),
             "x509_svid_fetches_served": _through_api(endpoint, 2, seconds, "x509"),
             "x509_svids_signed_in_process": _signed_in_process(node, seconds),
         }

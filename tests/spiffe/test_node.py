@@ -138,6 +138,10 @@ def test_a_workload_gets_its_svids_and_bundles_and_they_verify(
 
         token = client.fetch_jwt_svid(audience={"orders"})
         assert str(token.spiffe_id) == f"spiffe://{TD}/prod/web"
+        # Asked again for the same audience: the same SVID (cached to half its life);
+        # for another audience, another one.
+        assert client.fetch_jwt_svid(audience={"orders"}).token == token.token
+        assert client.fetch_jwt_svid(audience={"billing"}).token != token.token
         jwt_bundles: JwtBundleSet = client.fetch_jwt_bundles()
         jwt_bundle = jwt_bundles.get_bundle_for_trust_domain(TrustDomain(TD))
         assert jwt_bundle is not None
@@ -150,8 +154,9 @@ def test_a_workload_gets_its_svids_and_bundles_and_they_verify(
     leases = httpx.get(
         f"{server.addr}/v1/leases", params={"limit": 100}, headers=_admin(server)
     ).json()["items"]
-    providers = {lease["provider"] for lease in leases if lease["identity"] == "web"}
-    assert {"x509-svid", "jwt-svid"} <= providers
+    providers = [lease["provider"] for lease in leases if lease["identity"] == "web"]
+    assert {"x509-svid", "jwt-svid"} <= set(providers)
+    assert providers.count("jwt-svid") == 2  # orders (once, though asked twice), billing
     audit = httpx.get(
         f"{server.addr}/v1/audit", params={"limit": 1000}, headers=_admin(server)
     ).json()["items"]
