@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -882,3 +883,20 @@ def test_another_users_process_gets_that_users_identity_and_nothing_else(
     assert refused.startswith("refused:")
     assert "PERMISSION_DENIED" in refused
     assert f"no identity is registered for uid {NOBODY}" in refused
+
+
+def test_the_socket_is_not_served_from_a_directory_others_may_write(tmp_path: Path) -> None:
+    from tether.spiffe._socket import WorkloadSocket, unsafe_directory
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert "may be written by other users" in (unsafe_directory(shared) or "")
+    socket_ = WorkloadSocket(MemoryBackend(), shared / "workload.sock")
+    socket_.start()
+    socket_.stop()
+    assert not (shared / "workload.sock").exists()
+    shared.chmod(0o1777)  # sticky, as /tmp: others cannot remove what is ours
+    assert unsafe_directory(shared) is None
+    shared.chmod(0o755)
+    assert unsafe_directory(shared) is None

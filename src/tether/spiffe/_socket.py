@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -22,6 +23,23 @@ log = logging.getLogger("tether.spiffe")
 
 #: How often a process that does not hold the lock tries again.
 _RETRY_SECONDS = 1.0
+
+
+def unsafe_directory(directory: Path) -> str | None:
+    """Why the socket may not live in `directory` (others could replace it), or None."""
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        return None  # made by us, 0o755 at most under the umask
+    except OSError as exc:
+        return f"cannot read {directory}: {exc.strerror}"
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        return (
+            f"{directory} may be written by other users (mode {stat.S_IMODE(mode):o}, no "
+            "sticky bit), so another user could replace the socket: give it a directory "
+            "only its owner writes to"
+        )
+    return None
 
 
 class WorkloadSocket:
@@ -35,6 +53,11 @@ class WorkloadSocket:
         self.serving = threading.Event()
 
     def start(self) -> None:
+        problem = unsafe_directory(self._path.parent)
+        if problem is not None:
+            # Whoever can replace the socket can serve workloads a bundle of their own.
+            log.error("not serving the SPIFFE Workload API: %s", problem)
+            return
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="workload-api", daemon=True)
         self._thread.start()
