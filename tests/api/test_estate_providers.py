@@ -38,7 +38,7 @@ def test_apply_refuses_a_provider_not_implemented_yet(
         {
             "path": f"profiles[{len(doc['profiles']) - 1}].provider",
             "message": f"{provider!r} is not implemented yet"
-            " (supported: jwt, token, x509-svid, jwt-svid, postgres, redis)",
+            " (supported: jwt, token, x509-svid, jwt-svid, key, postgres, redis)",
         }
     ]
     assert http.get("/v1/identities", headers=admin).json()["items"] == []
@@ -50,4 +50,4 @@ def test_the_served_schema_offers_only_implemented_providers(
     http, admin = client
     schema = http.get("/v1/estate/schema", headers=admin).json()
     provider = schema["properties"]["profiles"]["items"]["properties"]["provider"]
-    assert provider["enum"] == ["jwt", "token", "x509-svid", "jwt-svid", "postgres", "redis"]
+    assert provider["enum"] == ["jwt", "token", "x509-svid", "jwt-svid", "key", "postgres", "redis"]

@@ -16,7 +16,7 @@ from tether.estate import EstateInvalid, estate_schema, parse_estate
 from tether.providers import LOCAL_PROVIDERS
 from tether.targets import kind_names
 
-SUPPORTED = "jwt, token, x509-svid, jwt-svid, postgres, redis"
+SUPPORTED = "jwt, token, x509-svid, jwt-svid, key, postgres, redis"
 
 
 def _problems(doc: Any) -> list[str]:
@@ -43,7 +43,7 @@ def test_an_unknown_provider_is_refused_with_the_supported_ones() -> None:
 
 def test_the_published_schema_lists_exactly_what_is_implemented() -> None:
     provider = estate_schema()["properties"]["profiles"]["items"]["properties"]["provider"]
-    assert provider["enum"] == [*LOCAL_PROVIDERS, *kind_names()] == SUPPORTED.split(", ")
+    assert provider["enum"] == [*LOCAL_PROVIDERS, "key", *kind_names()] == SUPPORTED.split(", ")
 
 
 def test_every_implemented_provider_is_accepted() -> None:
@@ -51,7 +51,7 @@ def test_every_implemented_provider_is_accepted() -> None:
         doc = estate_document(2)
         profile = {"id": "p", "provider": provider, "max_ttl": "1h"}
         profile |= {"audience": "https://api.example.com"} if provider == "jwt" else {}
-        profile |= {"target": "db"} if provider in kind_names() else {}
+        profile |= {"target": "db"} if provider in (*kind_names(), "key") else {}
         doc["profiles"].append(profile)
         if provider.endswith("-svid"):
             doc["trust_domain"] = "example.org"

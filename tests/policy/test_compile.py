@@ -12,8 +12,10 @@ from tether.errors import TetherError
 from tether.model import Policy
 from tether.policy import (
     ACTIONS,
+    ALL_ACTIONS,
     CEDAR_SCHEMA,
     DEFAULT_POLICY_ID,
+    KEY_ACTIONS,
     PolicyEngine,
     PolicyError,
     PolicyInvalid,
@@ -32,7 +34,9 @@ def problems(*sources: str) -> list[tuple[str, str]]:
 def test_the_schema_is_published_and_parses() -> None:
     namespace = CEDAR_SCHEMA["Tether"]
     assert set(namespace["entityTypes"]) == {"Identity", "Profile"}
-    assert set(namespace["actions"]) == set(ACTIONS) == {"issue", "renew", "exchange"}
+    assert set(namespace["actions"]) == set(ALL_ACTIONS)
+    assert set(ACTIONS) == {"issue", "renew", "exchange"}
+    assert set(ALL_ACTIONS) - set(ACTIONS) == set(KEY_ACTIONS)
     identity = namespace["entityTypes"]["Identity"]["shape"]["attributes"]
     assert {"kind", "owner", "environment", "criticality", "status", "has_approval"} <= set(
         identity

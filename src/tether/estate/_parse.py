@@ -34,7 +34,7 @@ from tether.model import (
     Vendor,
     Waiver,
 )
-from tether.policy import validate_policies
+from tether.policy import KEY_ACTIONS, KEY_PROVIDER, validate_policies
 from tether.providers import SVID_PROVIDERS
 from tether.targets import InvalidGrants, kind_names, target_kind
 
@@ -114,6 +114,7 @@ def parse_estate(document: Any) -> Estate:
         governance=GovernanceSettings.from_spec(doc.get("governance", {})),
         exceptions=tuple(Waiver.from_spec(e) for e in doc.get("exceptions", [])),
         trust_domain=doc.get("trust_domain"),
+        key_settings={name: doc[name] for name in _KEY_SECTIONS if name in doc},
     )
 
 
@@ -162,6 +163,7 @@ def _check_semantics(
     for i, profile in enumerate(doc.get("profiles", [])):
         _check_profile(f"profiles[{i}]", profile, check)
     _check_trust_domain(doc, check)
+    _check_key_settings(doc, check)
     kind_overrides = _kind_overrides(doc.get("kinds", {}), check)
     known = _Known.of(doc)
     for i, identity in enumerate(doc.get("identities", [])):
@@ -169,6 +171,35 @@ def _check_semantics(
     _check_unique_spiffe_ids(doc, check)
     _check_exceptions(doc, check)
     return kind_overrides, _inline_policies(doc.get("policies", []), check)
+
+
+#: The estate's sections for confidentiality keys (tether.keys validates and reads them).
+_KEY_SECTIONS = ("crypto_policy", "escrow_holders", "approver_groups")
+
+
+def _check_key_settings(doc: dict[str, Any], check: _Checker) -> None:
+    if not any(name in doc for name in _KEY_SECTIONS):
+        return
+    from tether.keys import ApproverGroup, CryptoPolicy, EscrowHolder, KeysError
+
+    def report(exc: KeysError) -> None:
+        where, _, message = str(exc).partition(": ")
+        check.add(where, message or str(exc))
+
+    try:
+        CryptoPolicy.from_spec(doc.get("crypto_policy"))
+    except KeysError as exc:
+        report(exc)
+    for section, parse in (
+        ("escrow_holders", EscrowHolder.from_spec),
+        ("approver_groups", ApproverGroup.from_spec),
+    ):
+        check.duplicates(section, doc.get(section, []))
+        for i, spec in enumerate(doc.get(section, [])):
+            try:
+                parse(spec, f"{section}[{i}]")
+            except KeysError as exc:
+                report(exc)
 
 
 _OIDC_ONLY = ("preset", "issuer", "audiences", "jwks_uri", "jwks", "algorithms", "single_use")
@@ -239,6 +270,18 @@ def _check_trust_domain(doc: dict[str, Any], check: _Checker) -> None:
 def _check_profile(where: str, profile: dict[str, Any], check: _Checker) -> None:
     check.duration(f"{where}.max_ttl", profile["max_ttl"])
     provider = profile["provider"]
+    if provider == KEY_PROVIDER:
+        # Entitles the use of a confidentiality key: `target` names it, `scopes` are the
+        # uses (encrypt, decrypt, ...). Nothing is issued for it.
+        if "target" not in profile:
+            check.add(f"{where}.target", "is required for provider key: the key's name")
+        unknown = sorted(set(profile.get("scopes", [])) - set(KEY_ACTIONS))
+        if unknown:
+            check.add(
+                f"{where}.scopes",
+                f"{', '.join(unknown)}: not a key use (one of: {', '.join(KEY_ACTIONS)})",
+            )
+        return
     if provider in _AUDIENCE_PROVIDERS and "audience" not in profile:
         check.add(f"{where}.audience", f"is required for provider {provider}")
     if provider not in kind_names():

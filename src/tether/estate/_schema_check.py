@@ -18,6 +18,7 @@ from jsonschema.exceptions import ValidationError
 from tether._internal.fieldpath import field_path
 from tether._internal.ids import SAFE_ID_PATTERN, SAFE_ID_RULE
 from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
+from tether.policy import KEY_PROVIDER
 from tether.providers import LOCAL_PROVIDERS
 from tether.targets import kind_names
 
@@ -28,7 +29,7 @@ _NOT_YET_IMPLEMENTED = ("static",)
 
 def profile_providers() -> tuple[str, ...]:
     """What a profile's `provider` may be: an in-process provider or a target kind."""
-    return (*LOCAL_PROVIDERS, *kind_names())
+    return (*LOCAL_PROVIDERS, KEY_PROVIDER, *kind_names())
 
 
 def estate_schema() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from tether.cluster import ESTATE_APPLIED
 from tether.errors import NotFoundError
 from tether.estate._view import (
     DECLARED_TYPES,
+    KEY_SETTINGS_ID,
     TRUST_DOMAIN_ID,
     VERSION_KEY,
     WITHDRAWAL_TYPE,
@@ -116,6 +117,7 @@ def _desired(estate: Estate) -> dict[str, dict[str, Spec]]:
         "governance": {GOVERNANCE_ID: estate.governance.to_spec()} if estate.governance.raw else {},
         "exception": {e.id: e.to_spec() for e in estate.exceptions},
         "spiffe": ({TRUST_DOMAIN_ID: {"name": estate.trust_domain}} if estate.trust_domain else {}),
+        "keys": ({KEY_SETTINGS_ID: dict(estate.key_settings)} if estate.key_settings else {}),
     }
 
 

@@ -45,9 +45,12 @@ DECLARED_TYPES = (
     "governance",
     "exception",
     "spiffe",
+    "keys",
 )
 #: The one object of type "spiffe": the trust domain.
 TRUST_DOMAIN_ID = "trust_domain"
+#: The one object of type "keys": crypto_policy, escrow_holders and approver_groups.
+KEY_SETTINGS_ID = "settings"
 WITHDRAWAL_TYPE = "withdrawal"
 
 
@@ -153,6 +156,8 @@ class EstateView:
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
     #: The SPIFFE trust domain of the estate's workloads (`trust_domain:`), if any.
     trust_domain: str | None = None
+    #: Confidentiality keys' settings as written (tether.keys reads them).
+    key_settings: Mapping[str, Any] = field(default_factory=dict)
     exceptions: Mapping[str, Waiver] = field(default_factory=dict)
     #: Review decisions that withdrew or narrowed an entitlement, by withdrawal key
     #: (already applied to `identities`).
@@ -199,6 +204,7 @@ def load_view(store: Store) -> EstateView:
         attested_locally=local,
         governance=governance,
         trust_domain=objects["spiffe"].get(TRUST_DOMAIN_ID, {}).get("name"),
+        key_settings=objects["keys"].get(KEY_SETTINGS_ID, {}),
         exceptions={k: Waiver.from_spec(v) for k, v in objects["exception"].items()},
         withdrawals=withdrawn,
         suspended_owners=suspended_owners(governance, owners.values()),

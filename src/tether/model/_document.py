@@ -39,6 +39,9 @@ class Estate:
     exceptions: tuple[Waiver, ...] = ()
     #: The SPIFFE trust domain of the estate's workloads, if it has SVID profiles.
     trust_domain: str | None = None
+    #: Confidentiality keys' settings as written (`crypto_policy`, `escrow_holders`,
+    #: `approver_groups`), validated by tether.keys; only the sections given.
+    key_settings: Mapping[str, Any] = field(default_factory=dict)
 
     def control_profile(self, kind: Kind) -> ControlProfile:
         return KIND_CONTROL_DEFAULTS[kind].with_overrides(self.kind_overrides.get(kind, {}))

@@ -360,6 +360,9 @@ class Identity:
     entitlements: tuple[Entitlement, ...] = ()
     #: Its SPIFFE ID as declared; None: the default from the trust domain (tether.spiffe).
     spiffe_id: str | None = None
+    #: An encryption_key identity's data classification (public | internal |
+    #: confidential | restricted): what its key's crypto policy is chosen by.
+    data_classification: str | None = None
 
     @property
     def unix_rule(self) -> Mapping[str, Any] | None:
@@ -398,6 +401,7 @@ class Identity:
                 "attest": None if self.attest is None else dict(self.attest),
                 "entitlements": [e.to_spec() for e in self.entitlements],
                 "spiffe_id": self.spiffe_id,
+                "data_classification": self.data_classification,
             }
         )
 
@@ -430,6 +434,7 @@ class Identity:
                 for e in spec.get("entitlements", ())
             ),
             spiffe_id=spec.get("spiffe_id"),
+            data_classification=spec.get("data_classification"),
         )
 
 

@@ -20,7 +20,10 @@ The schema (namespace `Tether`; `tether policy schema` prints it):
   environment, criticality, status, has_approval; optional system, region, vendor,
   approval {by, expires}, approval_expires, expires (times as epoch seconds); the
   identity's labels are entity tags (`principal.getTag("team")`).
-- action `Tether::Action::"issue" | "renew" | "exchange"`.
+- action `Tether::Action::"issue" | "renew" | "exchange"` (issuance, ACTIONS) and
+  `"encrypt" | "decrypt" | "sign" | "verify" | "hmac" | "datakey" | "rewrap"` (uses of a
+  confidentiality key, KEY_ACTIONS: the resource is the profile of provider `key` whose
+  target is the key, the scopes are `[action]`, and no TTL guard rail applies).
 - resource `Tether::Profile::"<id>"`: provider, max_ttl_seconds, scopes; optional
   audience, target.
 - context: attested, entitled, entitled_scopes, claims (a record of the optional
@@ -33,16 +36,27 @@ from tether.policy._compile import DEFAULT_POLICY_ID, DEFAULT_POLICY_SOURCE, val
 from tether.policy._engine import PolicyEngine
 from tether.policy._holder import PolicyHolder
 from tether.policy._request import Decision, PolicyRequest, entitled_scopes
-from tether.policy._schema import ACTIONS, CEDAR_SCHEMA, CLAIM_SELECTORS, schema_text
+from tether.policy._schema import (
+    ACTIONS,
+    ALL_ACTIONS,
+    CEDAR_SCHEMA,
+    CLAIM_SELECTORS,
+    KEY_ACTIONS,
+    KEY_PROVIDER,
+    schema_text,
+)
 from tether.policy._suite import Case, CaseResult, Suite, load_suite, run_suite
 from tether.policy.errors import PolicyError, PolicyInvalid, PolicyProblem, PolicyTestInvalid
 
 __all__ = [
     "ACTIONS",
+    "ALL_ACTIONS",
     "CEDAR_SCHEMA",
     "CLAIM_SELECTORS",
     "DEFAULT_POLICY_ID",
     "DEFAULT_POLICY_SOURCE",
+    "KEY_ACTIONS",
+    "KEY_PROVIDER",
     "Case",
     "CaseResult",
     "Decision",

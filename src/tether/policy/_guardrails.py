@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tether._internal.timeutil import format_duration
 from tether.model import identity_problems
-from tether.policy._schema import ACTIONS
+from tether.policy._schema import ALL_ACTIONS, KEY_ACTIONS, KEY_PROVIDER
 
 if TYPE_CHECKING:
     from tether.policy._request import PolicyRequest
@@ -47,11 +47,7 @@ def check(request: PolicyRequest) -> list[Violation]:
     def add(name: str, reason: str) -> None:
         out.append(Violation(f"guardrail:{name}", reason))
 
-    if request.action not in ACTIONS:
-        add(
-            "unknown-action",
-            f"unknown action {request.action!r}; expected one of: {_list(ACTIONS)}",
-        )
+    out.extend(_action_violations(request))
     # The identity's own justification: the rule issuance and the sweep apply too.
     for problem in identity_problems(identity, now, request.vendor):
         add(problem.code, problem.reason)
@@ -92,6 +88,8 @@ def check(request: PolicyRequest) -> list[Violation]:
                 f"of profile {profile.id} (entitled: {granted})",
             )
 
+    if request.action in KEY_ACTIONS:
+        return out  # a key use mints nothing: no TTL to bound
     ttl = request.requested_ttl.total_seconds()
     if ttl <= 0:
         add("ttl-not-positive", "the requested TTL must be longer than zero")
@@ -110,3 +108,19 @@ def check(request: PolicyRequest) -> list[Violation]:
                 f"for kind {identity.kind.value}",
             )
     return out
+
+
+def _action_violations(request: PolicyRequest) -> list[Violation]:
+    """The action is known, and matches the kind of profile: key uses only on profiles
+    of provider `key`, issuance never from one."""
+    action, profile = request.action, request.profile
+    if action not in ALL_ACTIONS:
+        reason = f"unknown action {action!r}; expected one of: {_list(ALL_ACTIONS)}"
+        return [Violation("guardrail:unknown-action", reason)]
+    if action in KEY_ACTIONS and profile.provider != KEY_PROVIDER:
+        reason = f"{action} is a key use; profile {profile.id} is not of provider {KEY_PROVIDER}"
+        return [Violation("guardrail:not-a-key-profile", reason)]
+    if action not in KEY_ACTIONS and profile.provider == KEY_PROVIDER:
+        reason = f"profile {profile.id} entitles to a key's use; nothing is issued from it"
+        return [Violation("guardrail:key-profile-not-issued", reason)]
+    return []

@@ -25,6 +25,17 @@ ACTION_TYPE = f"{NAMESPACE}::Action"
 #: credential minted from another (RFC 8693 token exchange).
 ACTIONS: tuple[str, ...] = ("issue", "renew", "exchange")
 
+#: What a caller can do with a confidentiality key (tether.keys). The resource is the
+#: profile of provider `key` that entitles the identity to the key (its `target`); the
+#: request's `scopes` are `[action]`. TTL guard rails do not apply to these.
+KEY_ACTIONS: tuple[str, ...] = ("encrypt", "decrypt", "sign", "verify", "hmac", "datakey", "rewrap")
+
+#: The provider of the profiles that entitle identities to keys (`target`: the key).
+KEY_PROVIDER = "key"
+
+#: Every action the schema declares.
+ALL_ACTIONS: tuple[str, ...] = ACTIONS + KEY_ACTIONS
+
 #: The attestation selectors policies can see, under `context.claims`. They are the
 #: common ones of GitHub Actions, Kubernetes service-account tokens and plain OIDC.
 #: Cedar records are closed, so a claim outside this list is not visible to policy;
@@ -140,7 +151,7 @@ CEDAR_SCHEMA: dict[str, Any] = {
                     "context": {"type": "Context"},
                 }
             }
-            for action in ACTIONS
+            for action in ALL_ACTIONS
         },
     }
 }

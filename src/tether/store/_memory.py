@@ -20,6 +20,7 @@ from tether.store._port import (
     GovernRecord,
     IdentityFilter,
     JoinTokenRecord,
+    KeyUsageCount,
     LeaseFilter,
     PollOnly,
     SealedRecord,
@@ -58,6 +59,8 @@ class _State:
         self.usage: dict[str, dict[tuple[dt.date, str, str], UsageRollup]] = {}
         #: type -> id -> record
         self.govern: dict[str, dict[str, GovernRecord]] = {}
+        #: (key, version) -> counters (tether.keys)
+        self.key_usage: dict[tuple[str, int], KeyUsageCount] = {}
 
 
 class _MemoryTx:
@@ -490,6 +493,51 @@ class _MemoryTx:
         for r in self._s.govern.get(type_, {}).values():
             counts[(r.group_id, r.state)] = counts.get((r.group_id, r.state), 0) + 1
         return counts
+
+    # -- confidentiality keys --
+    def reserve_key_usage(self, key: str, version: int, n: int) -> int:
+        if n < 1:
+            raise StoreError("a reservation is of one encryption or more")
+        seen = self._s.key_usage.get((key, version)) or KeyUsageCount(key, version, 0, 0)
+        moved = replace(seen, encryptions=seen.encryptions + n)
+        self._set(self._s.key_usage, (key, version), moved)  # type: ignore[arg-type]
+        return moved.encryptions
+
+    def add_key_decryptions(self, counts: Sequence[tuple[str, int, int]], at: dt.datetime) -> None:
+        if not self._writable:
+            raise StoreError("write in a read-only transaction")
+        at = at.astimezone(dt.UTC)
+        for key, version, n in sorted(counts):
+            seen = self._s.key_usage.get((key, version)) or KeyUsageCount(key, version, 0, 0)
+            last = seen.last_decrypted_at
+            moved = replace(
+                seen,
+                decryptions=seen.decryptions + n,
+                last_decrypted_at=at if last is None or last < at else last,
+            )
+            self._set(self._s.key_usage, (key, version), moved)  # type: ignore[arg-type]
+
+    def key_usage(self, key: str) -> list[KeyUsageCount]:
+        return [c for (k, _v), c in sorted(self._s.key_usage.items()) if k == key]
+
+    def delete_key_usage(self, key: str, versions: Sequence[int] | None = None) -> int:
+        if not self._writable:
+            raise StoreError("write in a read-only transaction")
+        wanted = None if versions is None else set(versions)
+        gone = [
+            (k, v) for (k, v) in self._s.key_usage if k == key and (wanted is None or v in wanted)
+        ]
+        for item in gone:
+            self._delete(self._s.key_usage, item)  # type: ignore[arg-type]
+        return len(gone)
+
+    def delete_sealed(self, record_ids: Sequence[str]) -> int:
+        if not self._writable:
+            raise StoreError("write in a read-only transaction")
+        gone = [i for i in dict.fromkeys(record_ids) if i in self._s.sealed]
+        for record_id in gone:
+            self._delete(self._s.sealed, record_id)  # type: ignore[arg-type]
+        return len(gone)
 
     # -- cluster --
     def publish(self, kind: str, data: Mapping[str, object]) -> None:

@@ -240,6 +240,22 @@ class GovernFilter:
     limit: int = 1000
 
 
+@dataclass(frozen=True, slots=True)
+class KeyUsageCount:
+    """Use of one version of a confidentiality key (tether.keys), across every process.
+
+    `encryptions` counts what was *reserved*: a process takes a block of encryptions
+    before it makes any of them, so the count may run ahead of the encryptions made (a
+    process that stops leaves the rest of its block counted) but never behind them.
+    """
+
+    key: str
+    version: int
+    encryptions: int
+    decryptions: int
+    last_decrypted_at: dt.datetime | None = None
+
+
 class WakeUps(Protocol):
     """What the change feed waits on between polls: PostgreSQL's NOTIFY, or a plain
     timeout where there is none (SQLite, memory)."""
@@ -389,6 +405,25 @@ class Tx(Protocol):
     def delete_govern(self, type_: str, record_ids: Sequence[str]) -> None: ...
     def govern_counts(self, type_: str) -> dict[tuple[str, str], int]:
         """Counts of records of `type_` by (group_id, state): Prometheus gauges per rule."""
+
+    # -- confidentiality keys (tether.keys): usage counters; material is sealed records --
+    def reserve_key_usage(self, key: str, version: int, n: int) -> int:
+        """Add `n` encryptions to the counter of (`key`, `version`), atomically (no two
+        callers on any node get overlapping blocks), and return the new total: the caller
+        owns encryptions total-n .. total-1."""
+
+    def add_key_decryptions(self, counts: Sequence[tuple[str, int, int]], at: dt.datetime) -> None:
+        """Add decryptions, one (key, version, n) per row, and note `at` as the versions'
+        latest decryption (the later of it and the stored one)."""
+
+    def key_usage(self, key: str) -> list[KeyUsageCount]:
+        """Every counted version of `key`, in version order."""
+
+    def delete_key_usage(self, key: str, versions: Sequence[int] | None = None) -> int:
+        """Forget the counters of these versions of `key` (None: every version); how many."""
+
+    def delete_sealed(self, record_ids: Sequence[str]) -> int:
+        """Remove sealed records for good (a purged key's material); how many there were."""
 
     # -- cluster: the change feed and the leadership lease (tether.cluster) --
     def publish(self, kind: str, data: Mapping[str, Any]) -> None:

@@ -44,6 +44,7 @@ from tether.store._sql import tables as t
 from tether.store._sql._engine import create_engine, migrate
 from tether.store._sql._fast import statements
 from tether.store._sql._govern import GovernSql
+from tether.store._sql._keys import KeysSql
 from tether.store.errors import StoreError, StoreUnavailable
 
 
@@ -243,7 +244,7 @@ def _join_token(row: Any) -> JoinTokenRecord:
     )
 
 
-class _SqlTx(GovernSql):
+class _SqlTx(GovernSql, KeysSql):
     def __init__(self, conn: Connection) -> None:
         self._c = conn
         self.after_commit: list[Callable[[], None]] = []

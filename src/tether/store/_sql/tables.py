@@ -285,3 +285,18 @@ govern_records = Table(
     Index("ix_govern_records_group_state", "type", "group_id", "state"),
     Index("ix_govern_records_owner", "type", "owner_id"),
 )
+
+# -- confidentiality keys (tether.keys): usage counters (metadata is an estate object of
+# type "key", material a sealed record) --
+
+#: Per key version: encryptions reserved (in blocks, so never fewer than were made) and
+#: decryptions counted, with the latest decryption's time.
+key_usage = Table(
+    "key_usage",
+    metadata,
+    Column("key_name", String(255), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("encryptions", BigInteger, nullable=False),
+    Column("decryptions", BigInteger, nullable=False),
+    Column("last_decrypted_at", UTCDateTime),
+)
