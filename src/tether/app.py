@@ -7,8 +7,9 @@ reads `clock`, so a test can move time instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cryptography import x509
@@ -20,9 +21,19 @@ from tether.auth import Authenticator, Principal, TokenService
 from tether.barrier import Barrier, BarrierStatus
 from tether.cluster import LEASES_ENDED, Feed, FencedStore, Leadership, NodeCaches, subscribe
 from tether.config import Settings
+from tether.errors import TetherError
 from tether.estate import EstateService, EstateViewHolder
 from tether.govern import AlertOutbox, Governance, GovernParts, Sinks, sink_key_from
 from tether.issuance import TASK_PROVIDER, IssuanceParts, IssuanceService
+from tether.keys import (
+    KEYS_CHANGED,
+    ApproverGroup,
+    CryptoPolicy,
+    EscrowHolder,
+    KeyParts,
+    KeyService,
+    cedar_decider,
+)
 from tether.lease import EndedLeases, LeaseService
 from tether.lifecycle import (
     Lifecycle,
@@ -32,7 +43,7 @@ from tether.lifecycle import (
     SweepSchedule,
     reconcile_targets,
 )
-from tether.model import Identity, Lease, Usage
+from tether.model import Identity, Lease, Usage, Vendor
 from tether.policy import PolicyHolder
 from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
 from tether.scan import ExposureParts, Exposures
@@ -58,6 +69,40 @@ from tether.system import DevFiles, InitResult, SystemService
 from tether.targets import TargetRegistry
 
 __all__ = ["InitResult", "Tether"]
+
+
+class _KeySettingsOfView:
+    """The estate's key settings, parsed once per estate version (every encryption asks
+    for the crypto policy)."""
+
+    def __init__(self, view: Callable[[], Any]) -> None:
+        self._view = view
+        self._parsed: tuple[int, CryptoPolicy, dict[str, Any], dict[str, Any]] | None = None
+
+    def _current(self) -> tuple[int, CryptoPolicy, dict[str, Any], dict[str, Any]]:
+        view = self._view()
+        parsed = self._parsed
+        if parsed is None or parsed[0] != view.version:
+            raw = view.key_settings
+            groups = [ApproverGroup.from_spec(g) for g in raw.get("approver_groups", [])]
+            holders = [EscrowHolder.from_spec(h) for h in raw.get("escrow_holders", [])]
+            parsed = (
+                view.version,
+                CryptoPolicy.from_spec(raw.get("crypto_policy")),
+                {g.id: g for g in groups},
+                {h.id: h for h in holders},
+            )
+            self._parsed = parsed
+        return parsed
+
+    def crypto_policy(self) -> CryptoPolicy:
+        return self._current()[1]
+
+    def approver_groups(self) -> Mapping[str, Any]:
+        return self._current()[2]
+
+    def escrow_holders(self) -> Mapping[str, Any]:
+        return self._current()[3]
 
 
 class Tether:
@@ -174,6 +219,7 @@ class Tether:
             )
         )
         self.github_keys = GithubKeys(settings.github_scanning_keys)
+        self.keys = self._key_service(clock)
         self.workload, self.workload_socket = self._workload_api()
         self.system = SystemService(self.store, self.barrier, self.audit, self.auth)
         self.leadership = Leadership(self.store, may_lead=lambda: not self.barrier.sealed)
@@ -219,11 +265,15 @@ class Tether:
             self.lifecycle.rewrap_soon,
             self._spiffe_ensure,
         ]
-        self.system.on_sealed += [self.signing_keys.forget, self.spiffe_ca.forget]
+        self.system.on_sealed += [
+            self.signing_keys.forget,
+            self.spiffe_ca.forget,
+            self.keys.invalidate,
+        ]
         self.system.on_rotated.append(self.lifecycle.rewrap_soon)
         # One process runs the background work; every process applies every change.
         self.leadership.on_elected += [self.lifecycle.wake, self.lifecycle.rewrap_soon]
-        self.leadership.duties += [self.feed.prune, self._spiffe_ensure]
+        self.leadership.duties += [self.feed.prune, self._spiffe_ensure, self._key_duties]
         self._subscribe_feed()
 
     def _subscribe_feed(self) -> None:
@@ -243,6 +293,7 @@ class Tether:
             ),
         )
         self.feed.subscribe(SPIFFE_CA_CHANGED, lambda _data: self._spiffe_ensure())
+        self.feed.subscribe(KEYS_CHANGED, self.keys.invalidate_event)
         # Leases another process ended: an SVID this one serves may be among them.
         self.feed.subscribe(LEASES_ENDED, self._svid_leases_ended_elsewhere)
 
@@ -293,6 +344,47 @@ class Tether:
         self.revoked_svids.invalidate()
         self.workload.lease_ids_ended(data.get("lease_ids", ()))
 
+    def _key_service(self, clock: Clock) -> KeyService:
+        """Confidentiality keys: their own control path, decided by the same policy."""
+        settings = _KeySettingsOfView(lambda: self.view.current)
+
+        def identity(identity_id: str) -> Identity | None:
+            return self.view.current.identities.get(identity_id)
+
+        def vendor_of(who: Identity) -> Vendor | None:
+            return self.view.current.vendors.get(who.vendor_id) if who.vendor_id else None
+
+        service = KeyService(
+            KeyParts(
+                store=self.store,
+                barrier=self.barrier,
+                audit=self.audit,
+                identity_of=identity,
+                decide=cedar_decider(
+                    lambda: self.policy.engine,
+                    identity,
+                    lambda: self.view.current.profiles,
+                    vendor_of=vendor_of,
+                    attestation_required=lambda who: (
+                        self.view.current.control(who.kind).attestation_required
+                    ),
+                ),
+                crypto_policy=settings.crypto_policy,
+                approver_groups=settings.approver_groups,
+                escrow_holders=settings.escrow_holders,
+                clock=clock,
+            )
+        )
+        service.on_used.append(self._record_usage)
+        return service
+
+    def _key_duties(self) -> None:
+        if self.barrier.sealed:
+            return
+        self.keys.rotate_due()
+        self.keys.purge_due()
+        self.keys.expire_approvals()
+
     def _x509_attestation(self, clock: Clock) -> tuple[RevokedSvids, X509Attestor]:
         """Client certificates over mTLS, checked against the estate's x509 issuers (and
         the revoked X509-SVIDs of the own trust domain)."""
@@ -331,6 +423,8 @@ class Tether:
 
     def _govern_pass(self) -> None:
         self.govern.flush()
+        if not self.barrier.sealed:
+            self.keys.flush_usage()  # every process: its own use summaries
         self.leadership.run(self._govern_tick)
 
     def _govern_tick(self) -> None:
@@ -359,6 +453,8 @@ class Tether:
         self.lifecycle.stop()
         self.governance_worker.stop()
         self.govern.flush()
+        with contextlib.suppress(TetherError):  # sealed: nothing was used since
+            self.keys.flush_usage()
         self.leadership.stop()
         self.feed.stop()
         self.store.close()

@@ -114,6 +114,7 @@ def _concrete(path: str, w: World) -> str:
         "item_id": "rvi_00000000000000000000",
         "exception_id": "exc_0000000000000000",
         "sink_id": "hook",
+        "approval_id": "apr_0000000000000000",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

@@ -45,6 +45,11 @@ class Who(enum.StrEnum):
     WORKLOAD = "workload"
     #: Reports found secrets (POST /v1/exposures): scanners, partners' relays.
     EXPOSURE = "exposure"
+    #: Administers confidentiality keys (create, rotate, configure, ask to delete); never
+    #: uses them: a key's use is a workload's task token, decided by policy.
+    KEY_ADMIN = "key-admin"
+    #: Votes on the approval requests of dual control (tether.keys).
+    KEY_APPROVER = "key-approver"
     #: A partner's signed alert (GitHub secret scanning): no bearer token; the
     #: signature over the body, named by PARTNER_SIGNATURE, is verified by the handler.
     PARTNER = "partner"
@@ -60,6 +65,8 @@ _ROLE_OF: Mapping[str, Who] = {
     "introspect": Who.INTROSPECT,
     "usage": Who.USAGE,
     "exposure": Who.EXPOSURE,
+    "key-admin": Who.KEY_ADMIN,
+    "key-approver": Who.KEY_APPROVER,
 }
 
 
@@ -92,6 +99,7 @@ def _rule(
 
 
 _U = Who.USAGE
+_KA, _KP = Who.KEY_ADMIN, Who.KEY_APPROVER
 _A, _R, _O, _I, _T, _W, _ANY = (
     Who.ADMIN,
     Who.AUDITOR,
@@ -196,6 +204,26 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/spiffe/crl"): _rule(_ANY, writes=False),
     ("GET", "/v1/spiffe/ca"): _rule(_A, _R, writes=False),
     ("POST", "/v1/spiffe/ca/rotate"): _rule(_A, writes=True),
+    # -- confidentiality keys: administered by key admins, used by workloads' task
+    # tokens (never by an API token), approved by key approvers --
+    ("POST", "/v1/keys"): _rule(_A, _KA, writes=True),
+    ("GET", "/v1/keys"): _rule(_A, _R, _KA, _KP, writes=False),
+    ("GET", "/v1/keys/{name}"): _rule(_A, _R, _KA, _KP, writes=False),
+    ("PATCH", "/v1/keys/{name}"): _rule(_A, _KA, writes=True),
+    ("DELETE", "/v1/keys/{name}"): _rule(_A, _KA, writes=True),
+    ("POST", "/v1/keys/{name}/rotate"): _rule(_A, _KA, writes=True),
+    ("POST", "/v1/keys/{name}/deletion/cancel"): _rule(_A, _KA, writes=True),
+    ("POST", "/v1/keys/{name}/escrow/recovery"): _rule(_A, _KA, writes=True),
+    ("POST", "/v1/keys/{name}/escrow/export"): _rule(_A, _KA, writes=True),
+    ("POST", "/v1/keys/{name}/escrow/verify"): _rule(_A, _KA, _KP, writes=False),
+    **{
+        ("POST", f"/v1/keys/{{name}}/{use}"): _rule(_T, writes=True)
+        for use in ("encrypt", "decrypt", "rewrap", "datakey", "sign", "verify", "hmac")
+    },
+    ("GET", "/v1/approvals"): _rule(_A, _R, _KA, _KP, writes=False),
+    ("GET", "/v1/approvals/{approval_id}"): _rule(_A, _R, _KA, _KP, writes=False),
+    ("POST", "/v1/approvals/{approval_id}/approve"): _rule(_A, _KP, writes=True),
+    ("POST", "/v1/approvals/{approval_id}/deny"): _rule(_A, _KP, writes=True),
 }
 
 
@@ -253,6 +281,8 @@ _ROLE_NAMES: Mapping[Who, str] = {
     Who.INTROSPECT: "introspect",
     Who.USAGE: "usage",
     Who.EXPOSURE: "exposure",
+    Who.KEY_ADMIN: "key-admin",
+    Who.KEY_APPROVER: "key-approver",
     Who.OWNER: "owner:<id>",
 }
 

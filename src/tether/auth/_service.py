@@ -29,7 +29,7 @@ from tether.store import ApiTokenRecord, Store, Tx
 
 #: An API token's role, as a pattern the HTTP schema publishes too.
 ROLE_PATTERN = (
-    r"^(admin|auditor|introspect|usage|exposure"
+    r"^(admin|auditor|introspect|usage|exposure|key-admin|key-approver"
     r"|owner:[A-Za-z0-9]([A-Za-z0-9_:@-]|\.[A-Za-z0-9_:@-]){0,127}\.?)$"
 )
 _ROLE = re.compile(ROLE_PATTERN.removeprefix("^").removesuffix("$"))

@@ -7,6 +7,7 @@ from tether.api.routes import (
     _exposures,
     _govern,
     _inventory,
+    _keys,
     _leases,
     _oauth,
     _spiffe,
@@ -30,6 +31,7 @@ ROUTERS = (
     _govern.router,
     _exposures.router,
     _spiffe.router,
+    _keys.router,
 )
 
 HOT_PATHS = _oauth.HOT_PATHS
