@@ -168,3 +168,34 @@ def test_deleting_a_key_takes_two_distinct_approvers(world: World) -> None:
     assert second.status_code == 200, second.text
     assert world.call("bob", "GET", "/v1/keys/orders-dek").json()["deletion"] is not None
     assert world.node.verify_audit().ok
+
+
+def test_sdk_batches_fail_per_item_and_never_print_plaintext(world: World) -> None:
+    from tether.client import KeyClient, TetherClient
+
+    world.call(
+        "alice",
+        "POST",
+        "/v1/keys",
+        {"name": "orders-dek", "type": "aes256-gcm", "identity": "orders-dek"},
+    )
+    api = TetherClient(addr="http://testserver", token="")
+    api._http = world.client  # the SDK speaks HTTP to the in-process app
+    keys = KeyClient(api, world.tokens["workload"])
+    secrets_in = [secrets.token_bytes(64) for _ in range(3)]
+    sealed = keys.encrypt_batch("orders-dek", [(p, b"row") for p in secrets_in])
+    assert all(item.ok for item in sealed)
+    ciphertexts = [str(item.value) for item in sealed]
+    tampered = ciphertexts[1][:-4] + ("AAAA" if not ciphertexts[1].endswith("AAAA") else "BBBB")
+    opened = keys.decrypt_batch(
+        "orders-dek", [(ciphertexts[0], b"row"), (tampered, b"row"), (ciphertexts[2], b"row")]
+    )
+    assert [item.ok for item in opened] == [True, False, True]
+    assert opened[0].value == secrets_in[0] and opened[2].value == secrets_in[2]
+    assert secrets_in[0].hex() not in repr(opened) and "row" not in repr(opened)
+    assert keys.decrypt("orders-dek", keys.encrypt("orders-dek", b"no aad")) == b"no aad"
+    # The profile grants encrypt, decrypt and rewrap: a data key is refused by policy.
+    from tether.client import ClientError
+
+    with pytest.raises(ClientError):
+        keys.datakey("orders-dek", wrapped_only=True)

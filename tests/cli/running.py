@@ -42,16 +42,20 @@ def estate() -> dict[str, Any]:
 
 
 @contextmanager
-def running_server(directory: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+def running_server(
+    directory: Path, env: dict[str, str] | None = None, document: dict[str, Any] | None = None
+) -> Iterator[Server]:
     """The server (with `env` added to its environment), its root token as
-    `server.token`, `estate()` applied."""
+    `server.token`, `document` (default `estate()`) applied."""
     server = Server(home=directory / "home", extra_env=dict(env or {}))
     server.start()
     try:
         init = server.cli("init", "--shares", "1", "--threshold", "1", "--json").json()
         server.token = init["root_token"]
         assert server.cli("unseal", init["shares"][0]).code == 0
-        applied = server.cli("apply", "-f", str(write_estate(directory / "e.yaml", estate())))
+        applied = server.cli(
+            "apply", "-f", str(write_estate(directory / "e.yaml", document or estate()))
+        )
         assert applied.code == 0, applied.stderr
         yield server
     finally:

@@ -212,6 +212,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("PATCH", "/v1/keys/{name}"): _rule(_A, _KA, writes=True),
     ("DELETE", "/v1/keys/{name}"): _rule(_A, _KA, writes=True),
     ("POST", "/v1/keys/{name}/rotate"): _rule(_A, _KA, writes=True),
+    ("POST", "/v1/keys/{name}/trim"): _rule(_A, _KA, writes=True),
     ("POST", "/v1/keys/{name}/deletion/cancel"): _rule(_A, _KA, writes=True),
     ("POST", "/v1/keys/{name}/escrow/recovery"): _rule(_A, _KA, writes=True),
     ("POST", "/v1/keys/{name}/escrow/export"): _rule(_A, _KA, writes=True),

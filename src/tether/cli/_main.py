@@ -15,6 +15,7 @@ from tether.cli import (
     _credentials,
     _estate,
     _govern,
+    _keys,
     _scan,
     _spiffe,
     _system,
@@ -180,6 +181,7 @@ for _module in (
     _targets,
     _credentials,
     _govern,
+    _keys,
     _scan,
     _spiffe,
 ):

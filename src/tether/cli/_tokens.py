@@ -20,7 +20,8 @@ TOKEN_COLUMNS = (
 
 @click.group()
 def token() -> None:
-    """API tokens (roles: admin, auditor, introspect, usage, exposure, owner:<id>)."""
+    """API tokens (roles: admin, auditor, introspect, usage, exposure, key-admin,
+    key-approver, owner:<id>)."""
 
 
 @token.command("create")
@@ -30,7 +31,8 @@ def token() -> None:
     "roles",
     multiple=True,
     required=True,
-    help="admin, auditor, introspect, usage, exposure or owner:<id>; repeat for several.",
+    help="admin, auditor, introspect, usage, exposure, key-admin, key-approver or "
+    "owner:<id>; repeat for several.",
 )
 @click.option("--ttl", help="Lifetime, e.g. 30d.")
 @json_option

@@ -5,6 +5,7 @@ is built on it; workloads use it to exchange attestation for credentials.
 """
 
 from tether.client._http import ClientError, TetherClient
+from tether.client._keys import BatchItem, DataKey, KeyClient
 from tether.client._workload import (
     ExchangeOptions,
     IssuedToken,
@@ -14,9 +15,12 @@ from tether.client._workload import (
 )
 
 __all__ = [
+    "BatchItem",
     "ClientError",
+    "DataKey",
     "ExchangeOptions",
     "IssuedToken",
+    "KeyClient",
     "Task",
     "TetherClient",
     "WorkloadClient",

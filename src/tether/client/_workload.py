@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 from tether.client._http import ClientError, TetherClient
+from tether.client._keys import KeyClient
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URI
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URI
@@ -219,6 +220,12 @@ class Task:
     @property
     def task_token(self) -> str:
         return self._token
+
+    @property
+    def keys(self) -> KeyClient:
+        """The task's uses of confidentiality keys (encrypt, decrypt, rewrap, datakey,
+        sign, verify, hmac), each decided by policy on the server."""
+        return KeyClient(self._client._api, self._token)
 
     def issue(
         self,

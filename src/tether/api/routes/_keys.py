@@ -23,7 +23,9 @@ from tether.keys import Approver, BatchResult, InvalidKeyRequest, KeyAdmin, KeyU
 router = APIRouter(route_class=TetherRoute, tags=["keys"])
 
 _NAME = r"^[A-Za-z0-9]([A-Za-z0-9_.-]){0,127}$"
-_B64 = Field(max_length=4 * 1024 * 1024)
+_B64_MAX = 4 * 1024 * 1024
+_B64 = Field(max_length=_B64_MAX)
+_OPTIONAL_B64 = Field(default=None, max_length=_B64_MAX)
 
 
 class _Strict(BaseModel):
@@ -44,24 +46,29 @@ class Reason(_Strict):
     reason: str | None = Field(default=None, max_length=500)
 
 
+class Deletion(Reason):
+    #: Delete these versions' material only (each below min_decryption_version).
+    versions: list[int] | None = Field(default=None, min_length=1, max_length=1000)
+
+
 class Comment(_Strict):
     comment: str | None = Field(default=None, max_length=500)
 
 
 class Plain(_Strict):
     plaintext: str = _B64
-    aad: str | None = _B64
+    aad: str | None = _OPTIONAL_B64
 
 
 class Cipher(_Strict):
     ciphertext: str = _B64
-    aad: str | None = _B64
+    aad: str | None = _OPTIONAL_B64
 
 
 class DataKeyAsk(_Strict):
     bits: int = 256
     wrapped_only: bool = False
-    aad: str | None = _B64
+    aad: str | None = _OPTIONAL_B64
 
 
 class Message(_Strict):
@@ -161,8 +168,19 @@ async def configure_key(name: str, request: Request, caller: Caller, node: Node)
 @router.delete("/v1/keys/{name}", status_code=202)
 async def delete_key(name: str, request: Request, caller: Caller, node: Node) -> Any:
     raw = await request.body()
-    reason = Reason.model_validate_json(raw).reason if raw else None
-    approval = node.keys.request_delete(_admin(caller), name, reason)
+    body = Deletion.model_validate_json(raw) if raw else Deletion()
+    if body.versions is None:
+        approval = node.keys.request_delete(_admin(caller), name, body.reason)
+    else:
+        approval = node.keys.request_delete_versions(
+            _admin(caller), name, body.versions, body.reason
+        )
+    return {"approval": approval.to_dict()}
+
+
+@router.post("/v1/keys/{name}/trim", status_code=202)
+def trim_key(name: str, body: Reason, caller: Caller, node: Node) -> dict[str, Any]:
+    approval = node.keys.trim(_admin(caller), name, body.reason)
     return {"approval": approval.to_dict()}
 
 
