@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import (
     audit_bench,
+    authzen_bench,
     estate_bench,
     govern_bench,
     issuance_bench,
@@ -26,6 +27,7 @@ from bench import (
 
 BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "audit": audit_bench.run,
+    "authzen": authzen_bench.run,
     "estate_apply": estate_bench.run,
     "governance": govern_bench.run,
     "issuance": issuance_bench.run,

@@ -124,17 +124,23 @@ _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def _wrk(
-    url: str, body: str | None, headers: dict[str, str], seconds: float, tmp: Path
+    url: str,
+    body: str | None,
+    headers: dict[str, str],
+    seconds: float,
+    tmp: Path,
+    content_type: str = "application/x-www-form-urlencoded",
 ) -> dict[str, Any]:
     """wrk (C, from Debian's packages) takes far less CPU than a Python load generator.
-    A `body` makes the request a form POST; without one it is a GET."""
+    A `body` makes the request a POST of `content_type` (a form unless told); without
+    one it is a GET."""
     script = tmp / "wrk.lua"
     lines = []
     if body is not None:
         lines += [
             'wrk.method = "POST"',
             f"wrk.body = {json.dumps(body)}",
-            'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"',
+            f'wrk.headers["Content-Type"] = {json.dumps(content_type)}',
         ]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
@@ -196,16 +202,23 @@ def _start_server(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str
     raise RuntimeError(f"tether serve --workers {workers} did not answer")
 
 
+def _initialize(base: str, document: dict[str, Any]) -> dict[str, str]:
+    """Initializes and unseals a fresh server (one share) and applies `document`; returns
+    the root token's Authorization header."""
+    init = httpx.post(f"{base}/v1/sys/init", json={"shares": 1, "threshold": 1}).json()
+    httpx.post(f"{base}/v1/sys/unseal", json={"share": init["shares"][0]}).raise_for_status()
+    admin = {"Authorization": f"Bearer {init['root_token']}"}
+    httpx.post(f"{base}/v1/estate/apply", json=document, headers=admin).raise_for_status()
+    return admin
+
+
 def _serve_and_load(tmp: Path, workers: int, seconds: float) -> dict[str, Any]:
     """One server with `workers` processes: exchange (attestation, task token),
     introspection and health, each for `seconds` at concurrency 32."""
     idp = Idp()
     server, base = _start_server(tmp, workers)
     try:
-        init = httpx.post(f"{base}/v1/sys/init", json={"shares": 1, "threshold": 1}).json()
-        httpx.post(f"{base}/v1/sys/unseal", json={"share": init["shares"][0]}).raise_for_status()
-        admin = {"Authorization": f"Bearer {init['root_token']}"}
-        httpx.post(f"{base}/v1/estate/apply", json=estate(idp), headers=admin).raise_for_status()
+        admin = _initialize(base, estate(idp))
         time.sleep(1.5)  # every worker has the estate (the event feed is within a second)
         task = httpx.post(
             f"{base}/v1/tasks",

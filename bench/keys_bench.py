@@ -3,14 +3,25 @@ thread and 32 threads) and in batches, through the whole use path: separation of
 duties, the Cedar decision (the default policy, schema-validated), usage counting in
 reserved blocks, the AEAD, the usage tally. A node on SQLite holds the key.
 
+Then over HTTP (`http`): a real `tether serve` with one worker process and with one per
+core, loaded by wrk at concurrency 32 with a workload's task token (bench.issuance_bench
+starts, initializes and loads the server): encrypt and decrypt of 1 KiB (aes256-gcm), a
+batch encrypt of 100 such items, and `/v1/sys/health` in the same run, the framework's
+ceiling. The load generator shares the server's cores, so these figures understate what
+a separate client machine would see.
+
 Target (design.md §6) over HTTP at concurrency 32: >= 3,000 encrypt/decrypt per s; the
 in-process figures bound what the HTTP path can reach.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -19,6 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from bench import issuance_bench
+from bench.issuance_bench import CONCURRENCY, Idp, _initialize, _ratio, _start_server, _wrk
 from tether.app import Tether
 from tether.config import Settings
 from tether.keys import KeyAdmin, KeyParts, KeyService, KeyUser, cedar_decider
@@ -26,6 +41,8 @@ from tether.model import Entitlement, Identity, Kind, Profile
 from tether.policy import PolicyEngine
 
 PAYLOAD = os.urandom(1024)
+BATCH = 100
+_JSON = {"Content-Type": "application/json"}
 
 
 def _service(node: Tether, key_type: str) -> tuple[KeyService, KeyUser]:
@@ -90,8 +107,8 @@ def _one_type(node: Tether, key_type: str, seconds: float) -> dict[str, Any]:
         service.decrypt(user, "dek", ciphertext)
         return 1
 
-    batch_in = [(PAYLOAD, b"")] * 100
-    batch_out = [(ciphertext, b"")] * 100
+    batch_in = [(PAYLOAD, b"")] * BATCH
+    batch_out = [(ciphertext, b"")] * BATCH
 
     def encrypt_batch() -> int:
         return len(service.encrypt_batch(user, "dek", batch_in))
@@ -99,7 +116,7 @@ def _one_type(node: Tether, key_type: str, seconds: float) -> dict[str, Any]:
     def decrypt_batch() -> int:
         return len(service.decrypt_batch(user, "dek", batch_out))
 
-    out = {
+    out: dict[str, Any] = {
         "encrypt_1kib_per_s": _rate(encrypt, seconds),
         "decrypt_1kib_per_s": _rate(decrypt, seconds),
         "encrypt_1kib_per_s_32_threads": _rate(encrypt, seconds, 32),
@@ -115,6 +132,122 @@ def _one_type(node: Tether, key_type: str, seconds: float) -> dict[str, Any]:
     return out
 
 
+def http_estate(idp: Idp) -> dict[str, Any]:
+    """bench.issuance_bench's estate (its attested workload `deployer`), plus the key's
+    `encryption_key` identity and a `key` profile for it, to which `deployer` is entitled."""
+    doc = issuance_bench.estate(idp)
+    doc["profiles"].append(
+        {
+            "id": "dek-use",
+            "provider": "key",
+            "target": "dek",
+            "scopes": ["encrypt", "decrypt"],
+            "max_ttl": "1h",
+        }
+    )
+    workload = doc["identities"][0]
+    doc["identities"] = [
+        {**workload, "entitlements": [*workload["entitlements"], {"profile": "dek-use"}]},
+        {
+            "id": "dek-id",
+            "kind": "encryption_key",
+            "owner": workload["owner"],
+            "purpose": "bench",
+            "justification": "BENCH",
+            "environment": "prod",
+            "data_classification": "confidential",
+        },
+    ]
+    return doc
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _ok(response: httpx.Response) -> Any:
+    """The response's JSON body; a refusal raises with the server's explanation."""
+    if response.is_error:
+        request = response.request
+        raise RuntimeError(
+            f"{request.method} {request.url}: {response.status_code} {response.text}"
+        )
+    return response.json()
+
+
+def _serve_and_load(tmp: Path, workers: int, seconds: float) -> dict[str, Any]:
+    """One server with `workers` processes: a key-admin API token creates the key, the
+    workload starts a task with its attestation, and its task token encrypts and decrypts
+    under wrk for `seconds` each at concurrency 32."""
+    idp = Idp()
+    server, base = _start_server(tmp, workers)
+    try:
+        admin = _initialize(base, http_estate(idp))
+        time.sleep(1.5)  # every worker has the estate (the event feed is within a second)
+        key_admin = _ok(
+            httpx.post(
+                f"{base}/v1/tokens",
+                json={"name": "bench-keys", "roles": ["key-admin"]},
+                headers=admin,
+            )
+        )
+        _ok(
+            httpx.post(
+                f"{base}/v1/keys",
+                json={"name": "dek", "type": "aes256-gcm", "identity": "dek-id"},
+                headers={"Authorization": f"Bearer {key_admin['token']}"},
+            )
+        )
+        task = _ok(
+            httpx.post(
+                f"{base}/v1/tasks",
+                json={"name": "bench", "ttl": "1h"},
+                headers={"Authorization": f"Bearer {idp.token()}"},
+            )
+        )
+        user = {"Authorization": f"Bearer {task['token']}"}
+        single = json.dumps({"plaintext": _b64(PAYLOAD)})
+        batch = json.dumps({"items": [{"plaintext": _b64(PAYLOAD)}] * BATCH})
+        encrypt, decrypt = f"{base}/v1/keys/dek/encrypt", f"{base}/v1/keys/dek/decrypt"
+        sealed = _ok(httpx.post(encrypt, content=single, headers=user | _JSON))
+        opened = json.dumps({"ciphertext": sealed["ciphertext"]})
+        # A few of each on new connections (spread over the workers), so that a refusal
+        # fails here, not as wrk's non-2xx count (a batch answers 200 with per-item errors).
+        for _ in range(4 * workers):
+            plain = _ok(httpx.post(decrypt, content=opened, headers=user | _JSON))
+            assert base64.b64decode(plain["plaintext"]) == PAYLOAD
+            items = _ok(httpx.post(encrypt, content=batch, headers=user | _JSON))["items"]
+            assert all("ciphertext" in item for item in items), items[:1]
+        one = _wrk(encrypt, single, user, seconds, tmp, "application/json")
+        back = _wrk(decrypt, opened, user, seconds, tmp, "application/json")
+        many = _wrk(encrypt, batch, user, seconds, tmp, "application/json")
+        return {
+            "workers": workers,
+            "encrypt_1kib": one,
+            "decrypt_1kib": back,
+            f"encrypt_batch{BATCH}_1kib": {**many, "items_per_s": many["requests_per_s"] * BATCH},
+            "health": _wrk(f"{base}/v1/sys/health", None, {}, seconds, tmp),
+        }
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def http_bench(tmp: Path, quick: bool, in_process_c32_per_s: float) -> dict[str, Any]:
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed (make bench installs it)"}
+    seconds = 2 if quick else 10
+    cores = os.cpu_count() or 1
+    runs = {f"workers_{n}": _serve_and_load(tmp, n, seconds) for n in sorted({1, cores})}
+    for run in runs.values():
+        encrypt = run["encrypt_1kib"]["requests_per_s"]
+        run["ratios"] = {
+            "encrypt_over_health": _ratio(encrypt, run["health"]["requests_per_s"]),
+            "encrypt_http_over_in_process_c32": _ratio(encrypt, in_process_c32_per_s),
+        }
+    return {"load_generator": f"wrk -t2 -c{CONCURRENCY} on the same machine", **runs}
+
+
 def run(tmp: Path, quick: bool) -> dict[str, Any]:
     """The benchmark's entry point (bench/__main__.py: `"keys": keys_bench.run`)."""
     seconds = 1.0 if quick else 5.0
@@ -127,12 +260,12 @@ def run(tmp: Path, quick: bool) -> dict[str, Any]:
             results[key_type] = _one_type(node, key_type, seconds)
         finally:
             node.stop()
+    in_process_c32 = results["aes256-gcm"]["encrypt_1kib_per_s_32_threads"]
+    results["http"] = http_bench(tmp, quick, in_process_c32)
     results["targets"] = {"http_encrypt_decrypt_1kib_per_s_at_32": 3000}
     return results
 
 
 if __name__ == "__main__":
-    import json
-
     with tempfile.TemporaryDirectory() as folder:
         print(json.dumps(run(Path(folder), "--quick" in sys.argv), indent=2))

@@ -18,12 +18,21 @@ from tether._internal.timeutil import Clock, utcnow
 from tether.attest import Attestor, StoreJtiStore, X509Attestor
 from tether.audit import AuditLog, Verification
 from tether.auth import Authenticator, Principal, TokenService
+from tether.authzen import Pdp, PdpParts
 from tether.barrier import Barrier, BarrierStatus
 from tether.cluster import LEASES_ENDED, Feed, FencedStore, Leadership, NodeCaches, subscribe
 from tether.config import Settings
 from tether.errors import TetherError
 from tether.estate import EstateService, EstateViewHolder
-from tether.govern import AlertOutbox, Governance, GovernParts, Sinks, sink_key_from
+from tether.govern import (
+    AlertOutbox,
+    DraftLike,
+    Governance,
+    GovernParts,
+    PageDrafts,
+    Sinks,
+    sink_key_from,
+)
 from tether.issuance import TASK_PROVIDER, IssuanceParts, IssuanceService
 from tether.keys import (
     KEYS_CHANGED,
@@ -44,7 +53,7 @@ from tether.lifecycle import (
     reconcile_targets,
 )
 from tether.model import Identity, Lease, Usage, Vendor
-from tether.policy import PolicyHolder
+from tether.policy import PolicyEngine, PolicyHolder
 from tether.providers import JwtProvider, OpaqueTokenProvider, Provider, SigningKeys
 from tether.scan import ExposureParts, Exposures
 from tether.scan._github import GithubKeys
@@ -108,7 +117,7 @@ class _KeySettingsOfView:
 class Tether:
     """One Tether node: its store, barrier, audit log and services."""
 
-    def __init__(self, settings: Settings, store: Store | None = None, clock: Clock = utcnow):
+    def __init__(self, settings: Settings, store: Store | None = None, clock: Clock = utcnow):  # noqa: PLR0915 - the composition root
         self.settings = settings
         self.clock = clock
         # Fenced: the background work's writes check, in their own transaction, that this
@@ -137,6 +146,7 @@ class Tether:
             clock=clock,
         )
         self.view.listeners += [self.policy.update, lambda _view: self.attestor.invalidate()]
+        self.pdp = self._pdp(clock)
         self.signing_keys = SigningKeys(self.store, self.barrier, clock=clock)
         self.jwt_provider = JwtProvider(self.signing_keys, lambda: settings.issuer_url)
         task_tokens = OpaqueTokenProvider(self.barrier.token_key, name=TASK_PROVIDER)
@@ -200,6 +210,9 @@ class Tether:
                 usable_users=self.targets.usable_users,
                 sample_every=dt.timedelta(seconds=settings.session_sample_interval),
                 alerts=self.alerts,
+                extra_drafts=self._key_drafts,
+                unowned_drafts=self._unowned_key_drafts,
+                key_summaries=self._key_summaries,
             )
         )
         self.statics.on_used.append(self.govern.record)
@@ -233,6 +246,7 @@ class Tether:
                     statics=self.statics,
                     signing_keys=self.signing_keys,
                     reconcile=self.reconcile_targets,
+                    end_unjustified_runs=self.issuance.end_unjustified_runs,
                 ),
                 SweepSchedule(
                     pending_grace=dt.timedelta(seconds=settings.pending_grace),
@@ -294,6 +308,8 @@ class Tether:
         )
         self.feed.subscribe(SPIFFE_CA_CHANGED, lambda _data: self._spiffe_ensure())
         self.feed.subscribe(KEYS_CHANGED, self.keys.invalidate_event)
+        # A key's change (a rotation, a new minimum) is its identity's findings' change.
+        self.feed.subscribe(KEYS_CHANGED, self._key_changed)
         # Leases another process ended: an SVID this one serves may be among them.
         self.feed.subscribe(LEASES_ENDED, self._svid_leases_ended_elsewhere)
 
@@ -378,6 +394,22 @@ class Tether:
         service.on_used.append(self._record_usage)
         return service
 
+    # Set after construction: governance is wired before the key service.
+    def _key_drafts(self) -> PageDrafts:
+        return self.keys.findings_pass()
+
+    def _unowned_key_drafts(self) -> Mapping[str, Sequence[DraftLike]]:
+        view = self.view.current
+        return self.keys.unowned_findings(view.identities.values(), view.profiles)
+
+    def _key_summaries(self) -> list[dict[str, Any]]:
+        return self.keys.summaries()
+
+    def _key_changed(self, data: Mapping[str, Any]) -> None:
+        identity_id = self.keys.identity_of_key(data.get("key"))
+        if identity_id is not None:
+            self.govern.mark([identity_id])
+
     def _key_duties(self) -> None:
         if self.barrier.sealed:
             return
@@ -421,10 +453,21 @@ class Tether:
         # Set after construction: issuance is wired before governance.
         self.govern.record(usage)
 
+    def _pdp(self, clock: Clock) -> Pdp:
+        """AuthZEN (tether.authzen): the estate's applications, compiled per estate version."""
+        pdp = Pdp(PdpParts(self.store, self.audit, lambda: self.view.current, self._engine, clock))
+        pdp.update(self.view.current)
+        self.view.listeners.append(pdp.update)
+        return pdp
+
+    def _engine(self) -> PolicyEngine | None:
+        return self.policy.engine
+
     def _govern_pass(self) -> None:
         self.govern.flush()
         if not self.barrier.sealed:
             self.keys.flush_usage()  # every process: its own use summaries
+            self.pdp.flush_audit()  # and its own AuthZEN decision summaries
         self.leadership.run(self._govern_tick)
 
     def _govern_tick(self) -> None:
@@ -455,6 +498,8 @@ class Tether:
         self.govern.flush()
         with contextlib.suppress(TetherError):  # sealed: nothing was used since
             self.keys.flush_usage()
+        with contextlib.suppress(TetherError):
+            self.pdp.flush_audit(force=True)
         self.leadership.stop()
         self.feed.stop()
         self.store.close()

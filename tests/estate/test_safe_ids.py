@@ -131,6 +131,11 @@ ID_FIELDS = {
     "/properties/identities/items/properties/entitlements/items/oneOf/1/properties/profile",
     "/properties/governance/properties/sinks/items/properties/id",
     "/properties/exceptions/items/properties/id",
+    "/properties/people/items/properties/id",
+    "/properties/people/items/properties/issuer",
+    "/properties/people/items/properties/may_act/items",
+    "/properties/identities/items/properties/may_act/items",
+    "/properties/identities/items/properties/intent_schema/properties/tools/items",
 }
 
 

@@ -16,6 +16,7 @@ from tether.keys import (
     InvalidKeyRequest,
     KeyType,
     KeyUser,
+    key_using_owners,
     role_conflicts,
 )
 
@@ -133,11 +134,23 @@ def test_use_from_another_system_and_a_principal_in_both_roles_are_findings(
     (finding,) = w.keys.findings()
     assert finding.rule == "key-foreign-use"
     assert [u["identity"] for u in finding.evidence["users"]] == ["billing-api"]
-    conflicts = role_conflicts({"alice": ["key-admin"], "eve": ["key-admin", "key-user"]})
-    assert [(c.rule, c.subject) for c in conflicts] == [("key-role-conflict", "principal:eve")]
-    assert [
-        f.rule for f in w.keys.findings(role_assignments={"eve": ["key-user", "key-admin"]})
-    ] == [
-        "key-foreign-use",
-        "key-role-conflict",
+    # A principal holding key-admin who also owns key-using identities (by its name, or
+    # an owner:<id> role) is in conflict; one who only administers is not.
+    key_owners = key_using_owners(w.identities.values(), w.profiles)
+    assert key_owners == {"team-orders": ["billing-api", "orders-api"]}
+    conflicts = role_conflicts(
+        {
+            "alice": {"key-admin"},
+            "eve": {"key-admin", "owner:team-orders"},
+            "team-orders": {"key-admin"},
+            "olga": {"owner:team-orders"},
+        },
+        key_owners,
+    )
+    assert [(c.rule, c.subject) for c in conflicts] == [
+        ("key-role-conflict", "principal:eve"),
+        ("key-role-conflict", "principal:team-orders"),
     ]
+    assert conflicts[0].identity_id is None
+    assert conflicts[0].evidence["roles"] == ["key-admin", "owner:team-orders"]
+    assert conflicts[0].evidence["key_using_identities"] == ["billing-api", "orders-api"]

@@ -332,7 +332,28 @@ def test_implicit_task_from_attestation(loop: Loop) -> None:
 
 
 def test_delegation_records_the_actor(loop: Loop) -> None:
-    loop.apply(estate(loop.idp))
+    document = estate(loop.idp)
+    deployer = next(i for i in document["identities"] if i["id"] == "payments-deployer")
+    loop.apply(document)
+    task = loop.start_task()
+    agent = loop.client.post(
+        "/v1/tasks",
+        json={"name": "agent"},
+        headers={
+            "Authorization": f"Bearer {loop.idp.github_actions_token(repository='acme/agent')}"
+        },
+    ).json()
+    # Nobody may act for an identity whose may_act does not name them.
+    refused = loop.exchange(
+        task["token"],
+        audience="https://orders.example.com",
+        actor_token=agent["token"],
+        actor_token_type=ACCESS,
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "unauthorized_client"
+    deployer["may_act"] = ["acme-agent"]
+    loop.apply(document)
     task = loop.start_task()
     agent = loop.client.post(
         "/v1/tasks",

@@ -24,6 +24,8 @@ SMALL_BODY = 256 * 1024
 ESTATE_BODY = 16 * 1024 * 1024
 #: Reports of found secrets: batches of up to 2,000.
 EXPOSURES_BODY = 4 * 1024 * 1024
+#: AuthZEN batches of up to 1,000 evaluations.
+AUTHZEN_BODY = 1024 * 1024
 
 
 class Who(enum.StrEnum):
@@ -50,6 +52,8 @@ class Who(enum.StrEnum):
     KEY_ADMIN = "key-admin"
     #: Votes on the approval requests of dual control (tether.keys).
     KEY_APPROVER = "key-approver"
+    #: Asks AuthZEN decisions (tether.authzen): a `pdp:<application>` or `pdp` token.
+    PDP = "pdp"
     #: A partner's signed alert (GitHub secret scanning): no bearer token; the
     #: signature over the body, named by PARTNER_SIGNATURE, is verified by the handler.
     PARTNER = "partner"
@@ -147,6 +151,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/oauth2/revoke"): _rule(_ANY, writes=True),
     # -- tasks --
     ("POST", "/v1/tasks"): _rule(_W, writes=True),
+    ("POST", "/v1/agents/check"): _rule(_A, _I, writes=False),
     ("GET", "/v1/tasks"): _rule(_A, _R, _O, writes=False),
     ("GET", "/v1/tasks/{task_id}"): _rule(_A, _R, _O, writes=False, subject=Subject.TASK),
     ("POST", "/v1/tasks/{task_id}/end"): _rule(_A, _O, _T, writes=True, subject=Subject.TASK),
@@ -225,6 +230,13 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/approvals/{approval_id}"): _rule(_A, _R, _KA, _KP, writes=False),
     ("POST", "/v1/approvals/{approval_id}/approve"): _rule(_A, _KP, writes=True),
     ("POST", "/v1/approvals/{approval_id}/deny"): _rule(_A, _KP, writes=True),
+    # -- AuthZEN: decisions change nothing (they are audited as summaries) --
+    ("GET", "/.well-known/authzen-configuration"): _rule(_ANY, writes=False),
+    ("POST", "/access/v1/evaluation"): _rule(Who.PDP, writes=False),
+    ("POST", "/access/v1/evaluations"): _rule(Who.PDP, writes=False, body_limit=AUTHZEN_BODY),
+    ("POST", "/access/v1/search/subject"): _rule(Who.PDP, writes=False),
+    ("POST", "/access/v1/search/resource"): _rule(Who.PDP, writes=False),
+    ("POST", "/access/v1/search/action"): _rule(Who.PDP, writes=False),
 }
 
 
@@ -285,6 +297,7 @@ _ROLE_NAMES: Mapping[Who, str] = {
     Who.KEY_ADMIN: "key-admin",
     Who.KEY_APPROVER: "key-approver",
     Who.OWNER: "owner:<id>",
+    Who.PDP: "pdp or pdp:<application>",
 }
 
 
@@ -320,6 +333,8 @@ def admit(node: Any, rule: Rule, bearer: str | None, path_params: Mapping[str, s
     kinds = {_ROLE_OF[r] for r in principal.roles if r in _ROLE_OF}
     if principal.owned():
         kinds.add(Who.OWNER)
+    if any(r == "pdp" or r.startswith("pdp:") for r in principal.roles):
+        kinds.add(Who.PDP)
     allowed = kinds & rule.who
     if not allowed:
         raise Forbidden(f"this needs {rule.describe()}; the token has {', '.join(principal.roles)}")

@@ -4,6 +4,7 @@ metrics, the access log, and the last word on errors."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 
@@ -26,9 +27,25 @@ _WHILE_SEALED = {
     "/openapi.json",
     "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
+    "/.well-known/authzen-configuration",
     "/v1/sys/init",
     "/v1/sys/unseal",
 }
+#: A caller's own request id (AuthZEN's `X-Request-ID`) is echoed when it is this tame:
+#: visible ASCII, bounded, so that it can go into the log as is.
+_CALLER_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _CALLER_REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return secrets.token_hex(8)
+
+
 _SEALED = "Tether is sealed: unseal it with `tether unseal`"
 _NOT_INITIALIZED = "Tether is not initialized: run `tether init`"
 
@@ -74,7 +91,7 @@ class Gate:
         started = time.perf_counter()
         status = 500
         response_started = False
-        request_id = secrets.token_hex(8)
+        request_id = _request_id(scope["headers"])
         peer = scope.get("client")
         client = self.addresses.resolve(peer[0] if peer else None, scope["headers"])
         if peer is not None and client != peer[0]:

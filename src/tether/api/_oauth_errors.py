@@ -12,11 +12,14 @@ from tether.issuance import (
     AttestationUnavailable,
     InvalidGrant,
     InvalidRequest,
+    InvalidScope,
     InvalidTarget,
     IssuanceError,
     NotFound,
     TaskTokenRequired,
+    UnauthorizedClient,
     UnknownTarget,
+    WindowFull,
 )
 
 
@@ -36,7 +39,10 @@ _OAUTH: tuple[tuple[type[IssuanceError], str, int], ...] = (
     (UnknownTarget, "invalid_target", 404),
     (InvalidTarget, "invalid_target", 400),
     (InvalidRequest, "invalid_request", 400),
+    (InvalidScope, "invalid_scope", 400),
+    (UnauthorizedClient, "unauthorized_client", 400),
     (InvalidGrant, "invalid_grant", 400),
+    (WindowFull, "access_denied", 403),
     (AccessDenied, "access_denied", 403),
     (AttestationUnavailable, "temporarily_unavailable", 503),
     (TaskTokenRequired, "invalid_token", 401),

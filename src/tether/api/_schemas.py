@@ -81,9 +81,42 @@ class ErrorBody(BaseModel):
     problems: list[dict[str, str]] | None = None
 
 
+_NAMES = Field(default=(), max_length=200)
+
+
+class Intent(_Body):
+    """An agent run's declared intent, within its identity's intent_schema."""
+
+    purpose: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")
+    tools: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] = _NAMES
+    resources: tuple[Annotated[str, Field(min_length=1, max_length=2048)], ...] = _NAMES
+    data_classes: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = _NAMES
+
+
+class ActingFor(_Body):
+    """The proof of the principal a run acts for: a person's token from a trusted
+    issuer, or an identity's Tether token."""
+
+    token: str = Field(min_length=1, max_length=16384, repr=False)
+
+
+class Window(_Body):
+    """An agent run's execution window (RFC 3339 times)."""
+
+    start: str | None = Field(default=None, max_length=40)
+    end: str | None = Field(default=None, max_length=40)
+    max_credentials: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_audiences: int | None = Field(default=None, ge=1, le=10_000)
+
+
 class TaskStartRequest(_Body):
     name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
     ttl: str = Field(default="1h", max_length=40, pattern=DURATION_PATTERN)
+    #: An agent run: its intent, whom it acts for and its window (all optional but
+    #: `intent`, which makes the task a run).
+    intent: Intent | None = None
+    acting_for: ActingFor | None = None
+    window: Window | None = None
 
 
 class RevokeRequest(_Body):
@@ -174,6 +207,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "end_reason": task.end_reason,
         "implicit": task.implicit,
         "issuer": task.issuer_id,
+        **({} if task.run is None else {"run": task.run.to_spec()}),
     }
 
 
@@ -192,6 +226,7 @@ def lease_json(lease: Lease) -> dict[str, Any]:
         "issued_at": format_time(lease.issued_at),
         "expires_at": format_time(lease.expires_at),
         "actor": lease.actor,
+        "delegation": list(lease.delegation),
         "revoke_attempts": lease.revoke_attempts,
         "ended_at": _time_or_none(lease.ended_at),
         "end_reason": lease.end_reason,

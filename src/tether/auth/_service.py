@@ -30,7 +30,10 @@ from tether.store import ApiTokenRecord, Store, Tx
 #: An API token's role, as a pattern the HTTP schema publishes too.
 ROLE_PATTERN = (
     r"^(admin|auditor|introspect|usage|exposure|key-admin|key-approver"
-    r"|owner:[A-Za-z0-9]([A-Za-z0-9_:@-]|\.[A-Za-z0-9_:@-]){0,127}\.?)$"
+    r"|owner:[A-Za-z0-9]([A-Za-z0-9_:@-]|\.[A-Za-z0-9_:@-]){0,127}\.?"
+    # An AuthZEN caller: `pdp:<application>` evaluates against that application, bare
+    # `pdp` against the estate's only one (tether.authzen).
+    r"|pdp(:[A-Za-z0-9]([A-Za-z0-9_:@-]|\.[A-Za-z0-9_:@-]){0,127}\.?)?)$"
 )
 _ROLE = re.compile(ROLE_PATTERN.removeprefix("^").removesuffix("$"))
 
@@ -77,13 +80,14 @@ def validate_roles(roles: Sequence[str]) -> tuple[str, ...]:
     if not roles:
         raise InvalidRole(
             "roles: at least one role is required"
-            " (admin, auditor, introspect, usage, exposure, owner:<id>)"
+            " (admin, auditor, introspect, usage, exposure, owner:<id>, pdp[:<application>])"
         )
     for index, role in enumerate(roles):
         # An owner id is a safe id: at most 128 characters, no "..".
         if not isinstance(role, str) or not _ROLE.fullmatch(role) or len(role) > 6 + 128:
             raise InvalidRole(
-                f"roles[{index}]: must be admin, auditor, introspect, usage, exposure or owner:<id>"
+                f"roles[{index}]: must be admin, auditor, introspect, usage, exposure, owner:<id>"
+                " or pdp[:<application>]"
             )
     return tuple(dict.fromkeys(roles))
 

@@ -31,8 +31,8 @@ def token() -> None:
     "roles",
     multiple=True,
     required=True,
-    help="admin, auditor, introspect, usage, exposure, key-admin, key-approver or "
-    "owner:<id>; repeat for several.",
+    help="admin, auditor, introspect, usage, exposure, key-admin, key-approver, "
+    "owner:<id>, pdp or pdp:<application>; repeat for several.",
 )
 @click.option("--ttl", help="Lifetime, e.g. 30d.")
 @json_option

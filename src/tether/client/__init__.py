@@ -7,6 +7,7 @@ is built on it; workloads use it to exchange attestation for credentials.
 from tether.client._http import ClientError, TetherClient
 from tether.client._keys import BatchItem, DataKey, KeyClient
 from tether.client._workload import (
+    AgentRunAsk,
     ExchangeOptions,
     IssuedToken,
     Task,
@@ -15,6 +16,7 @@ from tether.client._workload import (
 )
 
 __all__ = [
+    "AgentRunAsk",
     "BatchItem",
     "ClientError",
     "DataKey",

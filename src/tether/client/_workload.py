@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
@@ -87,6 +87,43 @@ class IssuedToken:
         return now >= self.issued_at + (self.expires_at - self.issued_at) / 2
 
 
+@dataclass(frozen=True, slots=True)
+class AgentRunAsk:
+    """An agent run's declaration: its intent (within the identity's intent_schema), the
+    principal's proof (a person's token, or an identity's Tether token) and its window."""
+
+    purpose: str
+    tools: tuple[str, ...]
+    resources: tuple[str, ...] = ()
+    data_classes: tuple[str, ...] = ()
+    acting_for: str | None = field(default=None, repr=False)
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    max_credentials: int | None = None
+    max_audiences: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "intent": {
+                "purpose": self.purpose,
+                "tools": list(self.tools),
+                "resources": list(self.resources),
+                "data_classes": list(self.data_classes),
+            }
+        }
+        if self.acting_for is not None:
+            body["acting_for"] = {"token": self.acting_for}
+        window = {
+            "start": None if self.start is None else self.start.isoformat(),
+            "end": None if self.end is None else self.end.isoformat(),
+            "max_credentials": self.max_credentials,
+            "max_audiences": self.max_audiences,
+        }
+        if any(v is not None for v in window.values()):
+            body["window"] = {k: v for k, v in window.items() if v is not None}
+        return body
+
+
 class WorkloadClient:
     def __init__(
         self,
@@ -143,11 +180,13 @@ class WorkloadClient:
         return self._api.request("POST", path, data=form, headers=headers)
 
     # -- tasks --
-    def start_task(self, name: str, ttl: str = "1h") -> Task:
+    def start_task(self, name: str, ttl: str = "1h", run: AgentRunAsk | None = None) -> Task:
+        """Attest and start a task; with `run`, an agent run (its intent, the principal it
+        acts for, its window)."""
         body = self._api.request(
             "POST",
             "/v1/tasks",
-            json={"name": name, "ttl": ttl},
+            json={"name": name, "ttl": ttl, **(run.to_json() if run is not None else {})},
             headers={"authorization": f"Bearer {self._attestation_token()}"},
         )
         return Task(
@@ -158,8 +197,8 @@ class WorkloadClient:
         )
 
     @contextmanager
-    def task(self, name: str, ttl: str = "1h") -> Iterator[Task]:
-        task = self.start_task(name, ttl)
+    def task(self, name: str, ttl: str = "1h", run: AgentRunAsk | None = None) -> Iterator[Task]:
+        task = self.start_task(name, ttl, run)
         try:
             yield task
         finally:

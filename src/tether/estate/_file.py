@@ -126,4 +126,31 @@ def load_estate_file(path: Path) -> Any:
         if problems:
             raise EstateInvalid(problems)
         document["policies"] = inlined
+    if isinstance(document, dict) and isinstance(document.get("applications"), list):
+        _inline_application_policies(path, document["applications"])
     return document
+
+
+def _inline_application_policies(path: Path, applications: list[Any]) -> None:
+    """Each application's Cedar files, relative to the estate file, inlined as {id, source}."""
+    problems = []
+    for i, application in enumerate(applications):
+        if not isinstance(application, dict) or not isinstance(application.get("policies"), list):
+            continue
+        inlined: list[Any] = []
+        for j, entry in enumerate(application["policies"]):
+            if not isinstance(entry, str):
+                inlined.append(entry)
+                continue
+            try:
+                source = (path.parent / entry).resolve().read_text(encoding="utf-8")
+                inlined.append({"id": entry, "source": source})
+            except OSError as exc:
+                problems.append(
+                    Problem(
+                        f"applications[{i}].policies[{j}]", f"cannot read {entry}: {exc.strerror}"
+                    )
+                )
+        application["policies"] = inlined
+    if problems:
+        raise EstateInvalid(problems)

@@ -29,6 +29,7 @@ from tether.model import (
     Issuer,
     Kind,
     Owner,
+    Person,
     Policy,
     Profile,
     Vendor,
@@ -115,6 +116,8 @@ def parse_estate(document: Any) -> Estate:
         exceptions=tuple(Waiver.from_spec(e) for e in doc.get("exceptions", [])),
         trust_domain=doc.get("trust_domain"),
         key_settings={name: doc[name] for name in _KEY_SECTIONS if name in doc},
+        applications=tuple(doc.get("applications", [])),
+        people=tuple(Person.from_spec(p) for p in doc.get("people", [])),
     )
 
 
@@ -164,11 +167,13 @@ def _check_semantics(
         _check_profile(f"profiles[{i}]", profile, check)
     _check_trust_domain(doc, check)
     _check_key_settings(doc, check)
+    _check_applications(doc, check)
     kind_overrides = _kind_overrides(doc.get("kinds", {}), check)
     known = _Known.of(doc)
     for i, identity in enumerate(doc.get("identities", [])):
         _check_identity(f"identities[{i}]", identity, known, kind_overrides, check)
     _check_unique_spiffe_ids(doc, check)
+    _check_delegation(doc, check)
     _check_exceptions(doc, check)
     return kind_overrides, _inline_policies(doc.get("policies", []), check)
 
@@ -200,6 +205,16 @@ def _check_key_settings(doc: dict[str, Any], check: _Checker) -> None:
                 parse(spec, f"{section}[{i}]")
             except KeysError as exc:
                 report(exc)
+
+
+def _check_applications(doc: dict[str, Any], check: _Checker) -> None:
+    """AuthZEN applications: entities, and Cedar policies parsed under their namespace."""
+    if "applications" not in doc:
+        return
+    from tether.authzen import application_problems
+
+    for problem in application_problems(doc["applications"]):
+        check.add(problem.path, problem.message)
 
 
 _OIDC_ONLY = ("preset", "issuer", "audiences", "jwks_uri", "jwks", "algorithms", "single_use")
@@ -351,6 +366,41 @@ def _kind_overrides(kinds: dict[str, Any], check: _Checker) -> dict[Kind, dict[s
                 check.duration(f"kinds.{kind_name}.{field}", overrides[field])
         kind_overrides[Kind(kind_name)] = dict(overrides)
     return kind_overrides
+
+
+def _check_delegation(doc: dict[str, Any], check: _Checker) -> None:
+    """People and `may_act` name what exists; an intent schema's tools are profiles."""
+    check.duplicates("people", doc.get("people", []))
+    identities = {i["id"] for i in doc.get("identities", [])}
+    issuers = {i["id"] for i in doc.get("issuers", [])}
+    profiles = {p["id"] for p in doc.get("profiles", [])}
+
+    def actors(where: str, names: list[str]) -> None:
+        for j, name in enumerate(names):
+            if name not in identities:
+                check.add(f"{where}.may_act[{j}]", f"unknown identity {name!r}")
+
+    seen: dict[tuple[str, str], str] = {}
+    for i, person in enumerate(doc.get("people", [])):
+        where = f"people[{i}]"
+        if person["issuer"] not in issuers:
+            check.add(f"{where}.issuer", f"unknown issuer {person['issuer']!r}")
+        key = (person["issuer"], person["subject"])
+        if key in seen:
+            check.add(f"{where}.subject", f"is also person {seen[key]}'s subject at this issuer")
+        seen[key] = person["id"]
+        actors(where, person.get("may_act", []))
+    for i, identity in enumerate(doc.get("identities", [])):
+        where = f"identities[{i}]"
+        actors(where, identity.get("may_act", []))
+        schema = identity.get("intent_schema")
+        if schema is None:
+            continue
+        if identity["kind"] != Kind.AGENT.value:
+            check.add(f"{where}.intent_schema", "is only for identities of kind agent")
+        for j, tool in enumerate(schema.get("tools", [])):
+            if tool not in profiles:
+                check.add(f"{where}.intent_schema.tools[{j}]", f"unknown profile {tool!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,8 @@ def _desired(estate: Estate) -> dict[str, dict[str, Spec]]:
         "exception": {e.id: e.to_spec() for e in estate.exceptions},
         "spiffe": ({TRUST_DOMAIN_ID: {"name": estate.trust_domain}} if estate.trust_domain else {}),
         "keys": ({KEY_SETTINGS_ID: dict(estate.key_settings)} if estate.key_settings else {}),
+        "application": {str(a["id"]): dict(a) for a in estate.applications},
+        "person": {p.id: p.to_spec() for p in estate.people},
     }
 
 

@@ -24,6 +24,7 @@ from tether.model import (
     Issuer,
     Kind,
     Owner,
+    Person,
     Policy,
     Profile,
     Vendor,
@@ -46,6 +47,8 @@ DECLARED_TYPES = (
     "exception",
     "spiffe",
     "keys",
+    "application",
+    "person",
 )
 #: The one object of type "spiffe": the trust domain.
 TRUST_DOMAIN_ID = "trust_domain"
@@ -159,12 +162,17 @@ class EstateView:
     #: Confidentiality keys' settings as written (tether.keys reads them).
     key_settings: Mapping[str, Any] = field(default_factory=dict)
     exceptions: Mapping[str, Waiver] = field(default_factory=dict)
+    #: AuthZEN applications by id, as written (tether.authzen compiles them).
+    applications: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Review decisions that withdrew or narrowed an entitlement, by withdrawal key
     #: (already applied to `identities`).
     withdrawals: Mapping[str, Withdrawal] = field(default_factory=dict)
     #: Departed owners whose identities are suspended (governance.orphaned: suspend),
     #: and since when: the justification rule's `departed`.
     suspended_owners: Mapping[str, dt.datetime] = field(default_factory=dict)
+    #: The people agents may act for, by id and by (issuer, subject).
+    people: Mapping[str, Person] = field(default_factory=dict)
+    people_by_subject: Mapping[tuple[str, str], Person] = field(default_factory=dict)
 
     def control(self, kind: Kind) -> ControlProfile:
         return self.controls.get(kind) or KIND_CONTROL_DEFAULTS[kind]
@@ -188,6 +196,7 @@ def load_view(store: Store) -> EstateView:
     )
     owners = {k: Owner.from_spec(v) for k, v in objects["owner"].items()}
     governance = GovernanceSettings.from_spec(objects["governance"].get(GOVERNANCE_ID, {}))
+    people = {k: Person.from_spec(v) for k, v in objects["person"].items()}
     return EstateView(
         version=int(raw_version or b"0"),
         identities=identities,
@@ -206,8 +215,11 @@ def load_view(store: Store) -> EstateView:
         trust_domain=objects["spiffe"].get(TRUST_DOMAIN_ID, {}).get("name"),
         key_settings=objects["keys"].get(KEY_SETTINGS_ID, {}),
         exceptions={k: Waiver.from_spec(v) for k, v in objects["exception"].items()},
+        applications=objects["application"],
         withdrawals=withdrawn,
         suspended_owners=suspended_owners(governance, owners.values()),
+        people=people,
+        people_by_subject={(p.issuer, p.subject): p for p in people.values()},
     )
 
 

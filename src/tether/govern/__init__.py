@@ -2,10 +2,19 @@
 
 The engine evaluates every identity against the rules of `tether.model.RULES` from the
 estate view, the usage rollups, the live leases and static secrets, and keeps one finding
-per (rule, identity, subject) with its state: open, excepted or resolved.
+per (rule, identity, subject) with its state: open, excepted or resolved. Findings raised
+elsewhere (the key service's, on keys' encryption_key identities and on principals) come
+in as drafts through the same merge.
 """
 
-from tether.govern._engine import FINDING, FindingsEngine, Outcome, finding_id
+from tether.govern._engine import (
+    FINDING,
+    DraftLike,
+    FindingsEngine,
+    Outcome,
+    PageDrafts,
+    finding_id,
+)
 from tether.govern._outbox import AlertOutbox, FindingGauges
 from tether.govern._report import FRAMEWORKS, TRIGGERS
 from tether.govern._reviews import Reviewer, ReviewScope, apply_withdrawals
@@ -30,6 +39,7 @@ __all__ = [
     "USAGE_FIELDS",
     "AlertOutbox",
     "AlreadyDecided",
+    "DraftLike",
     "FindingFilter",
     "FindingGauges",
     "FindingsEngine",
@@ -42,6 +52,7 @@ __all__ = [
     "InvalidUsage",
     "NotReviewer",
     "Outcome",
+    "PageDrafts",
     "ReviewScope",
     "Reviewer",
     "SinkError",

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from tether._internal.timeutil import format_time, parse_time
 from tether.audit import AuditLog
@@ -52,7 +52,33 @@ USAGE_HORIZON = dt.timedelta(days=400)
 #: Exposures count as leaks this long after they were reported.
 EXPOSURE_WINDOW = dt.timedelta(days=30)
 _PAGE = 1000
+_ACTOR = "system:govern"
 _LIVE_OR_REVOKING = (LeaseState.PENDING, LeaseState.ACTIVE, LeaseState.REVOKING)
+
+
+class DraftLike(Protocol):
+    """A finding candidate from elsewhere (a tether.keys KeyFinding): what a Draft has."""
+
+    @property
+    def rule(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def evidence(self) -> Mapping[str, Any]: ...
+    @property
+    def recommendation(self) -> str | None: ...
+
+
+#: A page's drafts from elsewhere: identity ids -> identity id -> its drafts.
+PageDrafts = Callable[[Sequence[str]], Mapping[str, Sequence[DraftLike]]]
+
+
+def _draft(candidate: DraftLike) -> Draft:
+    if candidate.rule not in RULES:
+        raise KeyError(f"a draft of an unknown rule {candidate.rule!r}")
+    return Draft(
+        candidate.rule, candidate.subject, dict(candidate.evidence), candidate.recommendation
+    )
 
 
 def finding_id(rule: str, identity_id: str, subject: str) -> str:
@@ -71,6 +97,15 @@ class EngineParts:
     usable_users: Callable[[str, Collection[str]], set[str]] | None = None
     #: Puts an alert in the outbox, in the transaction that raised it.
     alert: Callable[[Tx, Mapping[str, Any]], None] | None = None
+    #: Drafts raised outside these rules (the key service's findings on its keys'
+    #: encryption_key identities): called once per evaluation, it gives the source of a
+    #: page's drafts (identity ids -> identity id -> drafts), merged with the rules' own,
+    #: so state, waivers, audit entries, alerts and risk are the same.
+    extra_drafts: Callable[[], PageDrafts] | None = None
+    #: Findings no identity owns (a principal's key-role-conflict), by rule, settled in
+    #: every full evaluation: each rule it names opens what it drafts and resolves its
+    #: findings it no longer drafts.
+    unowned_drafts: Callable[[], Mapping[str, Sequence[DraftLike]]] | None = None
 
 
 @dataclass(slots=True)
@@ -112,6 +147,8 @@ class _Shared:
     interactive: Callable[[str], bool]
     #: For a full run: each identity's leases that can raise a finding (None: query).
     leases: Mapping[str, list[Lease]] | None = None
+    #: This evaluation's source of drafts from elsewhere (EngineParts.extra_drafts).
+    page_drafts: PageDrafts | None = None
 
 
 class FindingsEngine:
@@ -136,6 +173,8 @@ class FindingsEngine:
         total = Outcome()
         for start in range(0, len(ids), _PAGE):
             total.add(self._evaluate_page(shared, ids[start : start + _PAGE]))
+        if self._p.unowned_drafts is not None:
+            total.add(self._settle_unowned(shared, self._p.unowned_drafts()))
         for listener in self.on_evaluated:
             listener(total)
         return total
@@ -207,6 +246,7 @@ class FindingsEngine:
             issuer_presets={i.id: i.preset for i in view.issuers.values()},
             interactive=lambda value: value.startswith(prefixes),
             leases=leases,
+            page_drafts=self._p.extra_drafts() if self._p.extra_drafts is not None else None,
         )
 
     def _facts(
@@ -292,6 +332,7 @@ class FindingsEngine:
         by_identity: dict[str, list[GovernRecord]] = {}
         for record in existing:
             by_identity.setdefault(record.identity_id or "", []).append(record)
+        extra = shared.page_drafts(ids) if shared.page_drafts is not None else {}
 
         writes: list[GovernRecord] = []
         events: list[AuditEvent] = []
@@ -303,7 +344,7 @@ class FindingsEngine:
             facts = self._facts(
                 shared, identity, usage_by.get(identity_id, ()), leases[identity_id], subject
             )
-            drafts = evaluate(facts)
+            drafts = evaluate(facts) + [_draft(c) for c in extra.get(identity_id, ())]
             changed, open_severities = self._merge(
                 shared, identity, drafts, by_identity.get(identity_id, []), outcome, events, alerts
             )
@@ -332,6 +373,17 @@ class FindingsEngine:
                         owner_id=identity.owner_id,
                     )
                 )
+        self._commit(writes, events, alerts, now)
+        return outcome
+
+    def _commit(
+        self,
+        writes: Sequence[GovernRecord],
+        events: Sequence[AuditEvent],
+        alerts: Sequence[Mapping[str, Any]],
+        now: dt.datetime,
+    ) -> None:
+        """One evaluation step's records, audit entries and alerts, in one transaction."""
         if writes or events:
             with self._p.store.transaction() as tx:
                 tx.put_govern(writes)
@@ -339,7 +391,6 @@ class FindingsEngine:
                 if self._p.alert is not None:
                     for alert in alerts:
                         self._p.alert(tx, alert)
-        return outcome
 
     def _merge(
         self,
@@ -400,6 +451,74 @@ class FindingsEngine:
             events.append(_finding_event("finding.resolve", spec, identity))
             outcome.resolved += 1
         return writes, severities
+
+    def _settle_unowned(
+        self, shared: _Shared, by_rule: Mapping[str, Sequence[DraftLike]]
+    ) -> Outcome:
+        """Findings no identity owns, of the rules `by_rule` names: each draft opens (or
+        reopens) its finding, and a finding of those rules not drafted resolves. As a
+        shadow NHI's, they have no identity, owner or waiver."""
+        now = shared.now
+        outcome = Outcome()
+        with self._p.store.read() as tx:
+            held = {
+                r.id: r
+                for rule in sorted(by_rule)
+                for r in page_all(tx, GovernFilter(type=FINDING, group_id=rule))
+                if r.identity_id is None
+            }
+        writes: list[GovernRecord] = []
+        events: list[AuditEvent] = []
+        alerts: list[Mapping[str, Any]] = []
+        seen: set[str] = set()
+        for rule in sorted(by_rule):
+            for draft in (_draft(c) for c in by_rule[rule]):
+                if draft.rule != rule:
+                    raise KeyError(f"a draft of rule {draft.rule!r} given as one of {rule!r}")
+                fid = finding_id(rule, "", draft.subject)
+                if fid in seen:
+                    continue
+                seen.add(fid)
+                old = held.get(fid)
+                spec: dict[str, Any] = {
+                    "id": fid,
+                    "rule": rule,
+                    "identity": None,
+                    "owner": None,
+                    "subject": draft.subject,
+                    "first_seen": old.spec.get("first_seen") if old else format_time(now),
+                    "last_seen": format_time(now),
+                    "evidence": dict(draft.evidence),
+                }
+                if draft.recommendation:
+                    spec["recommendation"] = draft.recommendation
+                action = "finding.open" if old is None else _transition(old.state, "open")
+                if action is None and old is not None and not _stale(old, spec, now):
+                    outcome.open_total += 1
+                    continue
+                if action == "finding.open":
+                    outcome.opened += 1
+                elif action == "finding.reopen":
+                    outcome.reopened += 1
+                    spec["reopened_at"] = format_time(now)
+                outcome.open_total += 1
+                writes.append(
+                    GovernRecord(
+                        type=FINDING, id=fid, group_id=rule, state="open", spec=spec, updated_at=now
+                    )
+                )
+                if action is not None:
+                    events.append(shadow_event(action, spec, _ACTOR))
+                    alerts.append(_alert(spec, action))
+        for fid, old in held.items():
+            if fid in seen or old.state == "resolved":
+                continue
+            spec = {**old.spec, "resolved_at": format_time(now)}
+            writes.append(replace(old, state="resolved", spec=spec, updated_at=now))
+            events.append(shadow_event("finding.resolve", spec, _ACTOR, "ok"))
+            outcome.resolved += 1
+        self._commit(writes, events, alerts, now)
+        return outcome
 
     def _resolve_ids(self, shared: _Shared, ids: Sequence[str]) -> Outcome:
         """Identities no longer in the estate: their findings resolve."""
@@ -636,4 +755,4 @@ def _interesting_leases(tx: Tx, view: EstateView, now: dt.datetime) -> dict[str,
     return out
 
 
-__all__ = ["EngineParts", "FindingsEngine", "Outcome", "finding_id"]
+__all__ = ["DraftLike", "EngineParts", "FindingsEngine", "Outcome", "PageDrafts", "finding_id"]

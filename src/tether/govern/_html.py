@@ -397,6 +397,74 @@ def _triggers(section: Mapping[str, Any]) -> str:
     )
 
 
+def _keys(section: Mapping[str, Any]) -> str:
+    items = [_map(i) for i in _list(section.get("items"))]
+    rows = []
+    for item in items:
+        rotations = _map(item.get("rotations"))
+        approvals = _map(item.get("approvals"))
+        rotation_seqs = _seqs(rotations.get("audit_entries"))
+        approval_seqs = _seqs(approvals.get("audit_entries"))
+        escrow = (
+            f"{_fmt(item.get('escrow_threshold'))} of {_fmt(item.get('escrow_holders'))}"
+            if item.get("escrowed")
+            else "no"
+        )
+        identity = _e(item.get("identity", ""))
+        if item.get("identity_in_estate") is False:
+            identity += " <small>(not in the estate)</small>"
+        asked = ", ".join(
+            f"{name} {_fmt(approvals.get(name))}"
+            for name in ("requested", "approved", "denied", "executed", "expired", "cancelled")
+            if approvals.get(name)
+        )
+        rows.append(
+            f"<th>{_e(item.get('name', ''))}</th>"
+            f"<td>{_e(item.get('type', ''))}</td>"
+            f"<td>{identity}</td>"
+            + _num(item.get("latest_version"))
+            + _num(item.get("min_decryption_version"))
+            + _num(item.get("min_encryption_version"))
+            + f"<td>{_e(escrow)}</td>"
+            + _num(rotations.get("count"), rotation_seqs)
+            + f'<td title="{_e(_seq_text(approval_seqs, _TITLE_SEQS))}">{_e(asked or "none")}</td>'
+            + _num(item.get("open_findings"))
+            + _entries_cell(sorted({*rotation_seqs, *approval_seqs}))
+        )
+    table = (
+        _table(
+            [
+                "Key",
+                "Type",
+                "Identity",
+                "Latest version",
+                "Min decryption",
+                "Min encryption",
+                "Escrow (M of N)",
+                "Rotations",
+                "Approvals",
+                "Open findings",
+                "Audit entries",
+            ],
+            rows,
+        )
+        if rows
+        else '<p class="none">No keys.</p>'
+    )
+    return (
+        '<h2 id="keys">Confidentiality keys</h2>'
+        f"<p>Keys: <b>{_e(_fmt(section.get('total')))}</b>, escrowed: "
+        f"<b>{_e(_fmt(section.get('escrowed')))}</b>, rotations in the period: "
+        f"<b>{_e(_fmt(section.get('rotations')))}</b>, open key findings: "
+        f"<b>{_e(_fmt(section.get('open_findings')))}</b>. Metadata only: no key material "
+        "is in this report.</p>"
+        + table
+        + _rest(
+            section, {"total", "escrowed", "rotations", "open_findings", "items", "audit_entries"}
+        )
+    )
+
+
 # -- whatever else the report carries: shown, never dropped --
 
 
@@ -437,6 +505,7 @@ def render_report_html(report: Mapping[str, Any]) -> str:
         "exceptions",
         "leases",
         "trigger_to_dead",
+        "keys",
     }
     body = [
         _header(report),
@@ -454,6 +523,8 @@ def render_report_html(report: Mapping[str, Any]) -> str:
         ),
         _triggers(_map(report.get("trigger_to_dead"))),
     ]
+    if "keys" in report:
+        body.append(_keys(_map(report.get("keys"))))
     extra = {k: v for k, v in report.items() if k not in known}
     if extra:
         body.append('<h2 id="more">More</h2>' + _generic(extra))

@@ -4,6 +4,8 @@ Every count is derived from audit entries (findings, reviews, exceptions, creden
 issued and ended, trigger-to-dead times) and names their sequence numbers, so an auditor
 can verify the chain (`tether audit verify`), export it, and recompute each number.
 Coverage is of the inventory as applied; it names the `estate.apply` entry it reflects.
+Keys (tether.keys) are listed as their metadata stands now (never material), with the
+rotations and approvals of each in the period, from the audit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,15 @@ _BOUND_TRIGGERS = {
 }
 #: The inventory fields whose coverage the report gives.
 COVERAGE = ("owner", "purpose", "justification", "approval", "attestation")
+#: What the keys section counts of each key's approval requests, by audit action.
+KEY_APPROVALS = {
+    "key.approval.request": "requested",
+    "key.approval.approve": "approved",
+    "key.approval.deny": "denied",
+    "key.approval.execute": "executed",
+    "key.approval.expire": "expired",
+    "key.approval.cancel": "cancelled",
+}
 
 
 @dataclass(slots=True)
@@ -85,6 +96,9 @@ class _Reader:
         self.samples: dict[str, list[tuple[float, list[int]]]] = {t: [] for t in TRIGGERS}
         #: lease id → (trigger kind, issuance seq) for leases bounded by a trigger.
         self.bounded: dict[str, tuple[str, int]] = {}
+        #: key name → its rotations in the period; its approval events by KEY_APPROVALS.
+        self.rotations: dict[str, _Tally] = {}
+        self.approvals: dict[str, dict[str, _Tally]] = {}
 
     def read(self, record: AuditRecord) -> None:
         action = record.action
@@ -97,6 +111,8 @@ class _Reader:
             self._lease(record, details, recent)
         elif action.startswith("review.") and recent:
             self._review(record, details)
+        elif action.startswith("key.") and recent and record.result == "ok":
+            self._key(record, details)
         elif action.startswith("exception."):
             self._exception(record, details)
         elif action == "estate.apply":
@@ -190,6 +206,16 @@ class _Reader:
         elif record.action == "review.decide":
             self.decisions.setdefault(details["decision"], _Tally()).add(record.seq)
 
+    def _key(self, record: AuditRecord, details: Mapping[str, Any]) -> None:
+        name = details.get("key")
+        if not isinstance(name, str):
+            return
+        if record.action == "key.rotate":
+            self.rotations.setdefault(name, _Tally()).add(record.seq)
+        elif record.action in KEY_APPROVALS:
+            counts = self.approvals.setdefault(name, {})
+            counts.setdefault(KEY_APPROVALS[record.action], _Tally()).add(record.seq)
+
     def _exception(self, record: AuditRecord, details: Mapping[str, Any]) -> None:
         held = self.exceptions.get(details["exception"])
         seqs = [*held[2], record.seq] if held else [record.seq]
@@ -232,6 +258,56 @@ def _coverage(view: EstateView, now: dt.datetime, apply_seq: int | None) -> dict
     }
 
 
+def _keys(
+    reader: _Reader,
+    view: EstateView,
+    keys: Sequence[Mapping[str, Any]],
+    open_findings: Mapping[str, int],
+) -> dict[str, Any]:
+    """Each key as it stands (its metadata, never material), with its rotations and
+    approval requests in the period and its open findings."""
+    items = []
+    seqs: list[int] = []
+    for key in sorted(keys, key=lambda k: str(k["name"])):
+        name = str(key["name"])
+        rotations = reader.rotations.get(name, _Tally())
+        approvals = reader.approvals.get(name, {})
+        approval_seqs = sorted(s for t in approvals.values() for s in t.seqs)
+        seqs += rotations.seqs + approval_seqs
+        escrow = key.get("escrow")
+        items.append(
+            {
+                "name": name,
+                "type": key["type"],
+                "identity": key["identity"],
+                "identity_in_estate": key["identity"] in view.identities,
+                "latest_version": key["latest_version"],
+                "min_decryption_version": key["min_decryption_version"],
+                "min_encryption_version": key["min_encryption_version"],
+                "escrowed": escrow is not None,
+                "escrow_threshold": None if escrow is None else escrow["threshold"],
+                "escrow_holders": None if escrow is None else escrow["holders"],
+                "rotations": {"count": rotations.count, "audit_entries": sorted(rotations.seqs)},
+                "approvals": {
+                    **{
+                        kind: approvals[kind].count if kind in approvals else 0
+                        for kind in KEY_APPROVALS.values()
+                    },
+                    "audit_entries": approval_seqs,
+                },
+                "open_findings": open_findings.get(name, 0),
+            }
+        )
+    return {
+        "total": len(items),
+        "escrowed": sum(1 for i in items if i["escrowed"]),
+        "rotations": sum(i["rotations"]["count"] for i in items),
+        "open_findings": sum(i["open_findings"] for i in items),
+        "items": items,
+        "audit_entries": sorted(seqs),
+    }
+
+
 def build_report(
     records: Iterable[AuditRecord],
     view: EstateView,
@@ -239,7 +315,12 @@ def build_report(
     framework: str,
     since: dt.datetime,
     now: dt.datetime,
+    keys: Sequence[Mapping[str, Any]] | None = None,
+    key_findings: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
+    """The report. `keys`: the key service's summaries (name, type, identity, versions,
+    escrow: {threshold, holders}); with them, a `keys` section. `key_findings`: open
+    findings by key name."""
     reader = _Reader(framework, since)
     head = (0, "")
     for record in records:
@@ -291,7 +372,7 @@ def build_report(
         else:
             expired += 1
     decided = sum(t.count for t in reader.decisions.values())
-    return {
+    report = {
         "framework": framework,
         "since": format_time(since),
         "generated_at": format_time(now),
@@ -328,6 +409,9 @@ def build_report(
         },
         "trigger_to_dead": {kind: _trigger(reader.samples[kind]) for kind in TRIGGERS},
     }
+    if keys is not None:
+        report["keys"] = _keys(reader, view, keys, key_findings or {})
+    return report
 
 
 _CRITICALITY = {

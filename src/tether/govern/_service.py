@@ -26,9 +26,11 @@ from tether.govern._engine import (
     FINDING,
     SUBJECT,
     USAGE_HORIZON,
+    DraftLike,
     EngineParts,
     FindingsEngine,
     Outcome,
+    PageDrafts,
     finding_id,
     finding_view,
     page_all,
@@ -41,7 +43,7 @@ from tether.govern._reviews import Reviews
 from tether.govern._usage import Rejected, UsageRecorder, combine, parse_usage_line, rollup_of
 from tether.govern.errors import GovernError, InvalidUsage, UnknownGovernObject
 from tether.lease import LeaseService
-from tether.model import RULES, Lease, Usage
+from tether.model import KEY_SERVICE_RULES, RULES, Lease, Usage
 from tether.static import StaticCredential
 from tether.store import GovernFilter, GovernRecord, Store, Tx
 from tether.targets import TargetSession
@@ -84,6 +86,13 @@ class GovernParts:
     alerts: Alerts | None = None
     #: How often target sessions are sampled (pg_stat_activity, CLIENT LIST).
     sample_every: dt.timedelta = dt.timedelta(seconds=30)
+    #: Findings raised elsewhere (tether.keys): see EngineParts.extra_drafts and
+    #: EngineParts.unowned_drafts.
+    extra_drafts: Callable[[], PageDrafts] | None = None
+    unowned_drafts: Callable[[], Mapping[str, Sequence[DraftLike]]] | None = None
+    #: The keys as the evidence report lists them (tether.keys' KeyService.summaries);
+    #: None: the report has no keys section.
+    key_summaries: Callable[[], Sequence[Mapping[str, Any]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,8 @@ class Governance:
                 clock=parts.clock,
                 usable_users=parts.usable_users,
                 alert=alert,
+                extra_drafts=parts.extra_drafts,
+                unowned_drafts=parts.unowned_drafts,
             )
         )
         self.exceptions = Exceptions(parts.store, parts.view, parts.audit, parts.clock, self.mark)
@@ -466,13 +477,29 @@ class Governance:
     def report(self, framework: str, since: dt.datetime) -> dict[str, Any]:
         if framework not in FRAMEWORKS:
             raise InvalidUsage(f"framework: must be one of {', '.join(FRAMEWORKS)}")
+        keys = self._p.key_summaries() if self._p.key_summaries is not None else None
         return build_report(
             self._p.store.iter_audit(),
             self._p.view.current,
             framework=framework,
             since=since,
             now=self._p.clock(),
+            keys=keys,
+            key_findings=self._open_key_findings() if keys is not None else None,
         )
+
+    def _open_key_findings(self) -> dict[str, int]:
+        """Open findings by key name (their subject is `key:<name>`)."""
+        counts: dict[str, int] = {}
+        with self._p.store.read() as tx:
+            for rule in sorted(KEY_SERVICE_RULES):
+                where = GovernFilter(type=FINDING, group_id=rule, states=("open",))
+                for record in page_all(tx, where):
+                    subject = str(record.spec.get("subject", ""))
+                    if subject.startswith("key:"):
+                        name = subject.removeprefix("key:")
+                        counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def migration(self) -> list[dict[str, Any]]:
         with self._p.store.read() as tx:

@@ -7,13 +7,20 @@ import datetime as dt
 from dataclasses import replace
 from typing import NoReturn
 
+from tether._internal.timeutil import format_time
 from tether.issuance._parts import IssuanceParts, new_id
 from tether.issuance._request import IssuanceRequest
+from tether.issuance._runs import run_problem, window_problem
 from tether.issuance._subjects import Subject
-from tether.issuance.errors import AccessDenied, InvalidGrant, InvalidRequest
-from tether.model import ExpiryBound, Identity, Lease, LeaseState, Task, TaskStatus
+from tether.issuance.errors import AccessDenied, InvalidGrant, InvalidRequest, WindowFull
+from tether.model import ExpiryBound, Identity, Lease, LeaseState, Task, TaskStatus, Usage
 from tether.policy import Decision
 from tether.store import Tx
+
+#: The guard rail that refuses what an agent run did not declare.
+OUTSIDE_INTENT = "guardrail:outside-intent"
+#: The usage action that records such an attempt, for governance.
+INTENT_VIOLATION = "intent.violation"
 
 
 def decide(parts: IssuanceParts, request: IssuanceRequest) -> Decision:
@@ -24,6 +31,15 @@ def decide(parts: IssuanceParts, request: IssuanceRequest) -> Decision:
             allowed=False,
             policy_ids=tuple(f"guardrail:{p.code}" for p in problems),
             reasons=tuple(p.reason for p in problems),
+            errors=(),
+            context={},
+        )
+    stopped = _run_stopped(parts, request)
+    if stopped is not None:
+        return Decision(
+            allowed=False,
+            policy_ids=(f"guardrail:{stopped[0]}",),
+            reasons=(stopped[1],),
             errors=(),
             context={},
         )
@@ -39,11 +55,39 @@ def decide(parts: IssuanceParts, request: IssuanceRequest) -> Decision:
     return engine.evaluate(request.policy_request())
 
 
+def _run_stopped(parts: IssuanceParts, request: IssuanceRequest) -> tuple[str, str] | None:
+    """An agent run issues nothing before its window opens, and nothing once its
+    principal no longer justifies it (the sweep ends such a run; this closes the gap)."""
+    task = request.task
+    run = task.run if task is not None else None
+    if run is None or task is None:
+        return None
+    if run.starts_at is not None and request.now < run.starts_at:
+        return "run-window", f"the run's window opens at {format_time(run.starts_at)}"
+    agent = request.view.identities.get(task.identity_id)
+    if agent is None:
+        return "run-principal", f"the run's identity {task.identity_id} is gone"
+    with parts.store.read() as tx:
+        problem = run_problem(tx, run, agent, request.view, request.now)
+    return None if problem is None else ("run-principal", problem)
+
+
 def deny(
     parts: IssuanceParts, request: IssuanceRequest, decision: Decision, action: str
 ) -> NoReturn:
     """A denial is evidence too: audited with its policy ids, then refused with the reasons."""
     parts.record([request.audit_event(action, decision)])
+    if OUTSIDE_INTENT in decision.policy_ids:
+        # Evidence for governance: an agent's run reached for a tool it did not declare.
+        # Not a use of that entitlement, so the profile is named as the resource only.
+        parts.record_usage(
+            Usage(
+                identity_id=request.identity.id,
+                at=request.now,
+                action=INTENT_VIOLATION,
+                resource=request.profile.id,
+            )
+        )
     reasons = "; ".join(decision.reasons) or "denied by policy"
     raise AccessDenied(f"denied: {reasons}")
 
@@ -76,7 +120,9 @@ def with_implicit_task(request: IssuanceRequest) -> tuple[IssuanceRequest, Task 
     return replace(request, task=task), task
 
 
-def still_justified(tx: Tx, request: IssuanceRequest, created: Task | None) -> None:
+def still_justified(
+    tx: Tx, request: IssuanceRequest, created: Task | None, audience: str | None = None
+) -> None:
     """Inside the issuing transaction: the task (unless this transaction `created` it) and
     the credential it derives from are still live. A lease inserted after their end was
     committed would escape its cascade."""
@@ -86,6 +132,13 @@ def still_justified(tx: Tx, request: IssuanceRequest, created: Task | None) -> N
         current = tx.get_task(task.id)
         if current is None or current.status is not TaskStatus.ACTIVE:
             raise InvalidGrant(f"task {task.id} has ended")
+        run = current.run
+        if run is not None and (run.max_credentials is not None or run.max_audiences is not None):
+            # Rewriting the row first takes its lock: issuances in one run count in turn.
+            tx.put_task(current)
+            full = window_problem(tx, run, current.id, audience)
+            if full is not None:
+                raise WindowFull(full)
     if parent is not None:
         lease = tx.get_lease(parent.id)
         if lease is None or lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:

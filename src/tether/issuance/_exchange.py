@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, replace
 
+from tether.estate import EstateView
 from tether.issuance._decide import (
     decide,
     deny,
@@ -16,8 +17,15 @@ from tether.issuance._parts import IssuanceParts, new_id
 from tether.issuance._profiles import select_profile
 from tether.issuance._request import IssuanceRequest
 from tether.issuance._subjects import Subject, Subjects
-from tether.model import LeaseState, Profile
-from tether.policy import entitled_scopes
+from tether.issuance.errors import (
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    UnauthorizedClient,
+    WindowFull,
+)
+from tether.model import Identity, Lease, LeaseState, Profile
+from tether.policy import Decision, entitled_scopes
 from tether.providers import JWT_TOKEN_TYPE, IssuedCredential
 from tether.store import Tx
 
@@ -58,19 +66,29 @@ class Exchange:
         self._subjects = subjects
 
     def _request(
-        self, req: ExchangeRequest, subject: Subject, actor: str | None
+        self, req: ExchangeRequest, subject: Subject, actor_subject: Subject | None
     ) -> IssuanceRequest:
         """What is being asked for, resolved against the current estate view."""
         parts = self._parts
         view = parts.view.current
         identity = subject.identity
+        now = parts.clock()
+        parent = subject.lease if subject.via == "token" else None
         wanted = [w for w in (req.audience, req.resource) if w]
+        if parent is not None and not wanted:
+            wanted = [parent.profile_id or parent.audience or ""]
         profile = select_profile(view, identity, wanted, req.requested_token_type)
         entitled = entitled_scopes(identity, profile)
-        parent = subject.lease if subject.via == "token" else None
-        if parent is not None and entitled is not None:
-            # A derived credential can only narrow what it was exchanged from.
-            entitled = tuple(s for s in entitled if s in parent.scopes)
+        if parent is not None:
+            narrow(parent, profile, req, now)
+            if entitled is not None:
+                # A derived credential can only narrow what it was exchanged from.
+                entitled = tuple(s for s in entitled if s in parent.scopes)
+        delegation = parent.delegation if parent is not None else ()
+        actor = delegation[0] if delegation else None
+        if actor_subject is not None:
+            actor = actor_subject.identity.id
+            delegation = delegated(view, identity, actor, delegation)
         scopes = req.scope if req.scope is not None else (entitled or ())
         return IssuanceRequest(
             action="exchange" if (parent is not None or actor is not None) else "issue",
@@ -86,6 +104,8 @@ class Exchange:
             source_ip=req.source_ip,
             actor=actor,
             parent=parent,
+            delegation=delegation,
+            actor_lease=actor_subject.lease if actor_subject is not None else None,
         )
 
     def exchange(self, req: ExchangeRequest) -> ExchangeResult:
@@ -93,11 +113,11 @@ class Exchange:
             subject = self._subjects.certificate(req.client_certificate)
         else:
             subject = self._subjects.resolve(req.subject_token, req.subject_token_type)
-        actor = None
+        actor_subject = None
         if req.actor_token:
             actor_type = req.actor_token_type or JWT_TOKEN_TYPE
-            actor = self._subjects.resolve(req.actor_token, actor_type).identity.id
-        request = self._request(req, subject, actor)
+            actor_subject = self._subjects.resolve(req.actor_token, actor_type)
+        request = self._request(req, subject, actor_subject)
         result, _ = self._mint(request)
         return result
 
@@ -127,6 +147,16 @@ class Exchange:
     def _mint(
         self, request: IssuanceRequest, action: str = "token.exchange"
     ) -> tuple[ExchangeResult, IssuedCredential]:
+        try:
+            return self._mint_decided(request, action)
+        except WindowFull as exc:
+            # Refused where the issuance is serialized: evidence like any other denial.
+            decision = Decision(False, ("guardrail:run-window",), (str(exc),), (), {})
+            deny(self._parts, request, decision, action)
+
+    def _mint_decided(
+        self, request: IssuanceRequest, action: str
+    ) -> tuple[ExchangeResult, IssuedCredential]:
         decision = decide(self._parts, request)
         if not decision.allowed:
             deny(self._parts, request, decision, action)
@@ -147,7 +177,7 @@ class Exchange:
         def write(tx: Tx) -> None:
             # What the request was checked against may have ended since (on another node,
             # or before this process heard): checked again where the insert is serialized.
-            still_justified(tx, request, implicit)
+            still_justified(tx, request, implicit, lease.audience)
             if implicit is not None:
                 tx.put_task(implicit)
             tx.insert_leases([lease])
@@ -165,3 +195,51 @@ class Exchange:
             bounded_by=bound.name,
         )
         return result, credential
+
+
+def narrow(parent: Lease, profile: Profile, req: ExchangeRequest, now: dt.datetime) -> None:
+    """A credential exchanged from another may only narrow it (RFC 8693 delegation):
+    the same audience (another one is token passthrough), no scope it lacks, and no
+    longer life than it has left."""
+    audience = profile.audience or profile.id
+    if parent.audience is not None and audience != parent.audience:
+        raise InvalidTarget(
+            f"token passthrough: the subject token was issued for {parent.audience}, not "
+            f"{audience}; exchange a credential for {audience} from the task token instead"
+        )
+    if req.scope is not None:
+        beyond = [s for s in dict.fromkeys(req.scope) if s not in parent.scopes]
+        if beyond:
+            raise InvalidScope(
+                f"scope(s) {', '.join(beyond)} widen the subject token's "
+                f"({' '.join(parent.scopes) or 'none'}): each hop may only narrow"
+            )
+    if req.requested_ttl is not None and now + req.requested_ttl > parent.expires_at:
+        left = max(0, int((parent.expires_at - now).total_seconds()))
+        raise InvalidRequest(
+            f"requested TTL {int(req.requested_ttl.total_seconds())}s outlives the subject "
+            f"token ({left}s left): each hop may only narrow"
+        )
+
+
+def delegated(
+    view: EstateView, subject: Identity, actor: str, before: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The actor chain once `actor` acts for `subject`, nearest first; refused when the
+    subject's `may_act` does not name it, or the chain outgrows a depth limit."""
+    if actor not in subject.may_act:
+        raise UnauthorizedClient(
+            f"{actor} may not act for {subject.id} (its may_act: "
+            f"{', '.join(subject.may_act) or 'none'})"
+        )
+    if actor == subject.id or actor in before:
+        raise InvalidRequest(f"delegation loop: {actor} is already in the chain")
+    chain = (actor, *before)
+    members = [subject, *(view.identities[a] for a in chain if a in view.identities)]
+    strictest = min(members, key=lambda i: i.delegation_depth)
+    if len(chain) > strictest.delegation_depth:
+        raise InvalidRequest(
+            f"the delegation chain would be {len(chain)} deep ({' > '.join(chain)}); "
+            f"{strictest.id} allows {strictest.delegation_depth}"
+        )
+    return chain

@@ -52,8 +52,9 @@ class Introspection:
             "tether_task": lease.task_id,
             "tether_profile": lease.profile_id,
         }
-        if lease.actor:
-            result["act"] = {"sub": lease.actor}
+        act = lease.act_claim()
+        if act is not None:
+            result["act"] = act
         return {k: v for k, v in result.items() if v is not None}
 
     def revoke_token(self, token: str, actor: str) -> int:

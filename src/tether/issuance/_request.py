@@ -56,6 +56,10 @@ class IssuanceRequest:
     #: A credential the new one must not outlive (the one it was exchanged from, or the
     #: parent of the lease being renewed).
     parent: Lease | None = None
+    #: The whole actor chain, nearest first (`actor` is its head).
+    delegation: tuple[str, ...] = ()
+    #: The credential the actor presented (its actor_token): the new one dies with it.
+    actor_lease: Lease | None = None
 
     @property
     def identity(self) -> Identity:
@@ -99,6 +103,8 @@ class IssuanceRequest:
             intent=self.intent,
             source_ip=self.source_ip,
             actor=self.actor,
+            delegation=self.delegation,
+            run=task.run if task else None,
             kind_max_ttl=control.max_ttl,
             attestation_required=control.attestation_required,
             attestation_rule=self.identity.attest is not None,
@@ -110,9 +116,18 @@ class IssuanceRequest:
         evidence, vendor = self.subject.evidence, self.vendor
         control = self.view.control(identity.kind)
         approval = identity.approval
+        run = task.run if task else None
+        actor_lease = self.actor_lease
         return bounded_expiry(
             [
                 ExpiryBound("requested ttl", now + self.ttl),
+                ExpiryBound("run window end", run.ends_at) if run and run.ends_at else None,
+                ExpiryBound("principal token expiry", run.principal_expires_at)
+                if run and run.principal_expires_at
+                else None,
+                ExpiryBound("actor credential expiry", actor_lease.expires_at)
+                if actor_lease
+                else None,
                 ExpiryBound("profile max_ttl", now + self.profile.max_ttl),
                 ExpiryBound(f"{identity.kind.value} max_ttl", now + control.max_ttl),
                 ExpiryBound("task deadline", task.ends_at) if task else None,
@@ -150,6 +165,7 @@ class IssuanceRequest:
             actor=self.actor,
             target=target,
             placement=Placement.of(identity),
+            delegation=self.delegation,
         )
 
     def usage(self, action: str, lease: Lease) -> Usage:
@@ -180,7 +196,7 @@ class IssuanceRequest:
     ) -> AuditEvent:
         """The evidence of this decision; `by` names the caller when it is not the
         workload itself (an operator renewing a lease)."""
-        identity = self.identity
+        identity, task = self.identity, self.task
         return AuditEvent(
             action=action,
             actor=by or f"workload:{identity.id}",
@@ -203,6 +219,12 @@ class IssuanceRequest:
                 "expires_at": format_time(lease.expires_at) if lease else None,
                 "bounded_by": bound.name if bound else None,
                 "source_ip": self.source_ip,
+                **({"delegation": list(self.delegation)} if self.delegation else {}),
+                **(
+                    {"run": {"purpose": task.run.purpose, "principal": task.run.principal}}
+                    if task is not None and task.run is not None
+                    else {}
+                ),
                 # What the kernel said of a local caller, or what its client certificate
                 # says: the selectors that attested it.
                 **(

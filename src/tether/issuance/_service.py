@@ -13,6 +13,7 @@ from tether.issuance._exchange import Exchange, ExchangeRequest, ExchangeResult
 from tether.issuance._introspection import Introspection
 from tether.issuance._parts import IssuanceParts
 from tether.issuance._renewal import Renewal
+from tether.issuance._runs import RunAsk
 from tether.issuance._subjects import Subject, Subjects
 from tether.issuance._tasks import StartedTask, Tasks
 from tether.model import ExpiryBound, Lease, Profile
@@ -51,10 +52,12 @@ class IssuanceService:
         ttl: dt.timedelta,
         source_ip: str | None,
         client_certificate: Sequence[bytes] = (),
+        run: RunAsk | None = None,
     ) -> StartedTask:
         """A workload attests once per task: an attestation JWT, a one-time join token,
-        or (`bearer` None) the client certificate chain it presented over mTLS."""
-        return self._tasks.start_task(bearer, name, ttl, source_ip, client_certificate)
+        or (`bearer` None) the client certificate chain it presented over mTLS. An
+        agent's `run` declares its intent, the principal it acts for and its window."""
+        return self._tasks.start_task(bearer, name, ttl, source_ip, client_certificate, run)
 
     def create_join_token(
         self, identity_id: str, ttl: dt.timedelta, actor: str
@@ -102,3 +105,12 @@ class IssuanceService:
     def revoke_token(self, token: str, actor: str) -> int:
         """RFC 7009: revoke the lease a token stands for, and everything derived from it."""
         return self._introspection.revoke_token(token, actor)
+
+    def end_unjustified_runs(self, limit: int = 500) -> int:
+        """End every active agent run whose principal no longer justifies it (left,
+        suspended, no longer lets the agent act for it, or its proving token ended)."""
+        return self._tasks.end_unjustified_runs(limit)
+
+    def check(self, token: str, tool: str | None, scopes: Sequence[str] | None) -> dict[str, Any]:
+        """May this token do this now (a tool gateway asks)? The live decision, reasons."""
+        return self._tasks.check(token, tool, scopes)

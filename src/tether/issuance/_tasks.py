@@ -8,10 +8,16 @@ from dataclasses import dataclass, field, replace
 
 from tether._internal.timeutil import format_time
 from tether._internal.tokens import is_well_formed, new_token, token_hash
+from tether.estate import EstateView
+from tether.issuance._decide import decide
 from tether.issuance._parts import TASK_PROVIDER, IssuanceParts, new_id
+from tether.issuance._request import IssuanceRequest
+from tether.issuance._runs import RunAsk, Runs, run_problem
 from tether.issuance._subjects import Subject, Subjects
-from tether.issuance.errors import AccessDenied, NotFound
+from tether.issuance.errors import AccessDenied, IssuanceError, NotFound
+from tether.lease import RevokeTarget
 from tether.model import (
+    AgentRun,
     AuditEvent,
     Lease,
     LeaseState,
@@ -21,7 +27,8 @@ from tether.model import (
     Usage,
     justification_problems,
 )
-from tether.store import JoinTokenRecord, Tx
+from tether.policy import entitled_scopes
+from tether.store import JoinTokenRecord, LeaseFilter, TaskFilter, Tx
 
 MAX_TASK_TTL = dt.timedelta(hours=24)
 
@@ -56,6 +63,9 @@ class Tasks:
     def __init__(self, parts: IssuanceParts, subjects: Subjects) -> None:
         self._parts = parts
         self._subjects = subjects
+        self._runs = Runs(parts, subjects)
+        #: The estate version and policy set the runs' credentials were last decided on.
+        self._authorized: tuple[int, int] | None = None
 
     def start_task(
         self,
@@ -64,9 +74,11 @@ class Tasks:
         ttl: dt.timedelta,
         source_ip: str | None,
         client_certificate: Sequence[bytes] = (),
+        run: RunAsk | None = None,
     ) -> StartedTask:
         """A workload attests once per task: an attestation JWT, a one-time join token,
-        or (with no bearer) the client certificate it presented over mTLS."""
+        or (with no bearer) the client certificate it presented over mTLS. An agent's
+        `run` declares its intent, principal and window (tether.issuance._runs)."""
         parts = self._parts
         now = parts.clock()
         subjects = self._subjects
@@ -87,10 +99,21 @@ class Tasks:
         if problems:
             self._audit_denied(subject, name, problems[0].reason, source_ip)
             raise AccessDenied(problems[0].reason)
+        agent_run = None
+        if run is not None:
+            try:
+                agent_run = self._runs.prepare(subject, run, now)
+            except IssuanceError as exc:
+                self._audit_denied(subject, name, str(exc), source_ip)
+                raise
         credential = parts.task_tokens.mint()
+        ttl = min(ttl, MAX_TASK_TTL)
 
         def write(tx: Tx) -> tuple[Task, Lease]:
-            task, action = self._task(tx, subject, name, now, min(ttl, MAX_TASK_TTL))
+            if agent_run is not None:
+                task, action = self._run_task(subject, name, now, ttl, agent_run), "task.start"
+            else:
+                task, action = self._task(tx, subject, name, now, ttl)
             tx.put_task(task)
             lease = Lease(
                 id=new_id("lse"),
@@ -121,6 +144,7 @@ class Tasks:
                     "run_key": task.run_key,
                     "token_lease": lease.id,
                     "source_ip": source_ip,
+                    **({} if task.run is None else {"run": task.run.to_spec()}),
                 },
             )
             parts.audit.append(tx, [event], now)
@@ -166,6 +190,150 @@ class Tasks:
             claims=dict(subject.claims),
         )
         return task, "task.start"
+
+    def end_unjustified_runs(self, limit: int) -> int:
+        parts = self._parts
+        ended = self._end_runs(limit)
+        # A new estate (its policies, entitlements, approvals) re-decides every live
+        # credential of every run: what is no longer permitted dies mid-run.
+        version = (parts.view.current.version, id(parts.policy.engine))
+        if version != self._authorized:
+            self._authorized = version
+            ended += self.reauthorize_runs(limit)
+        return ended
+
+    def reauthorize_runs(self, limit: int) -> int:
+        """Decide every live credential of every active run again; revoke the denied."""
+        parts = self._parts
+        revoked, after = 0, None
+        while True:
+            view, now = parts.view.current, parts.clock()
+            with parts.store.read() as tx:
+                page = tx.list_tasks(
+                    TaskFilter(status="active", agent_runs=True, after_id=after, limit=limit)
+                )
+                live = {t.id: tx.find_leases(LeaseFilter(task_id=t.id)) for t in page}
+            for task in page:
+                for lease in live[task.id]:
+                    reasons = self._denied_now(task, lease, view, now)
+                    if reasons is not None:
+                        revoked += parts.leases.revoke(
+                            RevokeTarget(lease_id=lease.id),
+                            f"re-authorization denied: {reasons}",
+                            "system:reauthorization",
+                        )
+            if len(page) < limit:
+                return revoked
+            after = page[-1].id
+
+    def check(
+        self, token: str, tool: str | None, scopes: Sequence[str] | None
+    ) -> dict[str, object]:
+        """A tool gateway's question: may this token do this now? The live decision and
+        its reasons: the lease is live, the tool and scopes are what it was issued for,
+        and the request would still be permitted (policy, run, principal, entitlement)."""
+        parts = self._parts
+        standing = self._subjects.standing(token) if token else None
+        if standing is None:
+            return {"allowed": False, "reasons": ["the token is not a Tether token"]}
+        lease, task = standing
+        now = parts.clock()
+        answer: dict[str, object] = {
+            "lease": lease.id,
+            "identity": lease.identity_id,
+            "tool": lease.profile_id,
+            "task": lease.task_id,
+            "delegation": list(lease.delegation),
+        }
+        if task is not None and task.run is not None:
+            answer["run"] = {"purpose": task.run.purpose, "principal": task.run.principal}
+        reasons: list[str] = []
+        if lease.state is not LeaseState.ACTIVE or lease.expires_at <= now:
+            reasons.append(f"the token is no longer active ({lease.state.value})")
+        elif task is not None and task.status is not TaskStatus.ACTIVE:
+            reasons.append(f"its task {task.id} has ended")
+        if tool is not None and tool not in (lease.profile_id, lease.audience):
+            reasons.append(f"the token was issued for {lease.profile_id}, not {tool}")
+        beyond = [s for s in scopes or () if s not in lease.scopes]
+        if beyond:
+            reasons.append(f"scope(s) {', '.join(beyond)} were not granted to it")
+        if not reasons and task is not None:
+            denied = self._denied_now(task, lease, parts.view.current, now)
+            if denied is not None:
+                reasons.append(denied)
+        return {**answer, "allowed": not reasons, "reasons": reasons}
+
+    def _denied_now(
+        self, task: Task, lease: Lease, view: EstateView, now: dt.datetime
+    ) -> str | None:
+        """Why the lease would be refused if it were asked for now (None: it would not)."""
+        if lease.provider == TASK_PROVIDER or lease.profile_id is None:
+            return None
+        identity = view.identities.get(lease.identity_id)
+        profile = view.profiles.get(lease.profile_id)
+        if identity is None or profile is None:
+            return "its identity or profile is gone from the estate"
+        request = IssuanceRequest(
+            action="exchange" if lease.delegation else "issue",
+            subject=Subject.of_lease(identity, lease, task, "token"),
+            profile=profile,
+            view=view,
+            now=now,
+            ttl=max(lease.expires_at - now, dt.timedelta(seconds=1)),
+            scopes=lease.scopes,
+            entitled=entitled_scopes(identity, profile),
+            task=task,
+            actor=lease.actor,
+            delegation=lease.delegation,
+        )
+        decision = decide(self._parts, request)
+        return None if decision.allowed else "; ".join(decision.reasons) or "denied by policy"
+
+    def _end_runs(self, limit: int) -> int:
+        parts = self._parts
+        ended, after = 0, None
+        while True:
+            view, now = parts.view.current, parts.clock()
+            with parts.store.read() as tx:
+                page = tx.list_tasks(
+                    TaskFilter(status="active", agent_runs=True, after_id=after, limit=limit)
+                )
+                stopped = []
+                for task in page:
+                    agent = view.identities.get(task.identity_id)
+                    assert task.run is not None
+                    problem = (
+                        "the run's identity is gone"
+                        if agent is None
+                        else run_problem(tx, task.run, agent, view, now)
+                    )
+                    if problem is not None:
+                        stopped.append((task, problem))
+            for task, problem in stopped:
+                ended += 1
+                parts.leases.end_task(task, f"principal: {problem}", "system:lifecycle")
+            if len(page) < limit:
+                return ended
+            after = page[-1].id
+
+    def _run_task(
+        self, subject: Subject, name: str, now: dt.datetime, ttl: dt.timedelta, run: AgentRun
+    ) -> Task:
+        """An agent run's task: it ends at the earliest of its TTL, its window's end, its
+        principal's proof and its own attestation (invariant 3 gains the window)."""
+        ends = [now + ttl, run.ends_at, run.principal_expires_at]
+        return Task(
+            id=new_id("tsk"),
+            identity_id=subject.identity.id,
+            name=name,
+            status=TaskStatus.ACTIVE,
+            created_at=now,
+            deadline=min(e for e in ends if e is not None),
+            attestation_expires_at=subject.evidence.expires_at if subject.evidence else None,
+            issuer_id=subject.issuer_id,
+            claims=dict(subject.claims),
+            run=run,
+        )
 
     def _audit_denied(
         self, subject: Subject, name: str, problem: str, source_ip: str | None

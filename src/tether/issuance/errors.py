@@ -22,6 +22,19 @@ class InvalidGrant(IssuanceError):
     code = "invalid_grant"
 
 
+class InvalidScope(IssuanceError):
+    """The request asks for scopes beyond what it may have (a derived credential's
+    scopes beyond the one it was exchanged from)."""
+
+    code = "invalid_scope"
+
+
+class UnauthorizedClient(IssuanceError):
+    """The actor may not act for the subject (`may_act`)."""
+
+    code = "unauthorized_client"
+
+
 class InvalidTarget(IssuanceError):
     """Nothing, or more than one thing, serves what the request asks for."""
 
@@ -36,6 +49,11 @@ class AccessDenied(IssuanceError):
     """Policy or an ended justification refused the request."""
 
     code = "access_denied"
+
+
+class WindowFull(AccessDenied):
+    """An agent run's window has no room for one more credential (its count, or its
+    distinct audiences)."""
 
 
 class NotFound(IssuanceError):

@@ -1,8 +1,8 @@
 """Finding candidates about keys, shaped for tether.govern's catalog.
 
-Each `KeyFinding` maps 1:1 onto a govern finding: `rule` is the rule id (KEY_RULES
-gives its title, severity and OWASP NHI / NIST CSF 2.0 mapping, for the catalog in
-tether.model's RULES), `subject` tells apart findings of one rule on one identity
+Each `KeyFinding` maps 1:1 onto a govern finding: `rule` is the rule id (its title,
+severity and OWASP NHI / NIST CSF 2.0 mapping are tether.model's RULES, the one catalog;
+KEY_RULES is its key part), `subject` tells apart findings of one rule on one identity
 (govern's Draft.subject), `identity_id` is the key's owning `encryption_key` identity
 (None for a principal's role conflict), `evidence` and `recommendation` as in Draft.
 """
@@ -17,70 +17,16 @@ from typing import Any
 from tether._internal.timeutil import format_duration, format_time
 from tether.keys._model import Key
 from tether.keys._policy import CryptoPolicy, classification_of
-from tether.model import Identity
-from tether.store import KeyUsageCount
+from tether.model import KEY_SERVICE_RULES, RULES, Identity, IdentityStatus, Profile, Rule
+from tether.policy import KEY_PROVIDER
+from tether.store import ApiTokenRecord, KeyUsageCount
 
+#: The API token role that administers keys.
 ADMIN_ROLE = "key-admin"
-USER_ROLE = "key-user"
+_OWNER_ROLE = "owner:"
 
-
-@dataclass(frozen=True, slots=True)
-class KeyRule:
-    id: str
-    title: str
-    severity: str
-    owasp_nhi: tuple[str, ...]
-    nist_csf: tuple[str, ...]
-
-
-def _rule(id_: str, title: str, severity: str, owasp: str, nist: str) -> KeyRule:
-    return KeyRule(id_, title, severity, tuple(owasp.split()), tuple(nist.split()))
-
-
-#: The rules key findings are raised under (for tether.model's RULES).
-KEY_RULES: Mapping[str, KeyRule] = {
-    r.id: r
-    for r in (
-        _rule(
-            "key-escrow-missing",
-            "Key not escrowed where its classification requires it",
-            "high",
-            "NHI7",
-            "PR.DS-11 PR.DS-01",
-        ),
-        _rule(
-            "key-rekey-overdue", "Key due for a new version", "high", "NHI7", "PR.DS-01 ID.AM-08"
-        ),
-        _rule(
-            "key-old-version-decryptable",
-            "Key version retired by crypto policy still decrypts",
-            "medium",
-            "NHI7",
-            "PR.DS-01 PR.DS-10",
-        ),
-        _rule(
-            "key-deprecated-algorithm",
-            "Key of a deprecated algorithm",
-            "high",
-            "NHI7 NHI6",
-            "PR.DS-01 PR.PS-01",
-        ),
-        _rule(
-            "key-foreign-use",
-            "Key used by an identity outside its owner's systems",
-            "high",
-            "NHI9 NHI8",
-            "PR.AA-05 DE.CM-09",
-        ),
-        _rule(
-            "key-role-conflict",
-            "One principal both administers and uses keys",
-            "high",
-            "NHI5",
-            "GV.RR-02 PR.AA-05",
-        ),
-    )
-}
+#: The rules key findings are raised under: tether.model's RULES, its key-* part.
+KEY_RULES: Mapping[str, Rule] = {r: RULES[r] for r in sorted(KEY_SERVICE_RULES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +48,8 @@ def _finding(
     evidence: Mapping[str, Any],
     fix: str,
 ) -> KeyFinding:
-    return KeyFinding(rule, key, identity_id, KEY_RULES[rule].severity, subject, evidence, fix)
+    severity = KEY_RULES[rule].severity.value
+    return KeyFinding(rule, key, identity_id, severity, subject, evidence, fix)
 
 
 def key_findings(
@@ -259,21 +206,84 @@ def _outside(key_identity: Identity | None, user: Identity | None) -> bool:
     return user.owner_id != key_identity.owner_id
 
 
-def role_conflicts(assignments: Mapping[str, Iterable[str]]) -> list[KeyFinding]:
-    """A finding per principal holding both the key-admin and the key-user role
-    (`assignments`: principal name -> roles, e.g. from the API tokens)."""
+def live_roles(tokens: Iterable[ApiTokenRecord], now: dt.datetime) -> dict[str, set[str]]:
+    """Principal name (an API token's name) -> the roles its live API tokens hold
+    (neither revoked nor expired)."""
+    out: dict[str, set[str]] = {}
+    for token in tokens:
+        if _live(token, now):
+            out.setdefault(token.name, set()).update(token.roles)
+    return out
+
+
+def admin_tokens(tokens: Iterable[ApiTokenRecord], now: dt.datetime) -> dict[str, list[str]]:
+    """Principal name -> ids of its live API tokens holding the key-admin role."""
+    out: dict[str, list[str]] = {}
+    for token in tokens:
+        if _live(token, now) and ADMIN_ROLE in token.roles:
+            out.setdefault(token.name, []).append(token.id)
+    return {name: sorted(ids) for name, ids in out.items()}
+
+
+def _live(token: ApiTokenRecord, now: dt.datetime) -> bool:
+    return token.revoked_at is None and (token.expires_at is None or token.expires_at > now)
+
+
+def key_using_owners(
+    identities: Iterable[Identity], profiles: Mapping[str, Profile]
+) -> dict[str, list[str]]:
+    """Owner id -> its identities (not retired) entitled to a profile of provider key:
+    the owners whose workloads can use keys."""
+    out: dict[str, list[str]] = {}
+    for identity in identities:
+        if identity.status is IdentityStatus.RETIRED:
+            continue
+        for entitlement in identity.entitlements:
+            profile = profiles.get(entitlement.profile_id)
+            if profile is not None and profile.provider == KEY_PROVIDER:
+                out.setdefault(identity.owner_id, []).append(identity.id)
+                break
+    return {owner: sorted(ids) for owner, ids in out.items()}
+
+
+def role_conflicts(
+    assignments: Mapping[str, Iterable[str]],
+    key_owners: Mapping[str, Sequence[str]],
+    admin_token_ids: Mapping[str, Sequence[str]] | None = None,
+) -> list[KeyFinding]:
+    """A finding per principal that both administers and can use keys: it holds the
+    key-admin role (`assignments`: principal name -> roles of its live API tokens), and
+    its name is, or it holds `owner:<id>` for, an owner whose identities are entitled to
+    a profile of provider key (`key_owners`: owner id -> those identities, from
+    `key_using_owners`). `admin_token_ids` (principal -> its key-admin tokens) is
+    evidence only."""
     out = []
     for principal, roles in sorted(assignments.items()):
         held = set(roles)
-        if ADMIN_ROLE in held and USER_ROLE in held:
-            out.append(
-                _finding(
-                    "key-role-conflict",
-                    "",
-                    None,
-                    f"principal:{principal}",
-                    {"principal": principal, "roles": sorted(held & {ADMIN_ROLE, USER_ROLE})},
-                    f"give {principal} one of {ADMIN_ROLE} and {USER_ROLE}, not both",
-                )
+        if ADMIN_ROLE not in held:
+            continue
+        owners = sorted(
+            owner for owner in key_owners if owner == principal or f"{_OWNER_ROLE}{owner}" in held
+        )
+        if not owners:
+            continue
+        identities = sorted({i for owner in owners for i in key_owners[owner]})
+        out.append(
+            _finding(
+                "key-role-conflict",
+                "",
+                None,
+                f"principal:{principal}",
+                {
+                    "principal": principal,
+                    "roles": [ADMIN_ROLE]
+                    + [f"{_OWNER_ROLE}{o}" for o in owners if f"{_OWNER_ROLE}{o}" in held],
+                    "key_admin_tokens": list((admin_token_ids or {}).get(principal, ())),
+                    "owners": owners,
+                    "key_using_identities": identities[:32],
+                },
+                f"revoke {principal}'s {ADMIN_ROLE} token, or move the ownership of "
+                f"{', '.join(owners)}'s key-using identities to another principal",
             )
+        )
     return out

@@ -20,7 +20,7 @@ import hmac as hmac_lib
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -45,7 +45,14 @@ from tether.keys._escrow import (
     split_to_holders,
     verify_shares,
 )
-from tether.keys._findings import KeyFinding, key_findings, role_conflicts
+from tether.keys._findings import (
+    KeyFinding,
+    admin_tokens,
+    key_findings,
+    key_using_owners,
+    live_roles,
+    role_conflicts,
+)
 from tether.keys._model import (
     KEY_TYPE,
     Approver,
@@ -89,7 +96,7 @@ from tether.keys.errors import (
     KeysUnavailable,
     VersionNotAllowed,
 )
-from tether.model import AuditEvent, Identity, Kind, Usage
+from tether.model import UNOWNED_KEY_RULES, AuditEvent, Identity, Kind, Profile, Usage
 from tether.store import Store, StoreError, Tx
 
 log = logging.getLogger("tether.keys")
@@ -1792,34 +1799,137 @@ class KeyService:
                 count += 1
         return count
 
-    def findings(
+    # ------------------------------------------------------------ governance --
+    def findings(self, now: dt.datetime | None = None) -> list[KeyFinding]:
+        """Finding candidates of every key (see tether.keys._findings), its owning
+        identity in the estate or not. Governance takes them per identity through
+        `findings_pass`, and a principal's role conflict from `role_conflict_findings`."""
+        keys, users, policy, now = self._findings_inputs(now)
+        with self._store.read() as tx:
+            return self._findings_of(tx, sorted(keys, key=lambda k: k.name), users, policy, now)
+
+    def findings_pass(
+        self, now: dt.datetime | None = None
+    ) -> Callable[[Sequence[str]], dict[str, list[KeyFinding]]]:
+        """For one governance evaluation: the keys' metadata and users read once, then a
+        function giving a page of identities' findings (identity id -> its keys'
+        findings), reading the usage counters of that page's keys only. A key whose
+        owning identity is not asked for (not in the estate) is not looked at."""
+        keys, users, policy, now = self._findings_inputs(now)
+        by_identity: dict[str, list[Key]] = {}
+        for key in sorted(keys, key=lambda k: k.name):
+            by_identity.setdefault(key.identity_id, []).append(key)
+
+        def page(identity_ids: Sequence[str]) -> dict[str, list[KeyFinding]]:
+            wanted = [k for i in identity_ids for k in by_identity.get(i, ())]
+            if not wanted:
+                return {}
+            out: dict[str, list[KeyFinding]] = {}
+            with self._store.read() as tx:
+                for finding in self._findings_of(tx, wanted, users, policy, now):
+                    assert finding.identity_id is not None
+                    out.setdefault(finding.identity_id, []).append(finding)
+            return out
+
+        return page
+
+    def role_conflict_findings(
         self,
+        identities: Iterable[Identity],
+        profiles: Mapping[str, Profile],
         now: dt.datetime | None = None,
-        role_assignments: Mapping[str, Sequence[str]] | None = None,
     ) -> list[KeyFinding]:
-        """Finding candidates for governance (see tether.keys._findings)."""
+        """key-role-conflict: principals holding key-admin on a live API token that can
+        also use keys (through the owners of `identities` entitled to a key profile)."""
         now = now or self._clock()
-        policy = self.parts.crypto_policy()
-        out: list[KeyFinding] = []
+        with self._store.read() as tx:
+            tokens = tx.list_api_tokens()
+        return role_conflicts(
+            live_roles(tokens, now),
+            key_using_owners(identities, profiles),
+            admin_tokens(tokens, now),
+        )
+
+    def unowned_findings(
+        self,
+        identities: Iterable[Identity],
+        profiles: Mapping[str, Profile],
+        now: dt.datetime | None = None,
+    ) -> dict[str, list[KeyFinding]]:
+        """The findings no identity owns, by rule (every such rule named, found or not:
+        governance resolves what is no longer found)."""
+        found = self.role_conflict_findings(identities, profiles, now)
+        return {rule: [f for f in found if f.rule == rule] for rule in sorted(UNOWNED_KEY_RULES)}
+
+    def identity_of_key(self, name: object) -> str | None:
+        """The owning identity of the key `name`, if there is such a key."""
+        if not isinstance(name, str):
+            return None
+        with self._store.read() as tx:
+            spec = tx.estate_objects(KEY_TYPE).get(name)
+        return None if spec is None else str(spec["identity"])
+
+    def summaries(self, identity_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """What governance shows of each key (of these owning identities; None: all), by
+        name: its type, identity, versions and escrow. Metadata only, never material."""
+        with self._store.read() as tx:
+            specs = tx.estate_objects(KEY_TYPE)
+        out = []
+        for name in sorted(specs):
+            key = Key.from_spec(specs[name])
+            if identity_ids is not None and key.identity_id not in identity_ids:
+                continue
+            out.append(
+                {
+                    "name": key.name,
+                    "type": key.type.value,
+                    "identity": key.identity_id,
+                    "latest_version": key.latest_version,
+                    "min_decryption_version": key.min_decryption_version,
+                    "min_encryption_version": key.min_encryption_version,
+                    "escrowed": key.escrow is not None,
+                    "escrow": None
+                    if key.escrow is None
+                    else {"threshold": key.escrow.threshold, "holders": len(key.escrow.holders)},
+                    "rotated_at": None if key.rotated_at is None else format_time(key.rotated_at),
+                    "deletion_due_at": None
+                    if key.deletion is None
+                    else format_time(key.deletion.due_at),
+                }
+            )
+        return out
+
+    def _findings_inputs(
+        self, now: dt.datetime | None
+    ) -> tuple[list[Key], Mapping[str, Any], CryptoPolicy, dt.datetime]:
+        now = now or self._clock()
         with self._store.read() as tx:
             keys = [Key.from_spec(s) for s in tx.estate_objects(KEY_TYPE).values()]
             users = tx.estate_objects(_USERS_TYPE)
-            usage = {k.name: tx.key_usage(k.name) for k in keys}
-        for key in sorted(keys, key=lambda k: k.name):
+        return keys, users, self.parts.crypto_policy(), now
+
+    def _findings_of(
+        self,
+        tx: Tx,
+        keys: Sequence[Key],
+        users: Mapping[str, Any],
+        policy: CryptoPolicy,
+        now: dt.datetime,
+    ) -> list[KeyFinding]:
+        out: list[KeyFinding] = []
+        for key in keys:
             seen = dict(users.get(key.name, {}).get("users", {}))
             out.extend(
                 key_findings(
                     key,
                     self.parts.identity_of(key.identity_id),
                     policy,
-                    usage[key.name],
+                    tx.key_usage(key.name),
                     seen,
                     {i: self.parts.identity_of(i) for i in seen},
                     now,
                 )
             )
-        if role_assignments:
-            out.extend(role_conflicts(role_assignments))
         return out
 
 

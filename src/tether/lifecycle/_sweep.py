@@ -33,6 +33,9 @@ class SweepParts:
     signing_keys: SigningKeys
     #: Reconcile every target against the live leases (`reconcile_targets`, bound).
     reconcile: Callable[[], object]
+    #: End the agent runs whose principal no longer justifies them (the acting-for
+    #: principal is one more justification); returns how many.
+    end_unjustified_runs: Callable[[], int] = lambda: 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class Sweep:
             pass
         p.leases.end_due_tasks()
         p.leases.revoke_unjustified()
+        p.end_unjustified_runs()
         p.leases.retry_revocations()
         p.leases.settle_stale_pending(self._schedule.pending_grace)
         if not p.barrier.sealed and self._statics.due(self._clock()):

@@ -13,6 +13,7 @@ from tether.model._audit import (
 )
 from tether.model._document import Estate
 from tether.model._estate import (
+    DEFAULT_DELEGATION_DEPTH,
     DEFAULT_ENVIRONMENTS,
     KIND_CONTROL_DEFAULTS,
     X509_ISSUER,
@@ -22,10 +23,12 @@ from tether.model._estate import (
     Entitlement,
     Identity,
     IdentityStatus,
+    IntentSchema,
     Issuer,
     Kind,
     Owner,
     OwnerStatus,
+    Person,
     Policy,
     Profile,
     Vendor,
@@ -46,6 +49,7 @@ from tether.model._justification import (
     justification_problems,
 )
 from tether.model._lease import (
+    AgentRun,
     ExpiryBound,
     Lease,
     LeaseState,
@@ -53,19 +57,30 @@ from tether.model._lease import (
     TaskStatus,
     bounded_expiry,
 )
-from tether.model._rules import DISCOVERY_RULES, RULES, Rule, Severity
+from tether.model._rules import (
+    DISCOVERY_RULES,
+    KEY_SERVICE_RULES,
+    RULES,
+    UNOWNED_KEY_RULES,
+    Rule,
+    Severity,
+)
 from tether.model._usage import Usage
 
 __all__ = [
     "AUDIT_OPTIONAL_FIELDS",
     "AUDIT_RECORD_FIELDS",
+    "DEFAULT_DELEGATION_DEPTH",
     "DEFAULT_ENVIRONMENTS",
     "DISCOVERY_RULES",
     "GOVERNANCE_ID",
+    "KEY_SERVICE_RULES",
     "KIND_CONTROL_DEFAULTS",
     "RULES",
     "THRESHOLD_NAMES",
+    "UNOWNED_KEY_RULES",
     "X509_ISSUER",
+    "AgentRun",
     "Approval",
     "AuditEvent",
     "AuditRecord",
@@ -77,6 +92,7 @@ __all__ = [
     "GovernanceSettings",
     "Identity",
     "IdentityStatus",
+    "IntentSchema",
     "Issuer",
     "Kind",
     "Lease",
@@ -84,6 +100,7 @@ __all__ = [
     "OrphanAction",
     "Owner",
     "OwnerStatus",
+    "Person",
     "Placement",
     "Policy",
     "Profile",

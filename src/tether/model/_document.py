@@ -14,6 +14,7 @@ from tether.model._estate import (
     Issuer,
     Kind,
     Owner,
+    Person,
     Policy,
     Profile,
     Vendor,
@@ -42,6 +43,10 @@ class Estate:
     #: Confidentiality keys' settings as written (`crypto_policy`, `escrow_holders`,
     #: `approver_groups`), validated by tether.keys; only the sections given.
     key_settings: Mapping[str, Any] = field(default_factory=dict)
+    #: AuthZEN applications as written, policy files inlined, validated by tether.authzen.
+    applications: tuple[Mapping[str, Any], ...] = ()
+    #: The people agents may act for (`people:`).
+    people: tuple[Person, ...] = ()
 
     def control_profile(self, kind: Kind) -> ControlProfile:
         return KIND_CONTROL_DEFAULTS[kind].with_overrides(self.kind_overrides.get(kind, {}))

@@ -160,6 +160,76 @@ class Owner:
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """A person agents may act for, proved by a token of a trusted issuer whose `sub` is
+    `subject`. A departed person's agent runs end; `may_act` names the identities that
+    may act for them (none: nobody may)."""
+
+    id: str
+    issuer: str
+    subject: str
+    name: str | None = None
+    status: OwnerStatus = OwnerStatus.ACTIVE
+    may_act: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.status is OwnerStatus.ACTIVE
+
+    def to_spec(self) -> Spec:
+        return _drop_none(
+            {
+                "id": self.id,
+                "issuer": self.issuer,
+                "subject": self.subject,
+                "name": self.name,
+                "status": None if self.active else self.status.value,
+                "may_act": list(self.may_act) or None,
+            }
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Person:
+        return cls(
+            id=spec["id"],
+            issuer=spec["issuer"],
+            subject=spec["subject"],
+            name=spec.get("name"),
+            status=OwnerStatus(spec.get("status", "active")),
+            may_act=tuple(spec.get("may_act", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IntentSchema:
+    """What an agent may declare as a run's intent: the tools (profiles), resources
+    (audiences or targets) and data classes it may ever mean to use."""
+
+    tools: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    data_classes: tuple[str, ...] = ()
+
+    def to_spec(self) -> Spec:
+        return {
+            "tools": list(self.tools),
+            "resources": list(self.resources),
+            "data_classes": list(self.data_classes),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> IntentSchema:
+        return cls(
+            tools=tuple(spec.get("tools", ())),
+            resources=tuple(spec.get("resources", ())),
+            data_classes=tuple(spec.get("data_classes", ())),
+        )
+
+
+#: How deep a delegation chain may grow when the identity does not say.
+DEFAULT_DELEGATION_DEPTH = 3
+
+
+@dataclass(frozen=True, slots=True)
 class Vendor:
     id: str
     name: str
@@ -363,6 +433,18 @@ class Identity:
     #: An encryption_key identity's data classification (public | internal |
     #: confidential | restricted): what its key's crypto policy is chosen by.
     data_classification: str | None = None
+    #: An agent's intent schema: what its runs may declare. None: it declares none.
+    intent_schema: IntentSchema | None = None
+    #: The longest delegation chain (RFC 8693 actors) a credential of it may carry.
+    max_delegation_depth: int | None = None
+    #: The identities that may act for it (RFC 8693 actor_token; `may_act`).
+    may_act: tuple[str, ...] = ()
+
+    @property
+    def delegation_depth(self) -> int:
+        if self.max_delegation_depth is None:
+            return DEFAULT_DELEGATION_DEPTH
+        return self.max_delegation_depth
 
     @property
     def unix_rule(self) -> Mapping[str, Any] | None:
@@ -402,6 +484,11 @@ class Identity:
                 "entitlements": [e.to_spec() for e in self.entitlements],
                 "spiffe_id": self.spiffe_id,
                 "data_classification": self.data_classification,
+                "intent_schema": None
+                if self.intent_schema is None
+                else self.intent_schema.to_spec(),
+                "max_delegation_depth": self.max_delegation_depth,
+                "may_act": list(self.may_act) or None,
             }
         )
 
@@ -435,6 +522,11 @@ class Identity:
             ),
             spiffe_id=spec.get("spiffe_id"),
             data_classification=spec.get("data_classification"),
+            intent_schema=None
+            if spec.get("intent_schema") is None
+            else IntentSchema.from_spec(spec["intent_schema"]),
+            max_delegation_depth=spec.get("max_delegation_depth"),
+            may_act=tuple(spec.get("may_act", ())),
         )
 
 

@@ -8,10 +8,10 @@ NHI10 human use of NHI.
 NIST CSF 2.0 subcategories: GV.RR-02 (roles and responsibilities), GV.SC-10 (supplier
 relationship end), ID.AM-08 (assets managed through their life cycle), PR.AA-01
 (identities and credentials managed), PR.AA-03 (authenticated), PR.AA-05 (access
-permissions, least privilege, reviewed), PR.DS-01 (data at rest), PR.PS-01
-(configuration management), PR.IR-01 (networks and environments protected),
-DE.CM-03 (personnel activity monitored), DE.CM-09 (computing activity monitored),
-RS.MI-02 (incidents eradicated).
+permissions, least privilege, reviewed), PR.DS-01 (data at rest), PR.DS-10 (data in
+use), PR.DS-11 (backups of data), PR.PS-01 (configuration management), PR.IR-01
+(networks and environments protected), DE.CM-03 (personnel activity monitored),
+DE.CM-09 (computing activity monitored), RS.MI-02 (incidents eradicated).
 """
 
 from __future__ import annotations
@@ -117,8 +117,55 @@ RULES: Mapping[str, Rule] = {
             "ID.AM-08 GV.RR-02",
         ),
         _rule("review-overdue", "Access review overdue", "medium", "NHI5 NHI1", "PR.AA-05"),
+        # Raised by the key service (tether.keys) about confidentiality keys: on the key's
+        # owning encryption_key identity, or (key-role-conflict) on no identity.
+        _rule(
+            "key-escrow-missing",
+            "Key not escrowed where its classification requires it",
+            "high",
+            "NHI7",
+            "PR.DS-11 PR.DS-01",
+        ),
+        _rule(
+            "key-rekey-overdue", "Key due for a new version", "high", "NHI7", "PR.DS-01 ID.AM-08"
+        ),
+        _rule(
+            "key-old-version-decryptable",
+            "Key version retired by crypto policy still decrypts",
+            "medium",
+            "NHI7",
+            "PR.DS-01 PR.DS-10",
+        ),
+        _rule(
+            "key-deprecated-algorithm",
+            "Key of a deprecated algorithm",
+            "high",
+            "NHI7 NHI6",
+            "PR.DS-01 PR.PS-01",
+        ),
+        _rule(
+            "key-foreign-use",
+            "Key used by an identity outside its owner's systems",
+            "high",
+            "NHI9 NHI8",
+            "PR.AA-05 DE.CM-09",
+        ),
+        _rule(
+            "key-role-conflict",
+            "One principal both administers and uses keys",
+            "high",
+            "NHI5",
+            "GV.RR-02 PR.AA-05",
+        ),
     )
 }
 
 #: Rules raised by discovery (tether.scan) rather than by evaluating an identity.
 DISCOVERY_RULES: frozenset[str] = frozenset({"shadow-nhi"})
+
+#: Rules raised by the key service (tether.keys), not by govern's own rules: the
+#: engine takes them as drafts from it (tether.govern's EngineParts.extra_drafts).
+KEY_SERVICE_RULES: frozenset[str] = frozenset(r for r in RULES if r.startswith("key-"))
+
+#: Of those, the ones no identity owns (a principal's): settled by the full evaluation.
+UNOWNED_KEY_RULES: frozenset[str] = frozenset({"key-role-conflict"})

@@ -88,6 +88,7 @@ def check(request: PolicyRequest) -> list[Violation]:
                 f"of profile {profile.id} (entitled: {granted})",
             )
 
+    out.extend(_intent_violations(request))
     if request.action in KEY_ACTIONS:
         return out  # a key use mints nothing: no TTL to bound
     ttl = request.requested_ttl.total_seconds()
@@ -124,3 +125,29 @@ def _action_violations(request: PolicyRequest) -> list[Violation]:
         reason = f"profile {profile.id} entitles to a key's use; nothing is issued from it"
         return [Violation("guardrail:key-profile-not-issued", reason)]
     return []
+
+
+def _intent_violations(request: PolicyRequest) -> list[Violation]:
+    """An agent run gets only what it declared: its tools (profiles) and, when it names
+    them, its resources (what a profile's credential reaches: its audience or target)."""
+    run, profile = request.run, request.profile
+    if run is None:
+        return []
+    out = []
+    if profile.id not in run.tools:
+        declared = _list(run.tools) or "none"
+        out.append(
+            Violation(
+                "guardrail:outside-intent",
+                f"tool {profile.id} is outside the run's declared intent (tools: {declared})",
+            )
+        )
+    reach = [r for r in (profile.audience, profile.target) if r]
+    if run.resources and reach and not any(r in run.resources for r in reach):
+        out.append(
+            Violation(
+                "guardrail:outside-intent",
+                f"{_list(reach)} is outside the run's declared resources ({_list(run.resources)})",
+            )
+        )
+    return out

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.model import Identity, Profile, Vendor
+from tether.model import AgentRun, Identity, Profile, Vendor
 from tether.policy._compile import ContextUsage
 from tether.policy._schema import CLAIM_SELECTORS, IDENTITY_TYPE, PROFILE_TYPE
 
@@ -46,6 +46,10 @@ class PolicyRequest:
     source_ip: str | None = None
     #: Delegation: whom the agent acts for (the `act` claim's subject).
     actor: str | None = None
+    #: The whole actor chain, nearest first (`actor` is its head).
+    delegation: tuple[str, ...] = ()
+    #: The agent run the request is made in: its intent, principal and window.
+    run: AgentRun | None = None
     #: The cap of the identity's kind (its control profile).
     kind_max_ttl: dt.timedelta | None = None
     #: The kind's control profile requires attestation: an unattested request is refused
@@ -82,7 +86,7 @@ def entitled_scopes(identity: Identity, profile: Profile) -> tuple[str, ...] | N
 #: are computed with these unknown, so one slice serves many requests.
 VOLATILE_CONTEXT = frozenset(
     {"now", "utc_hour", "utc_weekday", "requested_ttl_seconds", "task", "task_name"}
-    | {"intent", "source_ip", "actor"}
+    | {"intent", "source_ip", "actor", "run", "delegation", "delegation_depth"}
 )
 VOLATILE_CLAIMS = frozenset({"sha", "run_id", "pod", "actor"})
 
@@ -169,6 +173,22 @@ def _context(request: PolicyRequest) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise TypeError(f"{key} must be a string")
             context[key] = value
+    chain = request.delegation or ((request.actor,) if request.actor else ())
+    if chain:
+        context["delegation"] = list(chain)
+        context["delegation_depth"] = len(chain)
+    run = request.run
+    if run is not None:
+        described: dict[str, Any] = {
+            "purpose": run.purpose,
+            "tools": list(run.tools),
+            "resources": list(run.resources),
+            "data_classes": list(run.data_classes),
+        }
+        if run.principal is not None:
+            described["principal"] = run.principal
+            described["principal_type"] = run.principal_kind
+        context["run"] = described
     if request.source_ip is not None:
         # Checked even when no policy reads it: a malformed request is denied.
         ipaddress.ip_address(request.source_ip)

@@ -123,6 +123,20 @@ _CONTEXT_ATTRIBUTES: dict[str, Any] = {
     "environment": _string(),
     "source_ip": {"type": "Extension", "name": "ipaddr", "required": False},
     "actor": _string(False),
+    "delegation": {"type": "Set", "element": {"type": "String"}, "required": False},
+    "delegation_depth": _long(False),
+    "run": {
+        "type": "Record",
+        "required": False,
+        "attributes": {
+            "purpose": _string(),
+            "tools": _strings(),
+            "resources": _strings(),
+            "data_classes": _strings(),
+            "principal": _string(False),
+            "principal_type": _string(False),
+        },
+    },
 }
 
 #: The published Cedar schema (JSON form). Identity labels are Cedar entity tags:

@@ -216,8 +216,9 @@ class JwtProvider:
         }
         if lease.task_id:
             claims["tether_task"] = lease.task_id
-        if lease.actor:
-            claims["act"] = {"sub": lease.actor}
+        act = lease.act_claim()
+        if act is not None:
+            claims["act"] = act
         assert key.private is not None
         token = jwt.encode(
             claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "at+jwt"}

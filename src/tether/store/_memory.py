@@ -209,6 +209,8 @@ class _MemoryTx:
                 continue
             if where.status is not None and task.status.value != where.status:
                 continue
+            if where.agent_runs and task.run is None:
+                continue
             if owners is not None and task.identity_id not in owners:
                 continue
             out.append(task)

@@ -88,6 +88,8 @@ class TaskFilter:
     status: str | None = None
     after_id: str | None = None
     limit: int = 1000
+    #: Only agent runs (tasks that declare a run).
+    agent_runs: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from tether.api.routes import (
     _audit,
+    _authzen,
     _credentials,
     _estate,
     _exposures,
@@ -32,8 +33,9 @@ ROUTERS = (
     _exposures.router,
     _spiffe.router,
     _keys.router,
+    _authzen.router,
 )
 
-HOT_PATHS = _oauth.HOT_PATHS
+HOT_PATHS = _oauth.HOT_PATHS | _authzen.HOT_PATHS
 
 __all__ = ["HOT_PATHS", "ROUTERS"]

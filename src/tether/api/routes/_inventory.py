@@ -1,4 +1,6 @@
-"""The inventory of identities, as the caller's token may see it."""
+"""The inventory of identities, as the caller's token may see it. An `encryption_key`
+identity's record lists its keys (name, type, latest version, escrowed): their metadata
+from the key service, never material."""
 
 from __future__ import annotations
 
@@ -44,12 +46,30 @@ def list_identities(
         limit=query.limit,
     )
     if query.sort == "risk":
-        return {"items": _riskiest(node, where), "next": None}
+        riskiest = _riskiest(node, where)
+        _with_keys(node, riskiest)
+        return {"items": riskiest, "next": None}
     items = [i.to_spec() for i in node.estate.list_identities(where)]
     risk = node.govern.risk(i["id"] for i in items)
     for item in items:
         item["risk"] = risk.get(item["id"], {}).get("score", 0)
+    _with_keys(node, items)
     return page(items, query.limit)
+
+
+def _with_keys(node: Any, items: list[dict[str, Any]]) -> None:
+    """Each encryption_key identity's keys, in its record (one read for the page)."""
+    owners = {i["id"] for i in items if i.get("kind") == Kind.ENCRYPTION_KEY.value}
+    if not owners:
+        return
+    keys: dict[str, list[dict[str, Any]]] = {}
+    for key in node.keys.summaries(owners):
+        keys.setdefault(key["identity"], []).append(
+            {k: key[k] for k in ("name", "type", "latest_version", "escrowed")}
+        )
+    for item in items:
+        if item["id"] in owners:
+            item["keys"] = keys.get(item["id"], [])
 
 
 def _riskiest(node: Any, where: IdentityFilter) -> list[dict[str, Any]]:
@@ -85,6 +105,8 @@ def show_identity(
     shown = node.estate.get_identity(identity_id, caller.owner_scope())
     risk = node.govern.risk([identity_id]).get(identity_id)
     open_findings = node.govern.findings(FindingFilter(identity=identity_id, state="open"))
+    shown = dict(shown)
+    _with_keys(node, [shown])
     return {
         **shown,
         "risk": risk or {"score": 0, "open_findings": 0, "blast_radius": None},

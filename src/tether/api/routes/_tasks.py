@@ -3,12 +3,14 @@ join tokens stand in for attestation where a workload has none."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
-from tether._internal.timeutil import format_time
+from tether._internal.timeutil import InvalidValue, format_time, parse_time
 from tether.api._access import bearer_of
 from tether.api._deps import (
     Caller,
@@ -22,6 +24,7 @@ from tether.api._oauth_errors import OAuthError
 from tether.api._routing import TetherRoute
 from tether.api._schemas import JoinTokenRequest, TaskStartRequest, page, task_json
 from tether.errors import NotFoundError
+from tether.issuance import InvalidRequest, RunAsk
 from tether.providers import ACCESS_TOKEN_TYPE
 from tether.store import TaskFilter
 
@@ -48,9 +51,30 @@ def start_task(body: TaskStartRequest, request: Request, node: Node) -> dict[str
             401,
         )
     started = node.issuance.start_task(
-        bearer, body.name, duration("ttl", body.ttl), client_ip(request), certificate
+        bearer,
+        body.name,
+        duration("ttl", body.ttl),
+        client_ip(request),
+        certificate,
+        _run_ask(body),
     )
     return {**task_json(started.task), "token": started.token, "token_type": ACCESS_TOKEN_TYPE}
+
+
+class RunCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=16384, repr=False)
+    #: The tool (profile id or audience) the token is about to be used with.
+    tool: str | None = Field(default=None, max_length=2048)
+    scopes: list[str] | None = Field(default=None, max_length=200)
+
+
+@router.post("/v1/agents/check")
+def check_agent_token(body: RunCheck, _caller: Caller, node: Node) -> dict[str, Any]:
+    """A tool gateway asks: may this agent token do this now? The live decision, with
+    reasons (the lease, its run and principal, and policy as it stands)."""
+    return node.issuance.check(body.token, body.tool, body.scopes)
 
 
 @router.post("/v1/tasks/{task_id}/end")
@@ -97,3 +121,32 @@ def create_join_token(body: JoinTokenRequest, caller: Caller, node: Node) -> dic
         "token": token_value,
         "expires_at": format_time(record.expires_at),
     }
+
+
+def _run_ask(body: TaskStartRequest) -> RunAsk | None:
+    """The agent run a task start declares, if it declares one."""
+    if body.intent is None:
+        if body.acting_for is not None or body.window is not None:
+            raise InvalidRequest("acting_for and window are an agent run's: declare its intent")
+        return None
+    window = body.window
+    return RunAsk(
+        purpose=body.intent.purpose,
+        tools=body.intent.tools,
+        resources=body.intent.resources,
+        data_classes=body.intent.data_classes,
+        acting_for=body.acting_for.token if body.acting_for is not None else None,
+        starts_at=_when("window.start", window.start if window else None),
+        ends_at=_when("window.end", window.end if window else None),
+        max_credentials=window.max_credentials if window else None,
+        max_audiences=window.max_audiences if window else None,
+    )
+
+
+def _when(field: str, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except (InvalidValue, ValueError):
+        raise InvalidRequest(f"{field}: not an RFC 3339 time: {value!r}") from None

@@ -17,6 +17,7 @@ from tether._internal.canonical import canonical_json
 from tether._internal.timeutil import parse_time, utcnow
 from tether.model import (
     AUDIT_RECORD_FIELDS,
+    AgentRun,
     AuditRecord,
     Lease,
     LeaseState,
@@ -133,6 +134,7 @@ def _task_row(task: Task) -> dict[str, Any]:
         "ended_at": task.ended_at,
         "end_reason": task.end_reason,
         "claims": canonical_json(dict(task.claims)),
+        "run": None if task.run is None else canonical_json(task.run.to_spec()),
     }
 
 
@@ -151,6 +153,7 @@ def _task(row: Any) -> Task:
         ended_at=row.ended_at,
         end_reason=row.end_reason,
         claims=json.loads(row.claims),
+        run=None if row.run is None else AgentRun.from_spec(json.loads(row.run)),
     )
 
 
@@ -176,6 +179,7 @@ def _lease_row(lease: Lease) -> dict[str, Any]:
         "ended_at": lease.ended_at,
         "end_reason": lease.end_reason,
         "placement": None if lease.placement is None else lease.placement.key,
+        "delegation": " ".join(lease.delegation) or None,
     }
 
 
@@ -201,6 +205,7 @@ def _lease(row: Any) -> Lease:
         ended_at=row.ended_at,
         end_reason=row.end_reason,
         placement=None if row.placement is None else _placement(row.placement),
+        delegation=tuple(row.delegation.split()) if row.delegation else (),
     )
 
 
@@ -461,6 +466,8 @@ class _SqlTx(GovernSql, KeysSql):
             query = query.where(c.status == where.status)
         if where.after_id is not None:
             query = query.where(c.id > where.after_id)
+        if where.agent_runs:
+            query = query.where(c.run.is_not(None))
         if where.owner_in is not None:
             owned = sa.select(t.identities.c.id).where(t.identities.c.owner_id.in_(where.owner_in))
             query = query.where(c.identity_id.in_(owned))

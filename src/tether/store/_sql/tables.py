@@ -159,6 +159,8 @@ tasks = Table(
     Column("ended_at", UTCDateTime),
     Column("end_reason", Text),
     Column("claims", Text, nullable=False),
+    #: An agent run's intent, principal and window (JSON); NULL: a plain task.
+    Column("run", Text),
     Index("ix_tasks_identity", "identity_id"),
     Index("ix_tasks_status_ends", "status", "ends_at"),
     Index("ix_tasks_run", "identity_id", "run_key"),
@@ -188,6 +190,8 @@ leases = Table(
     Column("end_reason", Text),
     #: Placement.key the credential was justified for.
     Column("placement", Text),
+    #: The RFC 8693 actor chain, nearest first, space-separated; NULL: not delegated.
+    Column("delegation", Text),
     Index("ix_leases_state_expires", "state", "expires_at"),
     Index("ix_leases_task", "task_id"),
     Index("ix_leases_owner", "owner_id"),
