@@ -21,6 +21,7 @@ from tether.model import (
     GovernanceSettings,
     Identity,
     IdentityStatus,
+    IntentSchema,
     Kind,
     Lease,
     LeaseState,
@@ -121,6 +122,16 @@ def rules_of(f: Facts) -> list[str]:
 def lease(**changes: Any) -> Lease:
     base = Lease("lse_1", "svc-orders", "team-a", "jwt", NOW - DAY, NOW + DAY, LeaseState.ACTIVE)
     return replace(base, **changes)
+
+
+AGENT_INTENT = IntentSchema(("api-read", "db-ro"))
+
+
+def agent(schema: IntentSchema | None = AGENT_INTENT, **changes: Any) -> Facts:
+    """Facts of the clean identity as an agent declaring its intent (under the
+    workload's controls, so that the agent's shorter TTL cap does not spill in)."""
+    identity = clean_identity(kind=Kind.AGENT, intent_schema=schema)
+    return facts(identity, control=KIND_CONTROL_DEFAULTS[Kind.WORKLOAD], **changes)
 
 
 def static(**changes: Any) -> StaticCredential:
@@ -291,6 +302,31 @@ PLANTED: list[tuple[str, Any, str]] = [
         "metadata-missing",
     ),
     ("review overdue", lambda: facts(reviewed_at=NOW - 400 * DAY), "review-overdue"),
+    (
+        "agent without an intent schema",
+        lambda: agent(None),
+        "agent-intent-undeclared",
+    ),
+    (
+        "agent run refused a tool outside its intent",
+        lambda: agent(
+            usage=(
+                *CLEAN_USAGE,
+                rollup("", credential="", action=("intent.violation",), resource=("db-admin",)),
+            )
+        ),
+        "agent-outside-intent",
+    ),
+    (
+        "live lease three hops deep",
+        lambda: agent(leases=(lease(delegation=("agent-b", "agent-c", "svc-x")),)),
+        "delegation-chain-long",
+    ),
+    (
+        "departed person still lets the agent act",
+        lambda: agent(departed_principals=("p-bob",)),
+        "agent-principal-departed",
+    ),
 ]
 
 
@@ -364,3 +400,8 @@ def test_a_unix_rule_that_names_the_binary_is_not_broad() -> None:
     for rule in ({"uid": 1001, "path": "/usr/bin/orders"}, {"uid": 1001, "sha256": "ab" * 32}):
         found = evaluate(facts(clean_identity(attest={"unix": rule})))
         assert "insecure-authentication" not in {d.rule for d in found}, rule
+
+
+def test_a_clean_agent_raises_nothing() -> None:
+    # Declared intent, no refused runs, a two-hop chain, no departed principal.
+    assert rules_of(agent(leases=(lease(delegation=("agent-b", "svc-x")),))) == []

@@ -124,6 +124,14 @@ def test_a_run_for_a_person_gets_its_tools_only_and_dies_with_the_persons_access
     assert "outside the run's declared intent" in outside.json()["error_description"]
     denial = loop.audit("token.exchange")[-1]
     assert denial["result"] == "deny" and "guardrail:outside-intent" in str(denial["details"])
+    # Governance sees the attempt: the agent reached outside its declared intent.
+    loop.node.govern.evaluate_now(["support-agent"])
+    found = loop.client.get(
+        "/v1/findings",
+        params={"identity": "support-agent", "rule": "agent-outside-intent"},
+        headers=loop.admin(),
+    ).json()["items"]
+    assert [f["evidence"]["tools"] for f in found] == [["billing-api"]]
     # The window: one audience, three credentials.
     other_audience = loop.exchange(started["token"], audience="opaque-api", ttl="5m")
     assert other_audience.status_code == 403

@@ -334,40 +334,28 @@ def test_implicit_task_from_attestation(loop: Loop) -> None:
 def test_delegation_records_the_actor(loop: Loop) -> None:
     document = estate(loop.idp)
     deployer = next(i for i in document["identities"] if i["id"] == "payments-deployer")
+
+    def delegate() -> Any:
+        task = loop.start_task()
+        attestation = loop.idp.github_actions_token(repository="acme/agent")
+        agent = loop.client.post(
+            "/v1/tasks", json={"name": "agent"}, headers={"Authorization": f"Bearer {attestation}"}
+        ).json()
+        return loop.exchange(
+            task["token"],
+            audience="https://orders.example.com",
+            actor_token=agent["token"],
+            actor_token_type=ACCESS,
+        )
+
     loop.apply(document)
-    task = loop.start_task()
-    agent = loop.client.post(
-        "/v1/tasks",
-        json={"name": "agent"},
-        headers={
-            "Authorization": f"Bearer {loop.idp.github_actions_token(repository='acme/agent')}"
-        },
-    ).json()
     # Nobody may act for an identity whose may_act does not name them.
-    refused = loop.exchange(
-        task["token"],
-        audience="https://orders.example.com",
-        actor_token=agent["token"],
-        actor_token_type=ACCESS,
-    )
+    refused = delegate()
     assert refused.status_code == 400
     assert refused.json()["error"] == "unauthorized_client"
     deployer["may_act"] = ["acme-agent"]
     loop.apply(document)
-    task = loop.start_task()
-    agent = loop.client.post(
-        "/v1/tasks",
-        json={"name": "agent"},
-        headers={
-            "Authorization": f"Bearer {loop.idp.github_actions_token(repository='acme/agent')}"
-        },
-    ).json()
-    body = loop.exchange(
-        task["token"],
-        audience="https://orders.example.com",
-        actor_token=agent["token"],
-        actor_token_type=ACCESS,
-    ).json()
+    body = delegate().json()
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["act"] == {"sub": "acme-agent"}
     assert loop.introspect(body["access_token"])["act"] == {"sub": "acme-agent"}

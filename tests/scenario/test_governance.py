@@ -118,6 +118,19 @@ def estate(clock: SettableClock) -> tuple[dict[str, Any], dict[str, str]]:
         kind="workload",
         attest={"issuer": "gh", "claims": {"repository": "acme/*"}},
     )
+    # Agents (issue #14): intent, delegation and the people they act for.
+    agent = {
+        "kind": "agent",
+        "attest": {"issuer": "gh", "claims": {"repository": "acme/agents"}},
+        "intent_schema": {"tools": ["api-read"]},
+    }
+    hops = ["p-hop-a", "p-hop-b", "p-hop-c"]
+    for n in (1, 2):
+        plant("agent-intent-undeclared", f"p-agent-undeclared-{n}", kind="agent")
+        plant("agent-outside-intent", f"p-agent-outside-{n}", **agent)
+        plant("delegation-chain-long", f"p-agent-deleg-{n}", **agent, may_act=hops)
+        plant("agent-principal-departed", f"p-agent-gone-{n}", **agent)
+    identities += [_identity(hop, **agent) for hop in hops]
     document = {
         "version": 1,
         "owners": [
@@ -186,6 +199,16 @@ def estate(clock: SettableClock) -> tuple[dict[str, Any], dict[str, str]]:
             {"id": "flaky-cache", "provider": "redis", "target": "flaky", "max_ttl": "1h"},
         ],
         "identities": identities,
+        "people": [
+            {"id": "ann", "issuer": "gh", "subject": "ann", "may_act": ["p-agent-outside-1"]},
+            {
+                "id": "bob",
+                "issuer": "gh",
+                "subject": "bob",
+                "status": "departed",
+                "may_act": ["p-agent-gone-1", "p-agent-gone-2"],
+            },
+        ],
         "governance": {"workstation_sources": ["10.20.0.0/16"]},
     }
     for identity in identities:
@@ -198,6 +221,13 @@ def estate(clock: SettableClock) -> tuple[dict[str, Any], dict[str, str]]:
 class Estate(AdminApi):
     def jwt(self, identity_id: str, audience: str = API) -> str:
         """A token for the identity; the lease id it stands for."""
+        introspected = self.post(
+            "/oauth2/introspect", None, data={"token": self.jwt_token(identity_id, audience)}
+        )
+        return str(introspected["jti"])
+
+    def jwt_token(self, identity_id: str, audience: str = API) -> str:
+        """A token for the identity, exchanged for its task's token."""
         response = self.client.post(
             "/oauth2/token",
             data={
@@ -208,10 +238,22 @@ class Estate(AdminApi):
             },
         )
         assert response.status_code == 200, response.text
-        introspected = self.post(
-            "/oauth2/introspect", None, data={"token": response.json()["access_token"]}
+        return str(response.json()["access_token"])
+
+    def delegate(self, subject_token: str, actor_token: str) -> str:
+        """One hop of delegation: the subject's token, now acted on by the actor."""
+        response = self.client.post(
+            "/oauth2/token",
+            data={
+                "grant_type": EXCHANGE,
+                "subject_token": subject_token,
+                "subject_token_type": ACCESS,
+                "actor_token": actor_token,
+                "actor_token_type": ACCESS,
+            },
         )
-        return str(introspected["jti"])
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
 
     def creds(self, identity_id: str, profile: str) -> dict[str, Any]:
         response = self.client.post(
@@ -317,6 +359,18 @@ def test_every_planted_case_is_found_and_no_control_identity_has_a_finding(
             used("p-human-3", source="10.20.4.17"),
         ]
     )
+    # Agent runs refused tools outside their intent (as issuance records them).
+    world.usage(
+        [
+            used(f"p-agent-outside-{n}", action="intent.violation", resource="orders-api")
+            for n in (1, 2)
+        ]
+    )
+    # Three hops of delegation (RFC 8693 actor tokens) onto each agent's credential.
+    for n in (1, 2):
+        token = world.jwt_token(f"p-agent-deleg-{n}")
+        for hop in ("p-hop-a", "p-hop-b", "p-hop-c"):
+            token = world.delegate(token, world.task(hop)["token"])
     shared_token = world.jwt("p-reuse-2")
     world.usage(
         [

@@ -26,7 +26,7 @@ from tether.audit import AuditLog
 from tether.errors import TetherError
 from tether.estate import EstateView, EstateViewHolder
 from tether.govern._risk import blast_radius, risk_score
-from tether.govern._rules import Draft, Facts, evaluate
+from tether.govern._rules import DELEGATION_CHAIN_LONG, Draft, Facts, evaluate
 from tether.model import (
     RULES,
     AuditEvent,
@@ -145,6 +145,8 @@ class _Shared:
     waivers: tuple[Waiver, ...]
     issuer_presets: Mapping[str, str]
     interactive: Callable[[str], bool]
+    #: Per identity: the departed people whose `may_act` still names it.
+    departed_principals: Mapping[str, tuple[str, ...]]
     #: For a full run: each identity's leases that can raise a finding (None: query).
     leases: Mapping[str, list[Lease]] | None = None
     #: This evaluation's source of drafts from elsewhere (EngineParts.extra_drafts).
@@ -232,6 +234,11 @@ class FindingsEngine:
         waivers = tuple(view.exceptions.values()) + tuple(
             Waiver.from_spec(r.spec) for r in api_waivers
         )
+        departed: dict[str, list[str]] = {}
+        for person in sorted(view.people.values(), key=lambda p: p.id):
+            if not person.active:
+                for actor in dict.fromkeys(person.may_act):
+                    departed.setdefault(actor, []).append(person.id)
         return _Shared(
             view=view,
             now=now,
@@ -245,6 +252,7 @@ class FindingsEngine:
             waivers=waivers,
             issuer_presets={i.id: i.preset for i in view.issuers.values()},
             interactive=lambda value: value.startswith(prefixes),
+            departed_principals={k: tuple(v) for k, v in departed.items()},
             leases=leases,
             page_drafts=self._p.extra_drafts() if self._p.extra_drafts is not None else None,
         )
@@ -294,6 +302,7 @@ class FindingsEngine:
             reviewed_at=parse_time(reviewed) if reviewed else None,
             now=now,
             interactive=shared.interactive,
+            departed_principals=shared.departed_principals.get(identity.id, ()),
         )
 
     def _usable(self, statics: Sequence[StaticCredential]) -> frozenset[str]:
@@ -727,9 +736,9 @@ def _leases_of(tx: Tx, identity_id: str) -> list[Lease]:
 
 def _interesting_leases(tx: Tx, view: EstateView, now: dt.datetime) -> dict[str, list[Lease]]:
     """For a full run, the leases that can raise a finding, by identity: every lease
-    still revoking, every live lease of a retired identity, and live leases older than
-    the shortest age the long-lived rule looks at. Bounded by what is wrong, not by how
-    many leases there are."""
+    still revoking, every live lease of a retired identity, live leases older than
+    the shortest age the long-lived rule looks at, and those with a long delegation
+    chain. Bounded by what is wrong, not by how many leases there are."""
     out: dict[str, list[Lease]] = {}
     youngest = (
         min(
@@ -747,6 +756,7 @@ def _interesting_leases(tx: Tx, view: EstateView, now: dt.datetime) -> dict[str,
                 lease.state is LeaseState.REVOKING
                 or (identity is not None and identity.status is IdentityStatus.RETIRED)
                 or lease.issued_at <= now - youngest
+                or len(lease.delegation) >= DELEGATION_CHAIN_LONG
             ):
                 out.setdefault(lease.identity_id, []).append(lease)
         if len(page) < where.limit:

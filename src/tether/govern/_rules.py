@@ -20,6 +20,7 @@ from tether.model import (
     GovernanceSettings,
     Identity,
     IdentityStatus,
+    Kind,
     Lease,
     LeaseState,
     Owner,
@@ -38,6 +39,12 @@ _NARROWING_CLAIMS = {
 }
 _GLOB = ("*", "?", "[")
 _PROD = ("prod", "production")
+#: The usage action issuance records when an agent run is refused a tool outside its
+#: declared intent (tether.issuance.INTENT_VIOLATION; govern does not import issuance).
+INTENT_VIOLATION = "intent.violation"
+#: Hops of delegation (RFC 8693 actors) from which a live credential's chain is long:
+#: each hop is one more party whose compromise speaks for the identity.
+DELEGATION_CHAIN_LONG = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,8 @@ class Facts:
     reviewed_at: dt.datetime | None
     now: dt.datetime
     interactive: Callable[[str], bool] = field(default=lambda _v: False)
+    #: Departed people whose `may_act` still names this identity.
+    departed_principals: tuple[str, ...] = ()
     #: The usage within the evidence window, and every facet's values across it
     #: (computed: several rules read them).
     recent: tuple[UsageRollup, ...] = field(init=False)
@@ -508,6 +517,80 @@ def review_overdue(f: Facts) -> Iterable[Draft]:
         )
 
 
+def agent_intent(f: Facts) -> Iterable[Draft]:
+    identity = f.identity
+    if identity.kind is not Kind.AGENT or identity.status is IdentityStatus.RETIRED:
+        return
+    if identity.intent_schema is None:
+        yield Draft(
+            "agent-intent-undeclared",
+            "",
+            {"tools_granted": sorted(e.profile_id for e in identity.entitlements)},
+            f"declare {identity.id}'s intent_schema: the tools, resources and data classes "
+            "its runs may mean to use",
+        )
+
+
+def agent_outside_intent(f: Facts) -> Iterable[Draft]:
+    # Within the evidence window: refusals long ago do not describe the agent now.
+    refused = [r for r in f.recent if INTENT_VIOLATION in r.facets.get("action", ())]
+    if not refused:
+        return
+    tools: set[str] = set()
+    for rollup in refused:
+        resources = rollup.facets.get("resource", ())
+        if rollup.facets.get("action") == (INTENT_VIOLATION,):
+            tools.update(resources)
+        else:  # merged with other use of the same key: only what names a profile
+            tools.update(r for r in resources if r in f.profiles)
+    yield Draft(
+        "agent-outside-intent",
+        "",
+        {
+            "refusals": sum(r.count for r in refused),
+            "tools": sorted(tools)[:32],
+            "last_refused": format_time(max(r.last_seen for r in refused)),
+            "window": format_duration(f.thresholds.evidence_window),
+        },
+        f"find why {f.identity.id}'s runs reach beyond what they declare; narrow its "
+        "entitlements or its prompt, or declare the tool where it is meant",
+    )
+
+
+def delegation_chain_long(f: Facts) -> Iterable[Draft]:
+    long = [
+        lease
+        for lease in f.leases
+        if lease.state.live and len(lease.delegation) >= DELEGATION_CHAIN_LONG
+    ]
+    if long:
+        long.sort(key=lambda lease: lease.id)
+        yield Draft(
+            "delegation-chain-long",
+            "",
+            {
+                "leases": [lease.id for lease in long][:50],
+                "chains": {lease.id: list(lease.delegation) for lease in long[:50]},
+                "threshold": DELEGATION_CHAIN_LONG,
+                "max_delegation_depth": f.identity.delegation_depth,
+            },
+            f"shorten the delegation to {f.identity.id}: exchange for it nearer its "
+            "principal, or lower its max_delegation_depth",
+        )
+
+
+def agent_principal_departed(f: Facts) -> Iterable[Draft]:
+    if f.identity.status is IdentityStatus.RETIRED:
+        return
+    for person in f.departed_principals:
+        yield Draft(
+            "agent-principal-departed",
+            f"person:{person}",
+            {"person": person, "status": "departed"},
+            f"remove {f.identity.id} from {person}'s may_act",
+        )
+
+
 RULE_FUNCTIONS: tuple[Rule, ...] = (
     orphaned,
     dormant,
@@ -524,6 +607,10 @@ RULE_FUNCTIONS: tuple[Rule, ...] = (
     revocation_stuck,
     metadata_missing,
     review_overdue,
+    agent_intent,
+    agent_outside_intent,
+    delegation_chain_long,
+    agent_principal_departed,
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from tether._internal.timeutil import format_time
@@ -202,16 +202,26 @@ class Tasks:
             ended += self.reauthorize_runs(limit)
         return ended
 
-    def reauthorize_runs(self, limit: int) -> int:
-        """Decide every live credential of every active run again; revoke the denied."""
-        parts = self._parts
-        revoked, after = 0, None
+    def _active_runs(self, limit: int) -> Iterator[list[Task]]:
+        """Every active agent run, a page at a time (read when the page is asked for)."""
+        after = None
         while True:
-            view, now = parts.view.current, parts.clock()
-            with parts.store.read() as tx:
+            with self._parts.store.read() as tx:
                 page = tx.list_tasks(
                     TaskFilter(status="active", agent_runs=True, after_id=after, limit=limit)
                 )
+            yield page
+            if len(page) < limit:
+                return
+            after = page[-1].id
+
+    def reauthorize_runs(self, limit: int) -> int:
+        """Decide every live credential of every active run again; revoke the denied."""
+        parts = self._parts
+        revoked = 0
+        for page in self._active_runs(limit):
+            view, now = parts.view.current, parts.clock()
+            with parts.store.read() as tx:
                 live = {t.id: tx.find_leases(LeaseFilter(task_id=t.id)) for t in page}
             for task in page:
                 for lease in live[task.id]:
@@ -222,9 +232,7 @@ class Tasks:
                             f"re-authorization denied: {reasons}",
                             "system:reauthorization",
                         )
-            if len(page) < limit:
-                return revoked
-            after = page[-1].id
+        return revoked
 
     def check(
         self, token: str, tool: str | None, scopes: Sequence[str] | None
@@ -291,14 +299,11 @@ class Tasks:
 
     def _end_runs(self, limit: int) -> int:
         parts = self._parts
-        ended, after = 0, None
-        while True:
+        ended = 0
+        for page in self._active_runs(limit):
             view, now = parts.view.current, parts.clock()
+            stopped = []
             with parts.store.read() as tx:
-                page = tx.list_tasks(
-                    TaskFilter(status="active", agent_runs=True, after_id=after, limit=limit)
-                )
-                stopped = []
                 for task in page:
                     agent = view.identities.get(task.identity_id)
                     assert task.run is not None
@@ -312,9 +317,7 @@ class Tasks:
             for task, problem in stopped:
                 ended += 1
                 parts.leases.end_task(task, f"principal: {problem}", "system:lifecycle")
-            if len(page) < limit:
-                return ended
-            after = page[-1].id
+        return ended
 
     def _run_task(
         self, subject: Subject, name: str, now: dt.datetime, ttl: dt.timedelta, run: AgentRun

@@ -117,6 +117,35 @@ RULES: Mapping[str, Rule] = {
             "ID.AM-08 GV.RR-02",
         ),
         _rule("review-overdue", "Access review overdue", "medium", "NHI5 NHI1", "PR.AA-05"),
+        # AI agents (issue #14): what an agent may mean to do, and for whom it acts.
+        _rule(
+            "agent-intent-undeclared",
+            "Agent without a declared intent schema",
+            "medium",
+            "NHI5",
+            "PR.AA-05 ID.AM-08",
+        ),
+        _rule(
+            "agent-outside-intent",
+            "Agent runs reached for tools outside their declared intent",
+            "high",
+            "NHI5",
+            "PR.AA-05 DE.CM-09",
+        ),
+        _rule(
+            "delegation-chain-long",
+            "Live credential carries a long delegation chain",
+            "medium",
+            "NHI5 NHI9",
+            "PR.AA-05",
+        ),
+        _rule(
+            "agent-principal-departed",
+            "Departed person still lets the agent act for them",
+            "high",
+            "NHI1",
+            "PR.AA-01 GV.RR-02",
+        ),
         # Raised by the key service (tether.keys) about confidentiality keys: on the key's
         # owning encryption_key identity, or (key-role-conflict) on no identity.
         _rule(
