@@ -311,3 +311,28 @@ def test_the_sdk_starts_a_run_and_its_task_ends_everything(loop: Loop, sso: Oidc
         assert shown["run"]["principal"] == "person:alice"
         assert shown["run"]["max_credentials"] == 2
     assert loop.introspect(token) == {"active": False}
+
+
+def test_a_run_for_an_identity_ends_when_the_token_that_proved_it_ends(
+    loop: Loop, sso: OidcIssuer
+) -> None:
+    document = agents_estate(loop, sso)
+    deployer = next(i for i in document["identities"] if i["id"] == "payments-deployer")
+    deployer["may_act"] = ["support-agent"]
+    loop.apply(document)
+    principal = loop.start_task()
+    run = start(
+        loop,
+        "acme/support",
+        {
+            "name": "for-the-deployer",
+            "intent": intent("orders-api-read"),
+            "acting_for": {"token": principal["token"]},
+        },
+    )
+    assert run.status_code == 201, run.text
+    assert run.json()["run"]["principal"] == "identity:payments-deployer"
+    token = loop.exchange(run.json()["token"], audience="https://orders.example.com").json()
+    ended = loop.client.post(f"/v1/tasks/{principal['id']}/end", headers=loop.admin())
+    assert ended.status_code == 200, ended.text
+    assert loop.wait_inactive(token["access_token"], limit=5) < 1.5

@@ -56,3 +56,9 @@ def post(path: str, body: Any = None, **params: Any) -> Any:
     """One POST on a client of its own."""
     with client() as api:
         return api.post(path, body, **params)
+
+
+def send(method: str, path: str, body: Any = None) -> Any:
+    """One request of any method with a JSON body (PATCH, DELETE), on a client of its own."""
+    with client() as api:
+        return api.request(method, path, json=body)

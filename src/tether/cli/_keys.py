@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from tether.cli._api import client, get, post
+from tether.cli._api import client, get, post, send
 from tether.cli._output import (
     Column,
     emit_json,
@@ -201,7 +201,7 @@ def key_configure(name: str, reason: str | None, as_json: bool, **fields: Any) -
     changes = {k: v for k, v in fields.items() if v is not None}
     if not changes:
         raise click.UsageError("name at least one setting to change")
-    result = client_request("PATCH", f"/v1/keys/{name}", {**changes, "reason": reason})
+    result = send("PATCH", f"/v1/keys/{name}", {**changes, "reason": reason})
     if as_json:
         emit_json(result)
         return
@@ -250,7 +250,7 @@ def key_delete(
         body: dict[str, Any] = {"reason": reason}
         if versions:
             body["versions"] = list(versions)
-        result = client_request("DELETE", f"/v1/keys/{name}", body)
+        result = send("DELETE", f"/v1/keys/{name}", body)
     _opened(result["approval"], as_json)
 
 
@@ -263,11 +263,6 @@ def _opened(approval: dict[str, Any], as_json: bool) -> None:
             f"{approval['threshold']} approvals of group {approval['group']} by "
             f"{approval['expires_at']}."
         )
-
-
-def client_request(method: str, path: str, body: Any) -> Any:
-    with client() as api:
-        return api.request(method, path, json=body)
 
 
 # -- uses (a workload's task token as TETHER_TOKEN) --

@@ -100,11 +100,10 @@ class Runs:
         """Whom the token proves, as `person:<id>` or `identity:<id>`; refused unless that
         principal names the agent in its `may_act`."""
         view = self._parts.view.current
-        standing = None if not token else self._subjects.standing(token)
-        if standing is not None or is_well_formed(token):
-            subject = self._subjects.from_lease(token)
-            if subject is None:
-                raise InvalidGrant("acting_for: is not a valid Tether token")
+        subject = self._subjects.from_lease(token)
+        if subject is None and is_well_formed(token):
+            raise InvalidGrant("acting_for: is not a valid Tether token")
+        if subject is not None:
             principal = f"identity:{subject.identity.id}"
             assert subject.lease is not None
             lease_id, expires = subject.lease.id, subject.lease.expires_at
