@@ -14,6 +14,7 @@ from typing import Any
 from bench import (
     audit_bench,
     authzen_bench,
+    dashboard_bench,
     estate_bench,
     govern_bench,
     issuance_bench,
@@ -28,6 +29,7 @@ from bench import (
 BENCHMARKS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "audit": audit_bench.run,
     "authzen": authzen_bench.run,
+    "dashboard": dashboard_bench.run,
     "estate_apply": estate_bench.run,
     "governance": govern_bench.run,
     "issuance": issuance_bench.run,

@@ -115,6 +115,7 @@ def _concrete(path: str, w: World) -> str:
         "exception_id": "exc_0000000000000000",
         "sink_id": "hook",
         "approval_id": "apr_0000000000000000",
+        "finding_id": "fnd_0000000000000000",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
@@ -274,6 +275,27 @@ def test_an_owner_ends_its_own_identities_tasks_and_no_one_elses(world: World) -
     ).json()["items"]
     ended = [r for r in records if r["action"] == "task.end"]
     assert ended and ended[-1]["actor"].startswith("token:")
+
+
+def test_an_owner_revokes_by_lease_task_or_identity_only_what_it_owns(world: World) -> None:
+    owner = _auth(world.tokens["owner-a"])
+    for body in (
+        {"lease": world.lease_b},
+        {"task": world.task_b},
+        {"identity": IDENTITY_B},
+        {"owner": OWNER_B},
+        {"all": True},
+    ):
+        response = world.client.post("/v1/leases/revoke", json=body, headers=owner)
+        assert response.status_code == 403, body
+    with world.node.store.read() as tx:
+        lease = tx.get_lease(world.lease_b)
+    assert lease is not None and lease.state is LeaseState.ACTIVE
+    response = world.client.post(
+        "/v1/leases/revoke", json={"identity": IDENTITY_A, "reason": "rotate"}, headers=owner
+    )
+    assert response.status_code == 200
+    assert response.json()["revoked"] >= 1
 
 
 def test_a_task_token_ends_only_its_own_task(world: World) -> None:

@@ -101,7 +101,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         verify = self.verify()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -112,7 +112,8 @@ class Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError("server did not become healthy in 30 s")
+        self.stop()  # not left running behind the failed test
+        raise RuntimeError("server did not become healthy in 60 s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -486,6 +486,13 @@ def test_a_review_campaign_runs_through_the_cli_with_an_owner_token(
     found = server.cli("findings", "--refresh", "--rule", "human-use", "--json")
     assert found.code == 0, found.stderr
     assert [(f["identity"], f["owasp_nhi"]) for f in found.json()] == [("reporting", ["NHI10"])]
+    finding = found.json()[0]["id"]
+    assigned = server.cli("findings", "assign", finding, "dana@example.com", "--json")
+    assert assigned.code == 0, assigned.stderr
+    assert assigned.json()["assignee"]["to"] == "dana@example.com"
+    queue = server.cli("findings", "--assignee", "dana@example.com", "--json").json()
+    assert [f["id"] for f in queue] == [finding]
+    assert server.cli("findings", "--assignee", "nobody@example.com", "--json").json() == []
     report = server.cli("report", "--framework", "nist-csf", "--format", "json")
     assert report.code == 0, report.stderr
     assert report.json()["findings"]["by_control"].get("DE.CM-03") == 1

@@ -181,6 +181,7 @@ ROUTES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/v1/usage"): _rule(_A, _U, writes=True, body_limit=ESTATE_BODY),
     ("GET", "/v1/findings"): _rule(_A, _R, _O, writes=False),
     ("POST", "/v1/findings/evaluate"): _rule(_A, writes=True),
+    ("POST", "/v1/findings/{finding_id}/assign"): _rule(_A, _O, writes=True),
     ("GET", "/v1/identities/{identity_id}/findings"): _rule(
         _A, _R, _O, writes=False, subject=Subject.IDENTITY
     ),
@@ -330,6 +331,14 @@ def admit(node: Any, rule: Rule, bearer: str | None, path_params: Mapping[str, s
         subject = node.issuance.task_of(bearer)
         _task_may_reach(node, rule, subject, path_params)
         return Admitted(task_subject=subject)
+    return admit_principal(node, rule, principal, path_params)
+
+
+def admit_principal(
+    node: Any, rule: Rule, principal: Principal, path_params: Mapping[str, str]
+) -> Admitted:
+    """Apply `rule` to an API token's `principal` (from a bearer, or the dashboard's
+    session). Raises 403, or 404 for an owner reaching another owner's object."""
     kinds = {_ROLE_OF[r] for r in principal.roles if r in _ROLE_OF}
     if principal.owned():
         kinds.add(Who.OWNER)
@@ -367,6 +376,33 @@ def _owner_may_reach(
     if owner is None or not principal.may_see_owner(owner):
         # The same answer as for a missing object: an owner learns nothing of others'.
         raise NotFoundError(f"no {subject.name.lower()} {object_id!r}")
+
+
+def may_revoke(node: Any, principal: Principal, target: Any) -> None:
+    """Whether `principal` may revoke `target` (a tether.lease.RevokeTarget), for the API
+    and the dashboard alike: an admin anything; an owner what it owns (by owner, or a
+    lease, task or identity of its own); nobody else. Raises Forbidden."""
+    if principal.is_admin:
+        return
+    owned = principal.owned()
+    if target.owner_id is not None:
+        allowed = target.owner_id in owned
+    else:
+        named = [
+            (subject, value)
+            for subject, value in (
+                (Subject.LEASE, target.lease_id),
+                (Subject.TASK, target.task_id),
+                (Subject.IDENTITY, target.identity_id),
+            )
+            if value is not None
+        ]
+        allowed = len(named) == 1 and _owner_of(node, *named[0]) in owned
+    if not allowed:
+        raise Forbidden(
+            "owners may revoke only what they own: by `owner` naming one of their own, or a"
+            " lease, task or identity of theirs"
+        )
 
 
 def _task_may_reach(node: Any, rule: Rule, subject: Any, path_params: Mapping[str, str]) -> None:

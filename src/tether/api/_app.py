@@ -43,6 +43,12 @@ def create_app(node: Tether) -> FastAPI:
         # route labels and the tests all read `app.routes` as the routes they are.
         app.router.routes.extend(router.routes)
     _check_every_route_has_a_rule(app)
+    # The dashboard: its own pages, admitted by the same rules (tether.web reads this
+    # package's access table, so it is imported here, not at the top).
+    from tether.web import BASE as WEB_BASE
+    from tether.web import create_web
+
+    app.mount(WEB_BASE, create_web(node))
     app.add_middleware(
         Gate,
         node=node,

@@ -3,6 +3,7 @@ metrics, the access log, and the last word on errors."""
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import secrets
@@ -10,6 +11,7 @@ import time
 
 from prometheus_client import Counter, Histogram
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.api._errors import error_response
@@ -47,6 +49,15 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 _SEALED = "Tether is sealed: unseal it with `tether unseal`"
+_SEALED_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sealed · Tether'
+    "</title></head><body><main><h1>Tether is sealed</h1><p>{message}</p></main></body></html>"
+)
+_SEALED_PAGE_HEADERS = {
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+}
 _NOT_INITIALIZED = "Tether is not initialized: run `tether init`"
 
 
@@ -82,6 +93,14 @@ class Gate:
 
     async def _refuse_sealed(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = _SEALED if await self._initialized() else _NOT_INITIALIZED
+        if scope["path"].startswith("/ui/") or scope["path"] == "/ui":
+            # A person at the dashboard gets a page, not JSON (and no sign-in form: the
+            # node can check no token while sealed).
+            page = _SEALED_PAGE.format(message=html.escape(message))
+            await HTMLResponse(page, status_code=503, headers=_SEALED_PAGE_HEADERS)(
+                scope, receive, send
+            )
+            return
         await error_response(503, "sealed", message)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

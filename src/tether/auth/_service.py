@@ -45,6 +45,8 @@ class Principal:
     token_id: str
     name: str
     roles: tuple[str, ...]
+    #: When the token stops working (None: it does not expire); a session ends with it.
+    expires_at: dt.datetime | None = None
 
     @property
     def actor(self) -> str:
@@ -167,7 +169,15 @@ class Authenticator:
             raise Unauthenticated("a token is required: set TETHER_TOKEN or send a bearer token")
         if not is_well_formed(token):
             raise Unauthenticated("the token is malformed or its checksum is wrong")
-        digest = token_hash(self._token_key(), token)
+        return self.authenticate_digest(self.digest(token))
+
+    def digest(self, token: str) -> str:
+        """The keyed hash a token is stored and looked up by."""
+        return token_hash(self._token_key(), token)
+
+    def authenticate_digest(self, digest: str) -> Principal:
+        """The principal of the token with this keyed hash, checked as `authenticate`
+        checks it: the dashboard's session holds the hash, never the token."""
         record = self._lookup(digest)
         # The lookup is by keyed hash, so no comparison of the secret itself happens here.
         if record is None:
@@ -176,7 +186,9 @@ class Authenticator:
             raise Unauthenticated("the token was revoked")
         if record.expires_at is not None and record.expires_at <= self._clock():
             raise Unauthenticated("the token has expired")
-        return Principal(token_id=record.id, name=record.name, roles=record.roles)
+        return Principal(
+            token_id=record.id, name=record.name, roles=record.roles, expires_at=record.expires_at
+        )
 
     def refusal(self, token: str, refused: Unauthenticated, needed: str) -> Unauthenticated:
         """What to answer a caller whose `token` was `refused` where the route needs

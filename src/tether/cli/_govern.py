@@ -29,6 +29,7 @@ FINDING_COLUMNS = (
     Column("identity", "identity", identifier=True),
     Column("owner", "owner"),
     Column("state", "state"),
+    Column("assignee", lambda f: (f.get("assignee") or {}).get("to")),
     Column("owasp", "owasp_nhi"),
     Column("nist", "nist_csf", wide=True),
     Column("first seen", "first_seen", wide=True),
@@ -67,21 +68,35 @@ EXCEPTION_COLUMNS = (
 )
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--rule")
 @click.option("--severity", type=click.Choice(["low", "medium", "high", "critical"]))
 @click.option("--owner")
 @click.option("--identity")
 @click.option("--state", type=click.Choice(["open", "resolved", "excepted"]))
+@click.option("--assignee", help='Only findings assigned to this person ("" for unassigned).')
 @click.option("--refresh", is_flag=True, help="Evaluate the whole estate first.")
 @output_option
-def findings(output: str, refresh: bool, **filters: str | None) -> None:
+@click.pass_context
+def findings(ctx: click.Context, /, output: str, refresh: bool, **filters: str | None) -> None:
     """Governance findings (orphaned, dormant, over-privileged ...) with their OWASP NHI
     and NIST CSF mappings."""
+    if ctx.invoked_subcommand is not None:
+        return
     if refresh:
         post("/v1/findings/evaluate")
     items = all_pages("/v1/findings", filters)
     show_listing(f"{len(items)} findings", FINDING_COLUMNS, items, output)
+
+
+@findings.command("assign")
+@click.argument("finding_id")
+@click.argument("assignee")
+@output_option
+def findings_assign(finding_id: str, assignee: str, output: str) -> None:
+    """Put FINDING_ID in ASSIGNEE's queue (e.g. an email; "" takes it out of every queue)."""
+    spec = post(f"/v1/findings/{finding_id}/assign", {"assignee": assignee})
+    show_record(f"finding {finding_id}", spec, output)
 
 
 @click.group()

@@ -206,6 +206,11 @@ def _print_hints(listener: Listener, console: Console) -> None:
         console.print(
             f"  (or `source {_shown(activate)}` first, then just `tether ...`)", markup=False
         )
+    console.print(
+        f"\nOr open the dashboard at {listener.url}/ui/ and sign in with the token in"
+        f" {settings.dev_token_file}.",
+        markup=False,
+    )
 
 
 def _set_up(node: Tether, estate_file: Path, console: Console) -> None:

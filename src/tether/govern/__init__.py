@@ -17,7 +17,13 @@ from tether.govern._engine import (
 )
 from tether.govern._outbox import AlertOutbox, FindingGauges
 from tether.govern._report import FRAMEWORKS, TRIGGERS
-from tether.govern._reviews import Reviewer, ReviewScope, apply_withdrawals
+from tether.govern._reviews import (
+    EntitlementEvidence,
+    Reviewer,
+    ReviewScope,
+    apply_withdrawals,
+    entitlement_evidence,
+)
 from tether.govern._service import FindingFilter, Governance, GovernParts, parse_since
 from tether.govern._sinks import InvalidSink, Sinks, sink_key_from
 from tether.govern._usage import USAGE_FIELDS, UsageRecorder
@@ -40,6 +46,7 @@ __all__ = [
     "AlertOutbox",
     "AlreadyDecided",
     "DraftLike",
+    "EntitlementEvidence",
     "FindingFilter",
     "FindingGauges",
     "FindingsEngine",
@@ -60,6 +67,7 @@ __all__ = [
     "UnknownGovernObject",
     "UsageRecorder",
     "apply_withdrawals",
+    "entitlement_evidence",
     "finding_id",
     "parse_since",
     "sink_key_from",

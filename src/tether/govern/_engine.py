@@ -395,7 +395,7 @@ class FindingsEngine:
         """One evaluation step's records, audit entries and alerts, in one transaction."""
         if writes or events:
             with self._p.store.transaction() as tx:
-                tx.put_govern(writes)
+                tx.put_govern(_keep_people_fields(tx, writes))
                 self._p.audit.append(tx, events, now)
                 if self._p.alert is not None:
                     for alert in alerts:
@@ -435,6 +435,7 @@ class FindingsEngine:
                 outcome.excepted += state == "excepted"
             else:
                 spec["first_seen"] = old.spec.get("first_seen", spec["first_seen"])
+                spec.update(carried_over(old.spec))
                 action = _transition(old.state, state)
                 if action is None and not _stale(old, spec, now):
                     if state == "open":
@@ -501,6 +502,7 @@ class FindingsEngine:
                 }
                 if draft.recommendation:
                     spec["recommendation"] = draft.recommendation
+                spec.update(carried_over(old.spec if old is not None else {}))
                 action = "finding.open" if old is None else _transition(old.state, "open")
                 if action is None and old is not None and not _stale(old, spec, now):
                     outcome.open_total += 1
@@ -583,6 +585,46 @@ def _draft_spec(
     if waiver is not None:
         spec["exception"] = {"id": waiver.id, "expires": format_time(waiver.expires_at)}
     return spec
+
+
+#: What a finding keeps when it is drafted again: what people set on it, not the rules.
+CARRIED_OVER = ("assignee",)
+
+
+def carried_over(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a stored finding's spec a re-evaluation keeps (its assignee)."""
+    return {k: spec[k] for k in CARRIED_OVER if k in spec}
+
+
+def _keep_people_fields(tx: Tx, writes: Sequence[GovernRecord]) -> list[GovernRecord]:
+    """`writes` with each finding's people fields (its assignee) as stored now, read in
+    the writing transaction: an assignment made while the engine was evaluating (after
+    its read) is not overwritten by what it read."""
+    # A finding first seen in this evaluation was not there to be assigned.
+    identities = tuple(
+        {
+            w.identity_id
+            for w in writes
+            if w.type == FINDING
+            and w.identity_id
+            and w.spec.get("first_seen") != format_time(w.updated_at)
+        }
+    )
+    if not identities:
+        return list(writes)
+    stored = {
+        r.id: carried_over(r.spec)
+        for r in page_all(tx, GovernFilter(type=FINDING, identity_ids=identities))
+    }
+    return [
+        replace(
+            w,
+            spec={**{k: v for k, v in w.spec.items() if k not in CARRIED_OVER}, **stored[w.id]},
+        )
+        if w.type == FINDING and w.id in stored
+        else w
+        for w in writes
+    ]
 
 
 def finding_view(record: GovernRecord) -> dict[str, Any]:

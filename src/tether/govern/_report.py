@@ -102,7 +102,7 @@ class _Reader:
 
     def read(self, record: AuditRecord) -> None:
         action = record.action
-        if action.startswith("finding."):
+        if action in _FINDING_STATES:  # not finding.assign: a queue, not a state
             self._finding(record)
             return
         details: dict[str, Any] = json.loads(record.details)
@@ -163,12 +163,7 @@ class _Reader:
                 details["rule"], details["severity"], tuple(details.get(key, ()))
             )
         finding.seqs.append(record.seq)
-        state = {
-            "finding.open": "open",
-            "finding.reopen": "open",
-            "finding.excepted": "excepted",
-            "finding.resolve": "resolved",
-        }[record.action]
+        state = _FINDING_STATES[record.action]
         if (state == "open" and finding.state != "open") or finding.opened_at is None:
             finding.opened_at = record.ts
         finding.state = state
@@ -221,6 +216,15 @@ class _Reader:
         seqs = [*held[2], record.seq] if held else [record.seq]
         expires = parse_time(details["expires"]) if details.get("expires") else None
         self.exceptions[details["exception"]] = (details["state"], expires, seqs)
+
+
+#: The audit actions that change a finding's state, and the state each leaves it in.
+_FINDING_STATES = {
+    "finding.open": "open",
+    "finding.reopen": "open",
+    "finding.excepted": "excepted",
+    "finding.resolve": "resolved",
+}
 
 
 def _trigger(samples: list[tuple[float, list[int]]]) -> dict[str, Any]:

@@ -27,8 +27,52 @@ from tether.estate._view import VERSION_KEY, WITHDRAWAL_TYPE, Withdrawal, withdr
 from tether.govern._engine import SUBJECT, page_all
 from tether.govern.errors import AlreadyDecided, InvalidReview, NotReviewer, UnknownGovernObject
 from tether.lease import LeaseService
-from tether.model import AuditEvent, Criticality, Identity, IdentityStatus, Kind, LeaseState
-from tether.store import GovernFilter, GovernRecord, LeaseFilter, Store, Tx
+from tether.model import (
+    AuditEvent,
+    Criticality,
+    Entitlement,
+    Identity,
+    IdentityStatus,
+    Kind,
+    LeaseState,
+    Profile,
+)
+from tether.store import GovernFilter, GovernRecord, LeaseFilter, Store, Tx, UsageRollup
+
+
+@dataclass(frozen=True, slots=True)
+class EntitlementEvidence:
+    """What an entitlement grants and what use of it the rollups show: a review item's
+    evidence, and the identity page's."""
+
+    granted: list[str]
+    count: int
+    last_seen: dt.datetime | None
+    scopes_used: list[str]
+    sources: list[str]
+
+    @property
+    def unused(self) -> list[str]:
+        """Granted scopes never used (all of them when the entitlement was not used)."""
+        return [s for s in self.granted if s not in self.scopes_used]
+
+
+def entitlement_evidence(
+    entitlement: Entitlement, profiles: Mapping[str, Profile], rollups: Sequence[UsageRollup]
+) -> EntitlementEvidence:
+    """`rollups` are the identity's use of this entitlement (any days)."""
+    profile = profiles.get(entitlement.profile_id)
+    granted = list(
+        (profile.scopes if profile else ()) if entitlement.scopes is None else entitlement.scopes
+    )
+    return EntitlementEvidence(
+        granted=granted,
+        count=sum(r.count for r in rollups),
+        last_seen=max((r.last_seen for r in rollups), default=None),
+        scopes_used=sorted({s for r in rollups for s in r.facets.get("scope", ())}),
+        sources=sorted({s for r in rollups for s in r.facets.get("source", ())}),
+    )
+
 
 CAMPAIGN = "campaign"
 ITEM = "review_item"
@@ -179,16 +223,11 @@ class Reviews:
         out: list[GovernRecord] = []
         for identity in identities:
             for entitlement in identity.entitlements:
-                profile = view.profiles.get(entitlement.profile_id)
-                granted = list(
-                    (profile.scopes if profile else ())
-                    if entitlement.scopes is None
-                    else entitlement.scopes
+                evidence = entitlement_evidence(
+                    entitlement, view.profiles, by.get((identity.id, entitlement.profile_id), [])
                 )
-                used = by.get((identity.id, entitlement.profile_id), [])
-                count = sum(r.count for r in used)
-                scopes_used = sorted({s for r in used for s in r.facets.get("scope", ())})
-                last = max((r.last_seen for r in used), default=None)
+                granted, count, last = evidence.granted, evidence.count, evidence.last_seen
+                scopes_used = evidence.scopes_used
                 if count == 0:
                     recommendation, narrow_to = "revoke", None
                 elif granted and set(granted) - set(scopes_used):
@@ -209,9 +248,7 @@ class Reviews:
                         "count": count,
                         "last_seen": format_time(last) if last else None,
                         "scopes_used": scopes_used,
-                        "sources": sorted({s for r in used for s in r.facets.get("source", ())})[
-                            :16
-                        ],
+                        "sources": evidence.sources[:16],
                     },
                     "recommendation": recommendation,
                     "narrow_to": narrow_to,

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import secrets
 import threading
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -43,7 +44,7 @@ from tether.govern._reviews import Reviews
 from tether.govern._usage import Rejected, UsageRecorder, combine, parse_usage_line, rollup_of
 from tether.govern.errors import GovernError, InvalidUsage, UnknownGovernObject
 from tether.lease import LeaseService
-from tether.model import KEY_SERVICE_RULES, RULES, Lease, Usage
+from tether.model import KEY_SERVICE_RULES, RULES, AuditEvent, Lease, Usage
 from tether.static import StaticCredential
 from tether.store import GovernFilter, GovernRecord, Store, Tx
 from tether.targets import TargetSession
@@ -61,6 +62,8 @@ _MAX_DIRTY = 10_000
 FIRST_FULL_AFTER = dt.timedelta(seconds=60)
 #: Most lines one POST /v1/usage takes.
 MAX_USAGE_LINES = 10_000
+#: Longest assignee of a finding (a person's email, a team, a ticket queue).
+MAX_ASSIGNEE = 255
 
 
 SampleSessions = Callable[
@@ -103,6 +106,8 @@ class FindingFilter:
     state: str | None = None
     identity: str | None = None
     owner_in: tuple[str, ...] | None = None
+    #: Only findings assigned to this (exactly); "" only the unassigned ones.
+    assignee: str | None = None
     after: str | None = None
     limit: int = 1000
 
@@ -385,6 +390,8 @@ class Governance:
             "recommendation": "bring it under management (a static credential or a profile)"
             " and revoke it at its provider",
         }
+        if old is not None and "assignee" in old.spec:
+            spec["assignee"] = old.spec["assignee"]  # a new sighting keeps who is on it
         reopened = old is not None and old.state == "resolved"
         tx.put_govern(
             [
@@ -416,7 +423,58 @@ class Governance:
         tx.put_govern([replace(old, state="resolved", spec=spec, updated_at=now)])
         self._p.audit.append(tx, [shadow_event("finding.resolve", spec, actor, "ok")], now)
 
+    # -- assignment --
+    def assign(
+        self,
+        finding_id: str,
+        assignee: str,
+        actor: str,
+        owner_scope: tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
+        """Put a finding in someone's queue (`assignee`, e.g. a person's email; "" takes
+        it out of every queue). A finding `owner_scope` may not see is unknown. The
+        assignment is kept by re-evaluation (see FindingsEngine._merge) and audited
+        (`finding.assign`) in the same transaction."""
+        who = _assignee(assignee)
+        now = self._p.clock()
+        with self._p.store.transaction() as tx:
+            old = tx.get_govern(FINDING, finding_id)
+            if old is None or (owner_scope is not None and old.owner_id not in owner_scope):
+                raise UnknownGovernObject(f"no finding {finding_id!r}")
+            before = (old.spec.get("assignee") or {}).get("to")
+            spec = {k: v for k, v in old.spec.items() if k != "assignee"}
+            if who:
+                spec["assignee"] = {"to": who, "by": actor, "at": format_time(now)}
+            record = replace(old, spec=spec, updated_at=now)
+            tx.put_govern([record])
+            event = AuditEvent(
+                action="finding.assign",
+                actor=actor,
+                identity_id=old.identity_id,
+                owner_id=old.owner_id,
+                reason=f"assigned to {who}" if who else "unassigned",
+                details={
+                    "finding": old.id,
+                    "rule": old.group_id,
+                    "assignee": who or None,
+                    "previous": before,
+                },
+            )
+            self._p.audit.append(tx, [event], now)
+        return finding_view(record)
+
     # -- reading --
+    def finding(
+        self, finding_id: str, owner_scope: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
+        """One finding as GET /v1/findings shows it; one `owner_scope` may not see (or an
+        unowned one, to an owner) is unknown."""
+        with self._p.store.read() as tx:
+            record = tx.get_govern(FINDING, finding_id)
+        if record is None or (owner_scope is not None and record.owner_id not in owner_scope):
+            raise UnknownGovernObject(f"no finding {finding_id!r}")
+        return finding_view(record)
+
     def findings(self, where: FindingFilter) -> list[dict[str, Any]]:
         if where.rule is not None and where.rule not in RULES:
             raise InvalidUsage(f"rule: unknown rule {where.rule!r}")
@@ -441,7 +499,10 @@ class Governance:
                 out += [
                     finding_view(r)
                     for r in page
-                    if where.severity is None or RULES[r.group_id].severity.value == where.severity
+                    if (
+                        where.severity is None or RULES[r.group_id].severity.value == where.severity
+                    )
+                    and (where.assignee is None or _assigned_to(r) == where.assignee)
                 ]
                 if len(page) < query.limit:
                     break
@@ -464,6 +525,14 @@ class Governance:
                 "blast_radius": r.spec.get("blast_radius"),
             }
             for r in records
+        }
+
+    def risk_table(self) -> dict[str, tuple[int, int]]:
+        """Every scored identity's (risk score, open findings), for a whole inventory."""
+        with self._p.store.read() as tx:
+            records = page_all(tx, GovernFilter(type=SUBJECT))
+        return {
+            r.id: (int(r.spec.get("risk", 0)), int(r.spec.get("open_findings", 0))) for r in records
         }
 
     def risk_ranking(self, owner_in: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
@@ -508,6 +577,24 @@ class Governance:
         for record in exposures:
             counts[record.group_id] = counts.get(record.group_id, 0) + 1
         return migration_report(self._p.view.current, self._p.statics(), counts, self._p.clock())
+
+
+def _assignee(value: object) -> str:
+    """An assignee as given: stripped, at most MAX_ASSIGNEE characters, no control or
+    format characters (they would forge or hide text where it is shown); "" unassigns."""
+    if not isinstance(value, str):
+        raise InvalidUsage("assignee: must be a string")
+    text = value.strip()
+    if len(text) > MAX_ASSIGNEE:
+        raise InvalidUsage(f"assignee: at most {MAX_ASSIGNEE} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise InvalidUsage("assignee: must not contain control characters")
+    return text
+
+
+def _assigned_to(record: GovernRecord) -> str:
+    assignee = record.spec.get("assignee")
+    return str(assignee.get("to", "")) if isinstance(assignee, Mapping) else ""
 
 
 def _with_entitlement(usage: Usage, view: EstateView) -> Usage:

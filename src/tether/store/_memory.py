@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime as dt
 import threading
@@ -15,6 +16,7 @@ from tether.model import AuditRecord, Lease, LeaseState, Placement, Task, TaskSt
 from tether.store._group import GroupCommit
 from tether.store._port import (
     ApiTokenRecord,
+    AuditFilter,
     ClusterEvent,
     GovernFilter,
     GovernRecord,
@@ -36,6 +38,12 @@ from tether.store._port import (
 from tether.store.errors import StoreError
 
 _GENESIS = (0, "0" * 64)
+#: Lease states that mean the credential is dead (the dashboard counts them per hour).
+_ENDED = (LeaseState.REVOKED, LeaseState.EXPIRED)
+
+
+def _seq(record: AuditRecord) -> int:
+    return record.seq
 
 
 class _State:
@@ -167,13 +175,24 @@ class _MemoryTx:
         identity_id: str | None = None,
         action_prefix: str | None = None,
     ) -> list[AuditRecord]:
-        rows = [
-            r
-            for r in self._s.audit[after_seq:]
-            if (identity_id is None or r.identity_id == identity_id)
-            and (action_prefix is None or r.action.startswith(action_prefix))
-        ]
-        return rows[:limit]
+        return self.search_audit(AuditFilter.listing(after_seq, limit, identity_id, action_prefix))
+
+    def search_audit(self, where: AuditFilter) -> list[AuditRecord]:
+        log = self._s.audit
+        # Kept in seq order: the seq bounds are a slice, the rest is a scan that stops
+        # at the limit.
+        lo = 0 if where.after_seq is None else bisect.bisect_right(log, where.after_seq, key=_seq)
+        hi = len(log)
+        if where.before_seq is not None:
+            hi = bisect.bisect_left(log, where.before_seq, key=_seq)
+        span = range(hi - 1, lo - 1, -1) if where.newest_first else range(lo, hi)
+        out: list[AuditRecord] = []
+        for i in span:
+            if len(out) >= where.limit:
+                break
+            if where.matches(log[i]):
+                out.append(log[i])
+        return out
 
     # -- tasks --
     def put_task(self, task: Task) -> None:
@@ -328,6 +347,16 @@ class _MemoryTx:
 
     def count_leases(self, state: LeaseState) -> int:
         return sum(1 for lease in self._s.leases.values() if lease.state is state)
+
+    def lease_activity(self, since: dt.datetime) -> list[tuple[dt.datetime, int, int]]:
+        hours: dict[dt.datetime, list[int]] = {}
+        for lease in self._s.leases.values():
+            ended = lease.ended_at if lease.state in _ENDED else None
+            for slot, at in ((0, lease.issued_at), (1, ended)):
+                if at is not None and at >= since:
+                    hour = at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+                    hours.setdefault(hour, [0, 0])[slot] += 1
+        return [(hour, n[0], n[1]) for hour, n in sorted(hours.items())]
 
     def unjustified_identities(
         self,

@@ -82,6 +82,63 @@ class LeaseFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which audit entries: every set field narrows. `action` is exact, or a prefix when it
+    ends with "." or "*" ("alert." and "alert.*" both mean every `alert.` action). `since`
+    is inclusive and `until` exclusive. Ordered by seq, newest first unless `newest_first`
+    is False; a page continues with `before_seq` (older) or `after_seq` (newer)."""
+
+    actor: str | None = None
+    identity_id: str | None = None
+    action: str | None = None
+    result: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    before_seq: int | None = None
+    after_seq: int | None = None
+    newest_first: bool = True
+    limit: int = 100
+
+    @classmethod
+    def listing(
+        cls, after_seq: int, limit: int, identity_id: str | None, action_prefix: str | None
+    ) -> AuditFilter:
+        """What `Tx.list_audit` reads: oldest first after `after_seq`."""
+        action = None if action_prefix is None else action_prefix + "*"
+        return cls(
+            identity_id=identity_id,
+            action=action,
+            after_seq=after_seq,
+            newest_first=False,
+            limit=limit,
+        )
+
+    @property
+    def action_prefix(self) -> str | None:
+        """The prefix `action` asks for, or None when it names one action (or none)."""
+        if self.action is None or not self.action.endswith((".", "*")):
+            return None
+        return self.action.removesuffix("*")
+
+    def matches(self, r: AuditRecord) -> bool:
+        """Whether `r` is one of the entries asked for (the order and limit aside)."""
+        prefix = self.action_prefix
+        return (
+            (self.actor is None or r.actor == self.actor)
+            and (self.identity_id is None or r.identity_id == self.identity_id)
+            and (
+                self.action is None
+                or (r.action.startswith(prefix) if prefix is not None else r.action == self.action)
+            )
+            and (self.result is None or r.result == self.result)
+            and (self.since is None or r.ts >= self.since)
+            and (self.until is None or r.ts < self.until)
+            and (self.before_seq is None or r.seq < self.before_seq)
+            and (self.after_seq is None or r.seq > self.after_seq)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TaskFilter:
     identity_id: str | None = None
     owner_in: tuple[str, ...] | None = None
@@ -317,6 +374,9 @@ class Tx(Protocol):
         identity_id: str | None = None,
         action_prefix: str | None = None,
     ) -> list[AuditRecord]: ...
+    def search_audit(self, where: AuditFilter) -> list[AuditRecord]:
+        """The entries `where` asks for, by seq (newest first unless it says otherwise),
+        at most `where.limit` of them."""
 
     # -- tasks --
     def put_task(self, task: Task) -> None: ...
@@ -346,6 +406,10 @@ class Tx(Protocol):
         """Leases stuck in `revoking` whose next attempt is due."""
 
     def count_leases(self, state: LeaseState) -> int: ...
+    def lease_activity(self, since: dt.datetime) -> list[tuple[dt.datetime, int, int]]:
+        """Per UTC hour from `since`: (hour, leases issued, leases that ended revoked or
+        expired); hours with neither are left out. The dashboard's trend."""
+
     def live_lease_ids(self, lease_ids: Sequence[str]) -> set[str]:
         """Which of these leases are pending or active (the reconciler keeps their objects)."""
 

@@ -90,6 +90,7 @@ class _FindingQuery:
     state: Annotated[str | None, Query(pattern=_STATE)] = None
     owner: Annotated[str | None, Query(max_length=255)] = None
     severity: Annotated[str | None, Query(pattern=_SEVERITY)] = None
+    assignee: Annotated[str | None, Query(max_length=255)] = None
     after: Annotated[str | None, Query(max_length=64)] = None
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000
 
@@ -102,6 +103,7 @@ def _filter(query: _FindingQuery, caller: Caller, identity: str | None = None) -
         state=query.state,
         identity=identity or query.identity,
         owner_in=caller.owner_scope(),
+        assignee=query.assignee,
         after=query.after,
         limit=query.limit,
     )
@@ -131,6 +133,20 @@ def identity_findings(
 def evaluate_findings(caller: Caller, node: Node) -> dict[str, Any]:
     """Evaluate the whole estate now (it is also evaluated continuously)."""
     return node.govern.evaluate_now().to_dict()
+
+
+class FindingAssign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Who works on it (e.g. a person's email); "" takes it out of every queue.
+    assignee: str = Field(max_length=1024)
+
+
+@router.post("/v1/findings/{finding_id}/assign")
+def assign_finding(
+    finding_id: ObjectId, body: FindingAssign, caller: Caller, node: Node
+) -> dict[str, Any]:
+    """Assign a finding (admins, or the owner of its identity); audited `finding.assign`."""
+    return node.govern.assign(finding_id, body.assignee, caller.actor, caller.owner_scope())
 
 
 # -- reviews --

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
+from tether.api._access import may_revoke
 from tether.api._deps import Caller, Node, TaskOrApiToken, optional_duration
 from tether.api._oauth_errors import OAuthError
 from tether.api._routing import TetherRoute
@@ -83,8 +84,6 @@ def revoke_leases(body: RevokeRequest, caller: Caller, node: Node) -> dict[str, 
         raise OAuthError(
             "invalid_request", "give exactly one of lease, task, identity, owner or all", 422
         )
-    if not caller.is_admin and (body.owner is None or body.owner not in caller.owned()):
-        raise Forbidden("owners may revoke only by `owner`, naming one of their own")
     target = RevokeTarget(
         lease_id=body.lease,
         task_id=body.task,
@@ -92,6 +91,7 @@ def revoke_leases(body: RevokeRequest, caller: Caller, node: Node) -> dict[str, 
         owner_id=body.owner,
         everything=body.all,
     )
+    may_revoke(node, caller, target)
     revoked = node.leases.revoke(target, body.reason, caller.actor)
     node.worker.wake()
     return {"revoked": revoked}

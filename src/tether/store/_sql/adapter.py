@@ -28,6 +28,7 @@ from tether.model import (
 from tether.store._group import GroupCommit
 from tether.store._port import (
     ApiTokenRecord,
+    AuditFilter,
     ClusterEvent,
     IdentityFilter,
     JoinTokenRecord,
@@ -426,16 +427,38 @@ class _SqlTx(GovernSql, KeysSql):
         identity_id: str | None = None,
         action_prefix: str | None = None,
     ) -> list[AuditRecord]:
-        query = (
-            sa.select(*_AUDIT_COLUMNS)
-            .where(t.audit_log.c.seq > after_seq)
-            .order_by(t.audit_log.c.seq)
-            .limit(limit)
-        )
-        if action_prefix is not None:
-            query = query.where(t.audit_log.c.action.startswith(action_prefix, autoescape=True))
-        if identity_id is not None:
-            query = query.where(t.audit_log.c.identity_id == identity_id)
+        return self.search_audit(AuditFilter.listing(after_seq, limit, identity_id, action_prefix))
+
+    def search_audit(self, where: AuditFilter) -> list[AuditRecord]:
+        c = t.audit_log.c
+        query = sa.select(*_AUDIT_COLUMNS)
+        for column, value in (
+            (c.actor, where.actor),
+            (c.identity_id, where.identity_id),
+            (c.result, where.result),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        prefix = where.action_prefix
+        if prefix and self._c.dialect.name == "sqlite":
+            # A range, not LIKE: SQLite's LIKE ignores case and so cannot use the index
+            # (a scan of the whole log). Its BINARY collation sorts every string with the
+            # prefix in the range; PostgreSQL's collations need not, so it keeps LIKE.
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            query = query.where(c.action >= prefix, c.action < upper)
+        elif prefix is not None:
+            query = query.where(c.action.startswith(prefix, autoescape=True))
+        elif where.action is not None:
+            query = query.where(c.action == where.action)
+        if where.since is not None:
+            query = query.where(c.ts >= where.since)
+        if where.until is not None:
+            query = query.where(c.ts < where.until)
+        if where.before_seq is not None:
+            query = query.where(c.seq < where.before_seq)
+        if where.after_seq is not None:
+            query = query.where(c.seq > where.after_seq)
+        query = query.order_by(c.seq.desc() if where.newest_first else c.seq).limit(where.limit)
         return [AuditRecord(*r) for r in self._c.execute(query)]
 
     # -- tasks --
@@ -589,6 +612,28 @@ class _SqlTx(GovernSql, KeysSql):
                 sa.select(sa.func.count()).select_from(t.leases).where(c.state == state.value)
             ).scalar_one()
         )
+
+    def lease_activity(self, since: dt.datetime) -> list[tuple[dt.datetime, int, int]]:
+        c = t.leases.c
+        sqlite = self._c.dialect.name == "sqlite"
+        hours: dict[dt.datetime, list[int]] = {}
+        ended = (LeaseState.REVOKED.value, LeaseState.EXPIRED.value)
+        for slot, column, where in (
+            (0, c.issued_at, c.issued_at >= since),
+            (1, c.ended_at, sa.and_(c.ended_at >= since, c.state.in_(ended))),
+        ):
+            # SQLite keeps "YYYY-MM-DD HH:MM:SS" text in UTC: its first 13 characters are
+            # the hour. PostgreSQL truncates the timestamp itself.
+            bucket = sa.func.substr(column, 1, 13) if sqlite else sa.func.date_trunc("hour", column)
+            query = sa.select(bucket, sa.func.count()).where(where).group_by(bucket)
+            for value, count in self._c.execute(query):
+                hour = (
+                    dt.datetime.strptime(value, "%Y-%m-%d %H").replace(tzinfo=dt.UTC)
+                    if sqlite
+                    else value.astimezone(dt.UTC)
+                )
+                hours.setdefault(hour, [0, 0])[slot] += int(count)
+        return [(hour, n[0], n[1]) for hour, n in sorted(hours.items())]
 
     def unjustified_identities(
         self,

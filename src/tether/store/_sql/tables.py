@@ -116,8 +116,10 @@ audit_log = Table(
     Column("details", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Index("ix_audit_identity", "identity_id"),
-    Index("ix_audit_action", "action"),
+    # With seq: a filtered page, newest first, is read off the end of the index.
+    Index("ix_audit_identity", "identity_id", "seq"),
+    Index("ix_audit_action", "action", "seq"),
+    Index("ix_audit_ts", "ts"),
 )
 
 # One row that holds the chain's head: appenders lock it, so replicas append in order.
