@@ -162,3 +162,18 @@ def test_an_assignment_made_while_the_engine_evaluates_is_not_overwritten(
     shown = api.node.govern.findings(FindingFilter(identity=finding["identity"]))
     mine = next(f for f in shown if f["id"] == finding["id"])
     assert mine["assignee"]["to"] == "dana@example.com"
+
+
+def test_an_owner_token_that_is_also_auditor_assigns_only_its_own(api: AdminApi) -> None:
+    """The auditor role widens what a token reads, never what it changes."""
+    both = api.post("/v1/tokens", {"name": "a-and-aud", "roles": ["owner:team-a", "auditor"]})
+    other = _finding(api, "team-b")
+    answer = api.call(
+        "POST", f"/v1/findings/{other['id']}/assign", both["token"], json={"assignee": "x@y"}
+    )
+    assert answer.status_code == 404
+    mine = _finding(api, "team-a")
+    answer = api.call(
+        "POST", f"/v1/findings/{mine['id']}/assign", both["token"], json={"assignee": "x@y"}
+    )
+    assert answer.status_code == 200

@@ -7,13 +7,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
+from tests.store.schema import migrated
 from tether.model import AuditRecord
-from tether.store import AuditFilter, Store, open_store
-from tether.store._sql import tables as t
+from tether.store import AuditFilter, Store
 
 _T0 = dt.datetime(2026, 3, 1, 9, 0, 0, 250_000, tzinfo=dt.UTC)
 _ACTIONS = ("lease.issue", "lease.revoke", "alert.revoke_failed", "lease", "web.sign_in")
@@ -142,21 +139,9 @@ def test_list_audit_is_a_search_oldest_first(store: Store, log: list[AuditRecord
 
 
 def test_the_migration_builds_the_time_index_as_declared(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'tether.db'}"
-    store = open_store(url)
-    store.migrate()
-    store.close()
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            diffs = [d for d in compare_metadata(context, t.metadata) if "audit" in repr(d)]
-            assert diffs == []
-            indexes = {
-                i["name"]: i["column_names"] for i in sa.inspect(conn).get_indexes("audit_log")
-            }
-            assert indexes["ix_audit_ts"] == ["ts"]
-            assert indexes["ix_audit_identity"] == ["identity_id", "seq"]
-            assert indexes["ix_audit_action"] == ["action", "seq"]
-    finally:
-        engine.dispose()
+    with migrated(tmp_path, "audit") as (diffs, schema):
+        assert diffs == []
+        indexes = {i["name"]: i["column_names"] for i in schema.get_indexes("audit_log")}
+        assert indexes["ix_audit_ts"] == ["ts"]
+        assert indexes["ix_audit_identity"] == ["identity_id", "seq"]
+        assert indexes["ix_audit_action"] == ["action", "seq"]

@@ -330,6 +330,28 @@ def test_a_static_secret_and_where_discovery_found_it(tmp_path: Path) -> None:
     assert value not in page and value not in finding_page
 
 
+def test_an_owner_sees_a_targets_static_secrets_only_through_its_own_readers(
+    tmp_path: Path,
+) -> None:
+    with dashboard(tmp_path, estate()) as (api, dash):
+        for secret, reader in (("a-secret", "nhi-00000"), ("b-secret", "nhi-00001")):
+            api.post(
+                "/v1/credentials",
+                {
+                    "id": secret,
+                    "owner": "team-a" if reader == "nhi-00000" else "team-b",
+                    "readers": [reader],
+                    "target": "db",
+                    "value": f"value-of-{secret}-0123456789",
+                },
+            )
+        admin = nodes(lineage(dash, target="db").text)
+        owner = nodes(lineage(session_as(api, "owner:team-a"), target="db").text)
+    assert {("static", "a-secret"), ("static", "b-secret")} <= admin
+    assert ("static", "a-secret") in owner
+    assert ("static", "b-secret") not in owner
+
+
 def test_a_big_estate_is_bounded(tmp_path: Path) -> None:
     with dashboard(tmp_path, estate()) as (api, dash):
         task = api.task("nhi-00000")

@@ -141,3 +141,34 @@ def test_a_sealed_node_answers_the_dashboard_with_a_page_that_says_so(tmp_path: 
         assert answer.headers["content-type"].startswith("text/html")
         assert "Tether is sealed" in answer.text and "tether unseal" in answer.text
         assert "nhi-0000" not in answer.text
+
+
+def test_signing_out_ends_the_session_for_a_copied_cookie_too(tmp_path: Path) -> None:
+    with dashboard(tmp_path) as (api, dash):
+        copy = Dash(TestClient(api.client.app, base_url="http://127.0.0.1"))
+        copy.client.cookies.set("tether_session", dash.client.cookies["tether_session"], path="/ui")
+        assert copy.get("/ui/").status_code == 200
+        dash.get("/ui/")
+        assert dash.post("/ui/logout").status_code == 303
+        assert copy.get("/ui/").status_code == 303  # sent to sign in
+        signed_out = [
+            e for e in api.get("/v1/audit", limit=1000)["items"] if e["action"] == "web.sign_out"
+        ]
+        assert len(signed_out) == 1
+        # Signing in again is a new session.
+        assert copy.sign_in(api.root).status_code == 303
+        assert copy.get("/ui/").status_code == 200
+
+
+def test_a_notice_shows_only_from_this_sessions_own_redirect(tmp_path: Path) -> None:
+    with dashboard(tmp_path) as (api, dash):
+        task = api.task("nhi-00002")
+        lease = api.get("/v1/leases", task=task["id"])["items"][0]["id"]
+        dash.get("/ui/")
+        done = dash.post(f"/ui/leases/{lease}/revoke", {"confirm": "yes"})
+        shown = dash.get(done.headers["location"])
+        assert f"Revoked lease {lease}" in shown.text
+        forged = dash.get("/ui/", notice="Session expired: paste your token at evil.example")
+        assert "evil.example" not in forged.text
+        other = session_as(api, "auditor")
+        assert f"Revoked lease {lease}" not in other.get(done.headers["location"]).text

@@ -65,6 +65,12 @@ class Principal:
             return None
         return self.owned()
 
+    def write_scope(self) -> tuple[str, ...] | None:
+        """None: may change every owner's objects (admin). Otherwise only these owners':
+        an auditor role added to an owner token widens what it reads, never what it
+        changes."""
+        return None if self.is_admin else self.owned()
+
     def require_admin(self) -> None:
         if not self.is_admin:
             raise Forbidden("this needs the admin role")

@@ -40,6 +40,8 @@ from tether.store.errors import StoreError
 _GENESIS = (0, "0" * 64)
 #: Lease states that mean the credential is dead (the dashboard counts them per hour).
 _ENDED = (LeaseState.REVOKED, LeaseState.EXPIRED)
+#: Dashboard sessions are kept this long past their expiry, then removed.
+_SESSION_KEPT = dt.timedelta(days=1)
 
 
 def _seq(record: AuditRecord) -> int:
@@ -54,6 +56,8 @@ class _State:
         self.identities: dict[str, Spec] = {}
         self.audit: list[AuditRecord] = []
         self.tokens: dict[str, ApiTokenRecord] = {}
+        #: Dashboard sessions: id → (token id, expires at, ended at).
+        self.web_sessions: dict[str, tuple[str, dt.datetime, dt.datetime | None]] = {}
         self.tasks: dict[str, Task] = {}
         self.leases: dict[str, Lease] = {}
         self.lease_by_hash: dict[str, str] = {}
@@ -447,6 +451,24 @@ class _MemoryTx:
         if record is None or record.revoked_at is not None:
             return False
         self._set(self._s.tokens, token_id, replace(record, revoked_at=at))  # type: ignore[arg-type]
+        return True
+
+    # -- dashboard sessions --
+    def put_web_session(self, session_id: str, token_id: str, expires_at: dt.datetime) -> None:
+        for old, (_, expires, _ended) in list(self._s.web_sessions.items()):
+            if expires < expires_at - _SESSION_KEPT:
+                self._delete(self._s.web_sessions, old)  # type: ignore[arg-type]
+        self._set(self._s.web_sessions, session_id, (token_id, expires_at, None))  # type: ignore[arg-type]
+
+    def web_session_live(self, session_id: str, now: dt.datetime) -> bool:
+        held = self._s.web_sessions.get(session_id)
+        return held is not None and held[2] is None and held[1] > now
+
+    def end_web_session(self, session_id: str, at: dt.datetime) -> bool:
+        held = self._s.web_sessions.get(session_id)
+        if held is None or held[2] is not None or held[1] <= at:
+            return False
+        self._set(self._s.web_sessions, session_id, (held[0], held[1], at))  # type: ignore[arg-type]
         return True
 
     # -- governance --

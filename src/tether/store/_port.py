@@ -449,6 +449,16 @@ class Tx(Protocol):
     def list_api_tokens(self) -> list[ApiTokenRecord]: ...
     def revoke_api_token(self, token_id: str, at: dt.datetime) -> bool: ...
 
+    # -- dashboard sessions (tether.web): by the hash of the session's nonce --
+    def put_web_session(self, session_id: str, token_id: str, expires_at: dt.datetime) -> None:
+        """Record a signed-in session; sessions expired a day ago are removed with it."""
+
+    def web_session_live(self, session_id: str, now: dt.datetime) -> bool:
+        """Whether the session was recorded, has not been ended and has not expired."""
+
+    def end_web_session(self, session_id: str, at: dt.datetime) -> bool:
+        """End a session (signing out); False when it was not live."""
+
     # -- governance: usage rollups and governance records (tether.govern) --
     def merge_usage(self, rollups: Sequence[UsageRollup]) -> None:
         """Add these to the stored rollups with the same key (merge_rollups), inserting

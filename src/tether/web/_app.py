@@ -27,7 +27,14 @@ from tether.errors import TetherError
 from tether.model import AuditEvent
 from tether.web import _audit_pages, _identity, _inventory, _lineage, _overview, _queues
 from tether.web._pages import BASE, Ctx, Page, Pages, url
-from tether.web._session import COOKIE, SECURE_COOKIE, SessionCodec, SessionInvalid
+from tether.web._session import (
+    COOKIE,
+    SECURE_COOKIE,
+    Session,
+    SessionCodec,
+    SessionInvalid,
+    SessionRecords,
+)
 
 #: Every page module, in the order of the navigation.
 MODULES = (_overview, _inventory, _identity, _lineage, _queues, _audit_pages)
@@ -122,6 +129,7 @@ class Dashboard:
     def __init__(self, node: Any, modules: Iterable[Any] = MODULES) -> None:
         self.node = node
         self.codec = SessionCodec(node.barrier.token_key)
+        self.sessions = SessionRecords(node.store, node.clock)
         self.env = _templates()
         self.pages: list[Page] = [p for m in modules for p in m.pages.pages]
         check_table({(p.method, p.path): p.rule for p in self.pages})
@@ -184,7 +192,7 @@ class Dashboard:
             return self._refusal(403, "This form did not come from this dashboard.")
         nonce = request.cookies.get(_LOGIN_COOKIE, "")
         given = form.get("csrf", "")
-        if not nonce or not hmac.compare_digest(self._login_csrf(nonce), given):
+        if not nonce or not hmac.compare_digest(self._login_csrf(nonce).encode(), given.encode()):
             return await self._login_form(request, "The sign-in form expired: try again.")
         token = form.get("token", "").strip()
         try:
@@ -201,7 +209,7 @@ class Dashboard:
             )
         now = self.node.clock()
         session = self.codec.new(self.node.auth.digest(token), now, principal.expires_at)
-        await run_in_threadpool(self._audit_session, "web.sign_in", principal)
+        await run_in_threadpool(self._audit_session, "web.sign_in", principal, session)
         response = RedirectResponse(_safe_next(form.get("next")) or BASE + "/", status_code=303)
         self._set_session(request, response, self.codec.seal(session), session.expires_at - now)
         response.delete_cookie(_LOGIN_COOKIE, path=BASE)
@@ -222,13 +230,18 @@ class Dashboard:
             secure=secure,
         )
 
-    def _audit_session(self, action: str, principal: Principal) -> None:
+    def _audit_session(self, action: str, principal: Principal, session: Session) -> None:
+        """Record a sign-in or end a session, with its audit entry, in one transaction."""
         event = AuditEvent(
             action=action,
             actor=principal.actor,
             details={"token_id": principal.token_id, "roles": list(principal.roles)},
         )
         with self.node.store.transaction() as tx:
+            if action == "web.sign_in":
+                self.sessions.record(tx, session, principal.token_id)
+            elif not self.sessions.end(tx, session):
+                return  # already ended: nothing to say again
             self.node.audit.append(tx, [event])
 
     async def _sign_out(self, request: Request) -> Response:
@@ -237,7 +250,7 @@ class Dashboard:
         if found is not None and form is not None and _same_origin(request):
             session, principal = found
             if self.codec.csrf_ok(session, form.get("csrf")):
-                await run_in_threadpool(self._audit_session, "web.sign_out", principal)
+                await run_in_threadpool(self._audit_session, "web.sign_out", principal, session)
         response = RedirectResponse(BASE + "/login", status_code=303)
         secure = request.url.scheme == "https"
         response.delete_cookie(self._cookie_name(request), path="/" if secure else BASE)
@@ -254,6 +267,8 @@ class Dashboard:
             )
         except (SessionInvalid, Unauthenticated):
             return None
+        if not await run_in_threadpool(self.sessions.live, session):
+            return None  # signed out (in this browser or another holding the cookie)
         return session, principal
 
     # -- pages --

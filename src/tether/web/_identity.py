@@ -127,7 +127,13 @@ def identity_page(ctx: Ctx) -> Response:
         leases = tx.find_leases(
             LeaseFilter(identity_id=identity_id, states=LIVE_STATES, limit=LEASES_SHOWN)
         )
-        trail = tx.search_audit(AuditFilter(identity_id=identity_id, limit=AUDIT_SHOWN))
+        # The audit log is admins' and auditors' (GET /v1/audit), as in the API.
+        readers = ctx.principal.owner_scope() is None
+        trail = (
+            tx.search_audit(AuditFilter(identity_id=identity_id, limit=AUDIT_SHOWN))
+            if readers
+            else []
+        )
     findings = node.govern.findings(FindingFilter(identity=identity_id, limit=200))
     findings.sort(key=lambda f: (f["state"] != "open", -SEVERITY_WEIGHT[Severity(f["severity"])]))
     daily: dict[dt.date, int] = {}
@@ -149,7 +155,7 @@ def identity_page(ctx: Ctx) -> Response:
         risk=_risk_parts(node, identity, findings),
         chart=usage_chart(daily, today),
         usage_total=sum(daily.values()),
-        trail=[record_to_json(r) for r in trail],
+        trail=[record_to_json(r) for r in trail] if readers else None,
         may_act=ctx.may_act_on(identity.owner_id),
     )
 

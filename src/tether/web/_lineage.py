@@ -697,7 +697,11 @@ def _load(ctx: Ctx, view: EstateView, kind: str, object_id: str, direction: str)
             raise NotFoundError(f"no profile {object_id!r}")
         return Facts()
     known = {p.target for p in view.profiles.values() if p.target} | set(node.targets.kinds())
-    statics = tuple(c for c in node.statics.all() if c.target == object_id)
+    statics = tuple(
+        c
+        for c in node.statics.all()
+        if c.target == object_id and _may_see_static(view, principal, c)
+    )
     if object_id not in known and not statics:
         raise NotFoundError(f"no target {object_id!r}")
     return Facts(statics=statics)
@@ -758,3 +762,12 @@ def lineage(ctx: Ctx) -> Response:
         REACH=REACH,
         REACHERS=REACHERS,
     )
+
+
+def _may_see_static(view: EstateView, principal: Any, credential: StaticCredential) -> bool:
+    """Static secrets are admins' and auditors' (GET /v1/credentials); an owner sees one
+    only through a reader of its own."""
+    if principal.owner_scope() is None:
+        return True
+    readers = (view.identities.get(r) for r in credential.readers)
+    return any(i is not None and principal.may_see_owner(i.owner_id) for i in readers)

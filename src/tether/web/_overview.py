@@ -128,7 +128,8 @@ def overview(ctx: Ctx) -> Response:
     triggers: Refreshed[tuple[dt.datetime, dict[str, Any]]] = per_node(
         node, "triggers", lambda: Refreshed(lambda: _trigger_times(node), REPORT_MAX_AGE)
     )
-    as_of, hours = activity.get()
+    # Counted over every owner: admins' and auditors' to see.
+    as_of, hours = activity.get() if scope is None else (now, [])
     peak = max((max(h.issued, h.ended) for h in hours), default=0)
     campaigns = node.govern.reviews.campaigns(scope)
     due = [

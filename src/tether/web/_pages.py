@@ -10,6 +10,8 @@ with the signed-in principal as the actor.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -104,11 +106,25 @@ class Ctx:
         return HTMLResponse(html, status_code=status)
 
     def redirect(self, path: str, notice: str | None = None) -> RedirectResponse:
-        """After a change: see its result on `path` (303, so a reload does not repeat it)."""
+        """After a change: see its result on `path` (303, so a reload does not repeat it).
+        The notice is signed for this session: a link from elsewhere cannot put words
+        into the dashboard's mouth ("paste your token at ...")."""
         if notice:
             sep = "&" if "?" in path else "?"
-            path = f"{path}{sep}{urllib.parse.urlencode({'notice': notice})}"
+            signed = {"notice": notice, "notice_sig": self._notice_sig(notice)}
+            path = f"{path}{sep}{urllib.parse.urlencode(signed)}"
         return RedirectResponse(path, status_code=303)
+
+    def _notice_sig(self, notice: str) -> str:
+        return hmac.new(self.csrf.encode(), notice.encode(), hashlib.sha256).hexdigest()[:32]
+
+    @property
+    def notice(self) -> str | None:
+        """The result of the last change, when this session's own redirect said it."""
+        notice, sig = self.query.get("notice"), self.query.get("notice_sig", "")
+        if not notice or not hmac.compare_digest(self._notice_sig(notice).encode(), sig.encode()):
+            return None
+        return notice
 
     def field(self, name: str, limit: int = 1024) -> str:
         """A form field, stripped; a missing one is "" (the service names what is wrong)."""

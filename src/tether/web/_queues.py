@@ -171,7 +171,7 @@ def assign_finding(ctx: Ctx) -> Response:
         ctx.params["finding_id"],
         ctx.field("assignee"),
         ctx.actor,
-        ctx.principal.owner_scope(),
+        ctx.principal.write_scope(),
     )
     to = (shown.get("assignee") or {}).get("to")
     notice = f"Finding {shown['id']} " + (f"assigned to {to}." if to else "unassigned.")
@@ -182,7 +182,7 @@ def assign_finding(ctx: Ctx) -> Response:
 def request_exception(ctx: Ctx) -> Response:
     """POST /v1/exceptions: owners only for their own identities."""
     identity_id = ctx.field("identity", 255)
-    scope = ctx.principal.owner_scope()
+    scope = ctx.principal.write_scope()
     if scope is not None:
         identity = ctx.node.view.current.identities.get(identity_id)
         if identity is None or identity.owner_id not in scope:

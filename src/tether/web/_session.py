@@ -8,6 +8,10 @@ keyring). The browser never sees the token: not in a URL, the page or its storag
 
 The CSRF token of a session is an HMAC of its nonce: forms carry it, and every POST is
 refused without it (compared in constant time).
+
+Each session also has a row in the store (by the SHA-256 of its nonce), so that signing
+out ends it everywhere: a copied cookie stops working too, within `LIVE_CACHE_SECONDS`
+on other nodes.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -31,6 +38,9 @@ SECURE_COOKIE = "__Host-tether_session"
 #: A session never outlives this, even for a token that does not expire.
 SESSION_MAX = dt.timedelta(hours=8)
 _AAD = b"tether/web/session/v1"
+#: How long this process trusts that a session is live without reading its row (the API
+#: token cache's bound: tether.auth.CACHE_SECONDS).
+LIVE_CACHE_SECONDS = 2.0
 _NONCE_BYTES = 12
 
 
@@ -102,4 +112,50 @@ class SessionCodec:
         return hmac.new(self._key(b"csrf"), session.nonce.encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(self.csrf(session), given)
+        # Bytes: compare_digest refuses (TypeError) a str with characters beyond ASCII.
+        return given is not None and hmac.compare_digest(
+            self.csrf(session).encode(), given.encode()
+        )
+
+
+def session_id(session: Session) -> str:
+    """The id a session is stored by: the SHA-256 of its nonce (the nonce is not stored,
+    so the table cannot make a CSRF token)."""
+    return hashlib.sha256(session.nonce.encode()).hexdigest()
+
+
+class SessionRecords:
+    """The store's rows of signed-in sessions, and which this process saw live lately."""
+
+    def __init__(self, store: Any, clock: Callable[[], dt.datetime]) -> None:
+        self._store, self._clock = store, clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, tx: Any, session: Session, token_id: str) -> None:
+        tx.put_web_session(session_id(session), token_id, session.expires_at)
+
+    def live(self, session: Session) -> bool:
+        key = session_id(session)
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+        if seen is not None and now - seen < LIVE_CACHE_SECONDS:
+            return True
+        with self._store.read() as tx:
+            live: bool = tx.web_session_live(key, self._clock())
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            if live:
+                self._seen[key] = now
+            else:
+                self._seen.pop(key, None)
+        return live
+
+    def end(self, tx: Any, session: Session) -> bool:
+        key = session_id(session)
+        with self._lock:
+            self._seen.pop(key, None)
+        ended: bool = tx.end_web_session(key, self._clock())
+        return ended

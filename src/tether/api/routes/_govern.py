@@ -146,7 +146,7 @@ def assign_finding(
     finding_id: ObjectId, body: FindingAssign, caller: Caller, node: Node
 ) -> dict[str, Any]:
     """Assign a finding (admins, or the owner of its identity); audited `finding.assign`."""
-    return node.govern.assign(finding_id, body.assignee, caller.actor, caller.owner_scope())
+    return node.govern.assign(finding_id, body.assignee, caller.actor, caller.write_scope())
 
 
 # -- reviews --
@@ -227,7 +227,7 @@ def list_exceptions(
 
 @router.post("/v1/exceptions", status_code=201)
 def request_exception(body: ExceptionRequest, caller: Caller, node: Node) -> dict[str, Any]:
-    scope = caller.owner_scope()
+    scope = caller.write_scope()
     if scope is not None:
         identity = node.view.current.identities.get(body.identity)
         if identity is None or identity.owner_id not in scope:

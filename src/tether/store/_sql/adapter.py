@@ -117,6 +117,8 @@ def _upsert_statement(dialect: str, table: sa.Table, keys: Sequence[str]) -> Any
 
 _LIVE = (LeaseState.PENDING.value, LeaseState.ACTIVE.value)
 _CHUNK = 2000  # ids per IN (...) list: well under every backend's parameter limit
+#: Dashboard sessions are kept this long past their expiry, then removed.
+_SESSION_KEPT = dt.timedelta(days=1)
 
 
 def _task_row(task: Task) -> dict[str, Any]:
@@ -746,6 +748,32 @@ class _SqlTx(GovernSql, KeysSql):
             sa.update(t.api_tokens)
             .where(t.api_tokens.c.id == token_id, t.api_tokens.c.revoked_at.is_(None))
             .values(revoked_at=at)
+        )
+        return bool(result.rowcount)
+
+    # -- dashboard sessions --
+    def put_web_session(self, session_id: str, token_id: str, expires_at: dt.datetime) -> None:
+        c = t.web_sessions.c
+        self._c.execute(sa.delete(t.web_sessions).where(c.expires_at < expires_at - _SESSION_KEPT))
+        self._c.execute(
+            sa.insert(t.web_sessions).values(
+                id=session_id, token_id=token_id, expires_at=expires_at
+            )
+        )
+
+    def web_session_live(self, session_id: str, now: dt.datetime) -> bool:
+        c = t.web_sessions.c
+        row = self._c.execute(
+            sa.select(c.id).where(c.id == session_id, c.ended_at.is_(None), c.expires_at > now)
+        ).first()
+        return row is not None
+
+    def end_web_session(self, session_id: str, at: dt.datetime) -> bool:
+        c = t.web_sessions.c
+        result = self._c.execute(
+            sa.update(t.web_sessions)
+            .where(c.id == session_id, c.ended_at.is_(None), c.expires_at > at)
+            .values(ended_at=at)
         )
         return bool(result.rowcount)
 

@@ -144,6 +144,19 @@ api_tokens = Table(
     Column("revoked_at", UTCDateTime),
 )
 
+#: Dashboard sessions (tether.web): the cookie is checked against its row, so signing
+#: out ends the session everywhere.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    #: SHA-256 of the session's nonce: the cookie's content is not stored.
+    Column("id", String(64), primary_key=True),
+    Column("token_id", String(64), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Index("ix_web_sessions_expires", "expires_at"),
+)
+
 tasks = Table(
     "tasks",
     metadata,
