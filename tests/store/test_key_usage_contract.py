@@ -7,12 +7,8 @@ import datetime as dt
 import threading
 from pathlib import Path
 
-import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-
-from tether.store import KeyUsageCount, SealedRecord, Store, open_store
-from tether.store._sql import tables as t
+from tests.store.schema import migrated
+from tether.store import KeyUsageCount, SealedRecord, Store
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -96,16 +92,6 @@ def test_sealed_records_can_be_removed_for_good(store: Store) -> None:
 
 
 def test_the_migration_builds_the_key_usage_table_as_declared(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'tether.db'}"
-    store = open_store(url)
-    store.migrate()
-    store.close()
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            diffs = [d for d in compare_metadata(context, t.metadata) if "key_usage" in repr(d)]
-            assert diffs == []
-            assert "key_usage" in sa.inspect(conn).get_table_names()
-    finally:
-        engine.dispose()
+    with migrated(tmp_path, "key_usage") as (diffs, schema):
+        assert diffs == []
+        assert "key_usage" in schema.get_table_names()
