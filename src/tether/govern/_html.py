@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tether.govern._report import COVERAGE, TRIGGERS
+from tether.model import SEVERITIES
 
 __all__ = ["render_report_html"]
 
 #: Seq numbers shown in a tooltip, and in a list, before "… and N more".
 _TITLE_SEQS = 20
 _LIST_SEQS = 50
-_SEVERITIES = ("critical", "high", "medium", "low")
 _STATES = ("open", "excepted", "resolved")
 _COVERAGE = COVERAGE
 _TRIGGERS = TRIGGERS
@@ -313,8 +313,8 @@ def _findings(section: Mapping[str, Any], framework: str) -> str:
 
 
 def _by_severity(by_severity: Mapping[str, Any], by_rule: Sequence[Mapping[str, Any]]) -> str:
-    names = [s for s in _SEVERITIES if s in by_severity]
-    names += sorted(set(by_severity) - set(_SEVERITIES))
+    names = [s for s in SEVERITIES if s in by_severity]
+    names += sorted(set(by_severity) - set(SEVERITIES))
     chart = [
         (name, [(_int(by_severity[name]), name, f"{name}: {_fmt(by_severity[name])} open")])
         for name in names

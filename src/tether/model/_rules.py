@@ -33,6 +33,21 @@ class Severity(enum.StrEnum):
 
 
 _RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
+#: Severities most severe first, as reports and the dashboard list them.
+SEVERITIES: tuple[str, ...] = tuple(s.value for s in sorted(Severity, key=_RANK.__getitem__)[::-1])
+#: The OWASP Top 10 Non-Human Identities Risks (2025), by id, with their titles.
+OWASP_NHI: Mapping[str, str] = {
+    "NHI1": "Improper offboarding",
+    "NHI2": "Secret leakage",
+    "NHI3": "Vulnerable third-party NHI",
+    "NHI4": "Insecure authentication",
+    "NHI5": "Overprivileged NHI",
+    "NHI6": "Insecure cloud deployment configurations",
+    "NHI7": "Long-lived secrets",
+    "NHI8": "Environment isolation",
+    "NHI9": "NHI reuse",
+    "NHI10": "Human use of NHI",
+}
 
 
 @dataclass(frozen=True, slots=True)

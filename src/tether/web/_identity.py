@@ -19,7 +19,7 @@ from tether.govern._risk import CRITICALITY_FACTOR, SEVERITY_WEIGHT
 from tether.lease import RevokeTarget
 from tether.model import RULES, LeaseState, Severity
 from tether.store import AuditFilter, LeaseFilter
-from tether.web._pages import Ctx, Pages, url
+from tether.web._pages import Ctx, Pages, url, visible_identity
 
 pages = Pages()
 
@@ -113,13 +113,10 @@ def _risk_parts(node: Any, identity: Any, findings: Sequence[dict[str, Any]]) ->
 @pages.view("/identities/{identity_id}", subject=Subject.IDENTITY)
 def identity_page(ctx: Ctx) -> Response:
     node, identity_id = ctx.node, ctx.params["identity_id"]
-    # The same read as GET /v1/identities/{id}: 404 for what the principal may not see.
-    spec = node.estate.get_identity(identity_id, ctx.principal.owner_scope())
+    if identity_id not in node.view.current.identities:
+        node.view.refresh_if_changed()  # applied a moment ago on another node
     view = node.view.current
-    identity = view.identities.get(identity_id)
-    if identity is None:  # applied a moment ago elsewhere: the view follows
-        view = node.view.reload()
-        identity = view.identities[identity_id]
+    identity = visible_identity(ctx.principal, view, identity_id)
     today = ctx.now().date()
     since = today - dt.timedelta(days=USAGE_DAYS - 1)
     with node.store.read() as tx:
@@ -144,7 +141,6 @@ def identity_page(ctx: Ctx) -> Response:
     return ctx.render(
         "identity.html",
         identity=identity,
-        spec=spec,
         control=view.control(identity.kind),
         owner=owner,
         vendor=vendor,

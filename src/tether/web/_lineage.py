@@ -22,7 +22,7 @@ from tether.govern import FindingFilter
 from tether.model import Identity, Lease, LeaseState, Profile, Task
 from tether.static import StaticCredential
 from tether.store import LeaseFilter, TaskFilter
-from tether.web._pages import Ctx, Pages, url
+from tether.web._pages import Ctx, Pages, url, visible_identity
 
 pages = Pages()
 
@@ -650,19 +650,11 @@ def _task_facts(ctx: Ctx, task: Task) -> Facts:
     return Facts(leases=tuple(ordered[:MAX_LEASES]), tasks=(task,), more=more)
 
 
-def _visible_identity(ctx: Ctx, view: EstateView, identity_id: str) -> Identity:
-    identity = view.identities.get(identity_id)
-    if identity is None or not ctx.principal.may_see_owner(identity.owner_id):
-        # The same answer as for a missing one: an owner learns nothing of others'.
-        raise NotFoundError(f"no identity {identity_id!r}")
-    return identity
-
-
 def _load(ctx: Ctx, view: EstateView, kind: str, object_id: str, direction: str) -> Facts:
     """What the graph is built from, for what the principal may see (404 otherwise)."""
     node, principal = ctx.node, ctx.principal
     if kind == "identity":
-        identity = _visible_identity(ctx, view, object_id)
+        identity: Identity = visible_identity(principal, view, object_id)
         return Facts() if direction == REACHERS else _identity_facts(ctx, identity)
     if kind == "lease":
         with node.store.read() as tx:

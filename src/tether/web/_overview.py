@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from tether._internal.timeutil import parse_time
 from tether.govern import FindingFilter
-from tether.model import RULES, Kind, LeaseState
+from tether.model import OWASP_NHI, RULES, SEVERITIES, Kind, LeaseState
 from tether.store import AuditFilter, LeaseFilter
 from tether.web._audit_pages import last_verification
 from tether.web._cache import Refreshed, per_node
@@ -25,20 +25,6 @@ from tether.web._pages import Ctx, Pages
 
 pages = Pages()
 
-SEVERITIES = ("critical", "high", "medium", "low")
-#: The OWASP Top 10 for non-human identities (2025), by id.
-OWASP_NHI = {
-    "NHI1": "Improper offboarding",
-    "NHI2": "Secret leakage",
-    "NHI3": "Vulnerable third-party NHI",
-    "NHI4": "Insecure authentication",
-    "NHI5": "Overprivileged NHI",
-    "NHI6": "Insecure cloud deployment configurations",
-    "NHI7": "Long-lived secrets",
-    "NHI8": "Environment isolation",
-    "NHI9": "NHI reuse",
-    "NHI10": "Human use of NHI",
-}
 HOURS = 24
 EXCEPTIONS_EXPIRING = dt.timedelta(days=14)
 REVIEWS_DUE = dt.timedelta(days=7)

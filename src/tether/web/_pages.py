@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tether.api._access import Rule, Subject, Who
 from tether.auth import Principal
+from tether.errors import NotFoundError
 
 #: The dashboard lives under this path; its cookie is scoped to it.
 BASE = "/ui"
@@ -129,6 +130,15 @@ class Ctx:
     def field(self, name: str, limit: int = 1024) -> str:
         """A form field, stripped; a missing one is "" (the service names what is wrong)."""
         return self.form.get(name, "").strip()[:limit]
+
+
+def visible_identity(principal: Principal, view: Any, identity_id: str) -> Any:
+    """The identity in the estate `view`, for a principal that may see it; otherwise the
+    same 404 as for a missing one (an owner learns nothing of others')."""
+    identity = view.identities.get(identity_id)
+    if identity is None or not principal.may_see_owner(identity.owner_id):
+        raise NotFoundError(f"no identity {identity_id!r}")
+    return identity
 
 
 def url(path: str, **query: Any) -> str:

@@ -22,7 +22,7 @@ from tether.errors import TetherError
 from tether.govern import FindingFilter, InvalidReview, Reviewer, ReviewScope
 from tether.govern._outbox import ALERT, PENDING
 from tether.lease import RevokeTarget
-from tether.model import RULES, Criticality, Kind
+from tether.model import RULES, SEVERITIES, Criticality, Kind
 from tether.store import AuditFilter, GovernFilter
 from tether.web._pages import BASE, Ctx, Pages, url
 
@@ -31,12 +31,11 @@ pages = Pages()
 PAGE_SIZE = 50
 MAX_PAGE = 500
 FINDING_STATES = ("open", "excepted", "resolved")
-SEVERITIES = ("critical", "high", "medium", "low")
 EXCEPTION_STATES = ("requested", "active", "expired", "revoked")
 #: The kill switch's targets, and the longest name each takes (as POST /v1/leases/revoke).
 KILL_TARGETS = {"task": 64, "identity": 255, "owner": 255, "all": 0}
 #: The rules whose findings are what discovery found (leaked and unmanaged secrets).
-DISCOVERY_RULES = ("shadow-nhi", "leaked")
+FOUND_BY_SCANNERS = ("shadow-nhi", "leaked")
 _READERS_ONLY = (Who.ADMIN, Who.AUDITOR)
 
 
@@ -433,7 +432,7 @@ def discovery(ctx: Ctx) -> Response:
         rule: ctx.node.govern.findings(
             FindingFilter(rule=rule, state=None if state == "any" else state, limit=MAX_PAGE)
         )
-        for rule in DISCOVERY_RULES
+        for rule in FOUND_BY_SCANNERS
     }
     return ctx.render(
         "discovery.html",
