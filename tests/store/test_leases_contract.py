@@ -8,7 +8,14 @@ import pytest
 
 from tests.store.test_store_contract import _identity
 from tether.model import Lease, LeaseState, Placement, Task, TaskStatus
-from tether.store import JoinTokenRecord, LeaseFilter, Store, StoreError, TaskFilter
+from tether.store import (
+    JoinTokenRecord,
+    LeaseFilter,
+    Store,
+    StoreError,
+    SuspectLeases,
+    TaskFilter,
+)
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -81,6 +88,41 @@ def test_leases_insert_find_and_token_hash_lookup(store: Store) -> None:
         assert [x.id for x in tx.find_leases(LeaseFilter(owner_id="team-b"))] == ["c"]
         assert [x.id for x in tx.find_leases(LeaseFilter(limit=2))] == ["a", "b"]
         assert [x.id for x in tx.find_leases(LeaseFilter(after_id="b"))] == ["c"]
+
+
+def test_suspect_leases_are_only_those_a_rule_can_flag(store: Store) -> None:
+    """Governance reads the revoking, the old and the long-chained leases of an
+    identity, not every fresh one it holds."""
+    old = T0 - dt.timedelta(days=40)
+    with store.transaction() as tx:
+        tx.insert_leases(
+            [
+                _lease("fresh"),
+                _lease("fresh-two-hops", delegation=("spiffe://a", "spiffe://b")),
+                _lease("old", issued_at=old),
+                _lease("revoking", state=LeaseState.REVOKING),
+                _lease("three-hops", delegation=("spiffe://a", "spiffe://b", "spiffe://c")),
+                _lease("other-old", identity_id="other", issued_at=old),
+                _lease("ended-old", issued_at=old, state=LeaseState.REVOKED),
+            ]
+        )
+    suspect = SuspectLeases(issued_before=T0 - dt.timedelta(days=30), chain=3)
+    live_or_revoking = (LeaseState.PENDING, LeaseState.ACTIVE, LeaseState.REVOKING)
+    with store.read() as tx:
+        found = tx.find_leases(LeaseFilter(states=live_or_revoking, suspect=suspect))
+        assert [x.id for x in found] == ["old", "other-old", "revoking", "three-hops"]
+        mine = LeaseFilter(states=live_or_revoking, identity_ids=("svc",), suspect=suspect)
+        assert [x.id for x in tx.find_leases(mine)] == ["old", "revoking", "three-hops"]
+        assert [x.id for x in tx.find_leases(LeaseFilter(identity_ids=("other", "none")))] == [
+            "other-old"
+        ]
+        one_hop = LeaseFilter(suspect=SuspectLeases(issued_before=old, chain=1))
+        assert [x.id for x in tx.find_leases(one_hop)] == [
+            "fresh-two-hops",
+            "old",
+            "other-old",
+            "three-hops",
+        ]
 
 
 def test_a_keyed_hash_set_on_activation_is_found(store: Store) -> None:

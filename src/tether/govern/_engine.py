@@ -38,7 +38,15 @@ from tether.model import (
     Waiver,
 )
 from tether.static import StaticCredential
-from tether.store import GovernFilter, GovernRecord, LeaseFilter, Store, Tx, UsageRollup
+from tether.store import (
+    GovernFilter,
+    GovernRecord,
+    LeaseFilter,
+    Store,
+    SuspectLeases,
+    Tx,
+    UsageRollup,
+)
 from tether.targets import kind_names
 
 log = logging.getLogger("tether.govern")
@@ -210,7 +218,7 @@ class FindingsEngine:
             ]
             exposures = page_all(tx, GovernFilter(type=EXPOSURE))
             api_waivers = page_all(tx, GovernFilter(type=EXCEPTION, states=("active",)))
-            leases = _interesting_leases(tx, view, now) if full else None
+            leases = _suspect_leases(tx, view, now, None) if full else None
         by_reader: dict[str, list[StaticCredential]] = {}
         environments: dict[str, frozenset[str]] = {}
         for credential in statics:
@@ -331,10 +339,8 @@ class FindingsEngine:
                 r.id: r for r in page_all(tx, GovernFilter(type=SUBJECT, identity_ids=tuple(ids)))
             }
             existing = page_all(tx, GovernFilter(type=FINDING, identity_ids=tuple(ids)))
-            if shared.leases is None:
-                leases = {i: _leases_of(tx, i) for i in ids}
-            else:
-                leases = {i: shared.leases.get(i, []) for i in ids}
+            found = _suspect_leases(tx, view, now, ids) if shared.leases is None else shared.leases
+            leases = {i: found.get(i, []) for i in ids}
         usage_by: dict[str, list[UsageRollup]] = {}
         for rollup in rollups:
             usage_by.setdefault(rollup.identity_id, []).append(rollup)
@@ -776,12 +782,14 @@ def _leases_of(tx: Tx, identity_id: str) -> list[Lease]:
     return found
 
 
-def _interesting_leases(tx: Tx, view: EstateView, now: dt.datetime) -> dict[str, list[Lease]]:
-    """For a full run, the leases that can raise a finding, by identity: every lease
-    still revoking, every live lease of a retired identity, live leases older than
-    the shortest age the long-lived rule looks at, and those with a long delegation
-    chain. Bounded by what is wrong, not by how many leases there are."""
-    out: dict[str, list[Lease]] = {}
+def _suspect_leases(
+    tx: Tx, view: EstateView, now: dt.datetime, ids: Sequence[str] | None
+) -> dict[str, list[Lease]]:
+    """The leases that can raise a finding, by identity (of `ids`, or of every identity):
+    every lease still revoking, every live lease of a retired identity, live leases older
+    than the shortest age the long-lived rule looks at, and those with a long delegation
+    chain. Bounded by what is wrong, not by how many leases there are: an identity that
+    holds 20,000 fresh leases costs one indexed query, not 20,000 rows read."""
     youngest = (
         min(
             (c.rotate_every or view.governance.thresholds(c.kind).credential_max_age)
@@ -790,20 +798,28 @@ def _interesting_leases(tx: Tx, view: EstateView, now: dt.datetime) -> dict[str,
         if view.controls
         else dt.timedelta(days=30)
     )
-    where = LeaseFilter(states=_LIVE_OR_REVOKING, limit=5000)
-    while page := tx.find_leases(where):
-        for lease in page:
-            identity = view.identities.get(lease.identity_id)
-            if (
-                lease.state is LeaseState.REVOKING
-                or (identity is not None and identity.status is IdentityStatus.RETIRED)
-                or lease.issued_at <= now - youngest
-                or len(lease.delegation) >= DELEGATION_CHAIN_LONG
-            ):
+    suspect = SuspectLeases(issued_before=now - youngest, chain=DELEGATION_CHAIN_LONG)
+    out: dict[str, list[Lease]] = {}
+    chunks: list[tuple[str, ...] | None] = (
+        [None] if ids is None else [tuple(ids[i : i + 500]) for i in range(0, len(ids), 500)]
+    )
+    for chunk in chunks:
+        where = LeaseFilter(
+            states=_LIVE_OR_REVOKING, identity_ids=chunk, suspect=suspect, limit=5000
+        )
+        while page := tx.find_leases(where):
+            for lease in page:
                 out.setdefault(lease.identity_id, []).append(lease)
-        if len(page) < where.limit:
-            break
-        where = replace(where, after_id=page[-1].id)
+            if len(page) < where.limit:
+                break
+            where = replace(where, after_id=page[-1].id)
+    retired = (
+        i.id
+        for i in (view.identities.values() if ids is None else (view.identities[i] for i in ids))
+        if i.status is IdentityStatus.RETIRED
+    )
+    for identity_id in retired:
+        out[identity_id] = _leases_of(tx, identity_id)
     return out
 
 

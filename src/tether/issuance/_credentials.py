@@ -102,7 +102,7 @@ class TargetCredentials:
             self._revoke(lease, "issuance failed")
             raise
         lease = self._activate(request, decision, lease, bound, credential)
-        self._parts.record_usage(request.usage("issue", lease))
+        self._parts.record_usage(request.usage("issue"))
         return _result(lease, credential, bound)
 
     def _activate(

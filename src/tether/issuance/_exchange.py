@@ -184,7 +184,7 @@ class Exchange:
             self._parts.record([event], tx)
 
         self._parts.store.commit_together(write)
-        self._parts.record_usage(request.usage("exchange", lease))
+        self._parts.record_usage(request.usage("exchange"))
         result = ExchangeResult(
             access_token=credential.secret,
             issued_token_type=credential.token_type,

@@ -94,5 +94,5 @@ class Renewal:
                 "lease.renew", decision, lease=renewed, bound=bound, by=actor
             )
             self._parts.record([event], tx)
-        self._parts.record_usage(request.usage("renew", renewed))
+        self._parts.record_usage(request.usage("renew"))
         return renewed, bound

@@ -168,15 +168,18 @@ class IssuanceRequest:
             delegation=self.delegation,
         )
 
-    def usage(self, action: str, lease: Lease) -> Usage:
-        """This request as usage evidence of its identity."""
+    def usage(self, action: str) -> Usage:
+        """This request as usage evidence of its identity. The credential used is the one
+        presented (a task token, an issued token, the lease renewed), not the one minted:
+        the new one has not been used yet, and keying a rollup per minted lease would
+        grow an identity's usage with every issuance."""
         subject = self.subject
         evidence = subject.evidence
         return Usage(
             identity_id=self.identity.id,
             at=self.now,
             action=action,
-            credential=lease.id,
+            credential=subject.lease.id if subject.lease is not None else "",
             entitlement=self.profile.id,
             source=self.source_ip,
             scopes=self.scopes,

@@ -310,6 +310,10 @@ class _MemoryTx:
                 continue
             if where.identity_id is not None and lease.identity_id != where.identity_id:
                 continue
+            if where.identity_ids is not None and lease.identity_id not in where.identity_ids:
+                continue
+            if where.suspect is not None and not where.suspect.holds(lease):
+                continue
             if where.owner_id is not None and lease.owner_id != where.owner_id:
                 continue
             if where.provider is not None and lease.provider != where.provider:

@@ -67,16 +67,36 @@ class JoinTokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SuspectLeases:
+    """The leases a governance rule can flag: those revoking, those issued at or before
+    `issued_before`, and those whose delegation chain has at least `chain` hops. Few
+    among many, so a full evaluation need not read every live lease."""
+
+    issued_before: dt.datetime
+    chain: int
+
+    def holds(self, lease: Lease) -> bool:
+        return (
+            lease.state is LeaseState.REVOKING
+            or lease.issued_at <= self.issued_before
+            or len(lease.delegation) >= self.chain
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseFilter:
-    """Which leases: every set field narrows; `all_live=True` with nothing else means all."""
+    """Which leases: every set field narrows."""
 
     task_id: str | None = None
     identity_id: str | None = None
+    #: Leases of any of these identities.
+    identity_ids: tuple[str, ...] | None = None
     owner_id: str | None = None
     parent_ids: tuple[str, ...] | None = None
     states: tuple[LeaseState, ...] = (LeaseState.PENDING, LeaseState.ACTIVE)
     #: Leases of this provider only (the SVIDs a CRL lists).
     provider: str | None = None
+    suspect: SuspectLeases | None = None
     after_id: str | None = None
     limit: int = 1000
 

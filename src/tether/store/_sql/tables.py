@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 
@@ -214,6 +215,14 @@ leases = Table(
     Index("ix_leases_state_retry", "state", "next_attempt_at"),
     Index("ix_leases_state_issued", "state", "issued_at"),
     Index("ix_leases_identity_placement", "identity_id", "state", "placement"),
+    # Only the leases with a delegation chain (migration 0012).
+    Index(
+        "ix_leases_delegated",
+        "state",
+        "identity_id",
+        sqlite_where=text("delegation IS NOT NULL"),
+        postgresql_where=text("delegation IS NOT NULL"),
+    ),
 )
 
 seen_jti = Table(
