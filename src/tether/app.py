@@ -527,16 +527,3 @@ class Tether:
 
     def verify_audit(self) -> Verification:
         return self.system.verify_audit()
-
-
-# -- the supervisor of `tether serve --workers N` (tether.cli._workers) --
-def keeper(settings: Settings) -> tuple[Store, Barrier, SystemService]:
-    """What the supervisor of a node's workers holds: the store (migrated, before any
-    worker starts), a barrier, and the system operations that unseal, seal and bootstrap
-    it, without the services that serve requests (its workers are full nodes)."""
-    store = open_store(settings.database_url, allow_existing_schema=settings.allow_existing_schema)
-    store.migrate()
-    barrier = Barrier(store)
-    audit = AuditLog(barrier.audit_key)
-    auth = Authenticator(store, barrier.token_key)
-    return store, barrier, SystemService(store, barrier, audit, auth)

@@ -38,8 +38,9 @@ from spiffe import JwtSource, JwtSvid, SpiffeId, TrustDomain, WorkloadApiClient,
 from spiffe.workloadapi.errors import FetchJwtSvidError, FetchX509SvidError
 
 from tether.spiffe._peer import Peer, peer_of
+from tether.spiffe._port import X509SvidView
 from tether.spiffe._proto import workload_pb2 as pb
-from tether.spiffe._workload import WorkloadApiServer, X509SvidView
+from tether.spiffe._workload import WorkloadApiServer
 from tether.spiffe.errors import CaUnavailable, InvalidJwtSvid, PermissionDenied
 
 TD = "example.org"

@@ -8,9 +8,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from jwt.algorithms import get_default_algorithms
 
 from tether._internal.timeutil import UTC, utcnow
@@ -21,6 +20,9 @@ from tether.attest._jti import JtiStore
 from tether.attest._keys import KeySource
 from tether.attest.errors import AttestationError, ReplayedToken
 from tether.model import Issuer
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tether.attest")
 
@@ -105,12 +107,9 @@ class Attestor:
         self._issuers = issuers
         self._jti_store = jti_store
         self._own_http = http is None
-        # follow_redirects=False: redirects are followed by hand, same origin only.
-        self._http = (
-            http
-            if http is not None
-            else httpx.Client(timeout=limits.http_timeout, follow_redirects=False)
-        )
+        #: Made on first fetch (`_client`): httpx costs a node's start about 0.4 s to
+        #: import, and issuers with inline keys never fetch.
+        self._http = http
         self._leeway = limits.leeway.total_seconds()
         self._leeway_delta = limits.leeway
         self._min_refresh_interval = limits.min_refresh_interval
@@ -128,8 +127,20 @@ class Attestor:
             self._registry = None
 
     def close(self) -> None:
-        if self._own_http:
+        if self._own_http and self._http is not None:
             self._http.close()
+
+    def _client(self) -> httpx.Client:
+        client = self._http
+        if client is None:
+            import httpx
+
+            with self._lock:
+                if self._http is None:
+                    # follow_redirects=False: redirects are followed by hand, same origin only.
+                    self._http = httpx.Client(timeout=self._http_timeout, follow_redirects=False)
+                client = self._http
+        return client
 
     def _trusted(self) -> Mapping[str, tuple[_Trusted, ...]]:
         registry = self._registry
@@ -151,7 +162,7 @@ class Attestor:
                 continue
             source = KeySource(
                 issuer,
-                self._http,
+                self._client,
                 timeout=self._http_timeout,
                 min_refresh_interval=self._min_refresh_interval,
                 max_age=self._jwks_max_age,

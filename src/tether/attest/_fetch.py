@@ -8,11 +8,12 @@ the same scheme, host and port.
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tether.attest._jose import loads_object
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_TIMEOUT = 5.0
 #: A JWKS of 100 RSA-4096 keys is ~90 KiB; discovery documents are a few KiB.
@@ -29,6 +30,8 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 
 
 def check_url(url: str) -> httpx.URL:
+    import httpx  # here, not at import: it costs a node's start ~0.4 s
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
@@ -40,6 +43,8 @@ def check_url(url: str) -> httpx.URL:
 
 def fetch_json(client: httpx.Client, url: str, timeout: float) -> dict[str, Any]:
     """GET `url` and return its JSON object body, or raise FetchError saying why."""
+    import httpx
+
     target = check_url(url)
     origin = _origin(target)
     for _ in range(MAX_REDIRECTS + 1):

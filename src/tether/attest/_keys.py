@@ -14,13 +14,15 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from tether.attest._fetch import FetchError, check_url, fetch_json
 from tether.attest._jose import KeySet, parse_jwks
 from tether.attest.errors import IssuerUnavailable
 from tether.model import Issuer
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tether.attest")
 
@@ -33,7 +35,7 @@ class KeySource:
     def __init__(
         self,
         issuer: Issuer,
-        http: httpx.Client,
+        http: Callable[[], httpx.Client],
         *,
         timeout: float,
         min_refresh_interval: dt.timedelta,
@@ -115,7 +117,7 @@ class KeySource:
     def _load(self, now: dt.datetime) -> KeySet:
         jwks_uri = self._issuer.jwks_uri or self._discover(now)
         try:
-            document = fetch_json(self._http, jwks_uri, self._timeout)
+            document = fetch_json(self._http(), jwks_uri, self._timeout)
             keyset = parse_jwks(document, now)
         except (FetchError, ValueError) as exc:
             self._discovered = None
@@ -135,7 +137,7 @@ class KeySource:
         # OpenID Connect Discovery 1.0 §4: strip one trailing slash, then append.
         url = issuer_url.removesuffix("/") + DISCOVERY_PATH
         try:
-            config = fetch_json(self._http, url, self._timeout)
+            config = fetch_json(self._http(), url, self._timeout)
         except FetchError as exc:
             raise FetchError(f"discovery: {exc}") from None
         # §4.3: the document must name exactly the issuer we asked about, or it may be

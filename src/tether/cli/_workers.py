@@ -49,6 +49,8 @@ from tether.errors import TetherError
 
 if TYPE_CHECKING:
     from tether.barrier import Barrier
+    from tether.config import Settings
+    from tether.store import Store
     from tether.system import SystemService
 
 log = logging.getLogger(__name__)
@@ -370,11 +372,10 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def supervise(listener: Listener, sock: socket.socket, spec: WorkerSpec, count: int) -> None:
     """Run `count` workers on `sock` until SIGTERM or SIGINT."""
-    from tether.app import keeper
     from tether.system import DevFiles
 
     settings = listener.settings
-    store, barrier, system = keeper(settings)
+    store, barrier, system = _keeper(settings)
     try:
         # Dev mode's bootstrap and the unseal key file are the supervisor's: it is the
         # one process that initializes or unseals, and its workers get the key from it.
@@ -384,3 +385,22 @@ def supervise(listener: Listener, sock: socket.socket, spec: WorkerSpec, count: 
     finally:
         system.stop()
         store.close()
+
+
+def _keeper(settings: Settings) -> tuple[Store, Barrier, SystemService]:
+    """What the supervisor holds: the store (migrated, before any worker starts), a
+    barrier, and the system operations that unseal, seal and bootstrap it, without the
+    services that serve requests (its workers are full nodes, tether.app). Importing
+    only these keeps the supervisor's start short: its workers start beside it."""
+    from tether.audit import AuditLog
+    from tether.auth import Authenticator
+    from tether.barrier import Barrier
+    from tether.store import open_store
+    from tether.system import SystemService
+
+    store = open_store(settings.database_url, allow_existing_schema=settings.allow_existing_schema)
+    store.migrate()
+    barrier = Barrier(store)
+    audit = AuditLog(barrier.audit_key)
+    auth = Authenticator(store, barrier.token_key)
+    return store, barrier, SystemService(store, barrier, audit, auth)

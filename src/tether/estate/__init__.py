@@ -11,7 +11,7 @@ dropped from the file are retired, never deleted.
 from tether._internal.ids import SAFE_ID_MAX_LENGTH, SAFE_ID_PATTERN, SAFE_ID_RULE, is_safe_id
 from tether.estate._file import load_estate_file, load_estate_text
 from tether.estate._parse import parse_estate
-from tether.estate._schema_check import estate_schema
+from tether.estate._schema import estate_schema
 from tether.estate._service import Change, EstateService, Plan
 from tether.estate._view import EstateView, EstateViewHolder, load_view
 from tether.estate.errors import MAX_COUNTED, MAX_REPORTED, EstateError, EstateInvalid, Problem

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._internal.timeutil import InvalidValue, parse_duration, parse_time
-from tether.estate._schema_check import Enough, Found, check_schema
+from tether.estate._schema import Enough, Found
 from tether.estate.errors import Problem
 from tether.model import (
     DEFAULT_ENVIRONMENTS,
@@ -89,6 +89,8 @@ def parse_estate(document: Any) -> Estate:
     passes the schema is checked for unknown references, bad durations and the like.
     Either pass stops at `MAX_COUNTED` problems (`EstateInvalid.truncated`).
     """
+    from tether.estate._schema_check import check_schema  # jsonschema, on first use
+
     found = Found()
     with contextlib.suppress(Enough):
         check_schema(document, found)

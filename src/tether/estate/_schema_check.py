@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from importlib import resources
 from typing import Any
 
 import jsonschema
@@ -17,34 +15,8 @@ from jsonschema.exceptions import ValidationError
 
 from tether._internal.fieldpath import field_path
 from tether._internal.ids import SAFE_ID_PATTERN, SAFE_ID_RULE
-from tether.estate.errors import MAX_COUNTED, EstateInvalid, Problem
-from tether.policy import KEY_PROVIDER
-from tether.providers import LOCAL_PROVIDERS
-from tether.targets import kind_names
-
-#: Providers the design names that nothing implements yet: a profile naming one is refused
-#: as "not implemented yet" rather than as a typo (a later issue brings the SVIDs).
-_NOT_YET_IMPLEMENTED = ("static",)
-
-
-def profile_providers() -> tuple[str, ...]:
-    """What a profile's `provider` may be: an in-process provider or a target kind."""
-    return (*LOCAL_PROVIDERS, KEY_PROVIDER, *kind_names())
-
-
-def estate_schema() -> dict[str, Any]:
-    """The published JSON Schema of the estate file. The profile providers it allows are
-    filled in from the providers and the registry of target kinds, never listed twice."""
-    return _schema(profile_providers())
-
-
-@functools.cache
-def _schema(providers: tuple[str, ...]) -> dict[str, Any]:
-    # Keyed by the providers, so a kind registered later (a plug-in) is accepted too.
-    text = resources.files("tether.estate").joinpath("estate.schema.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
-    schema["properties"]["profiles"]["items"]["properties"]["provider"]["enum"] = list(providers)
-    return schema
+from tether.estate._schema import NOT_YET_IMPLEMENTED, Found, profile_providers, schema_for
+from tether.estate.errors import MAX_COUNTED, Problem
 
 
 @functools.cache
@@ -219,7 +191,7 @@ def _validator() -> Any:
 
 @functools.cache
 def _validator_for(providers: tuple[str, ...]) -> Any:
-    return _EstateValidator(_size_first(_schema(providers)))
+    return _EstateValidator(_size_first(schema_for(providers)))
 
 
 # -- from errors to problems --
@@ -288,34 +260,9 @@ def _schema_problems(error: ValidationError) -> list[Problem]:
 
 
 def _enum_message(where: list[Any], allowed: list[Any], instance: Any) -> str:
-    if where[-1:] == ["provider"] and instance in _NOT_YET_IMPLEMENTED:
+    if where[-1:] == ["provider"] and instance in NOT_YET_IMPLEMENTED:
         return f"{instance!r} is not implemented yet (supported: {', '.join(allowed)})"
     return "must be one of: " + ", ".join(str(x) for x in allowed)
-
-
-class Enough(Exception):
-    """MAX_COUNTED problems found: stop looking."""
-
-
-class Found:
-    """The problems found so far, each once, up to MAX_COUNTED."""
-
-    def __init__(self) -> None:
-        #: Each problem, in the order found, with the key that orders schema problems by path.
-        self.found: dict[Problem, tuple[Any, ...]] = {}
-        self.truncated = False
-
-    def add(self, problem: Problem, key: tuple[Any, ...] = ()) -> None:
-        self.found.setdefault(problem, key)
-        if len(self.found) >= MAX_COUNTED:
-            self.truncated = True
-            raise Enough
-
-    def refusal(self, by_path: bool) -> EstateInvalid:
-        problems = list(self.found)
-        if by_path:  # stable: problems of one error keep their order
-            problems.sort(key=lambda p: self.found[p])
-        return EstateInvalid(problems, count=len(problems), truncated=self.truncated)
 
 
 def _sort_key(parts: Iterable[Any]) -> tuple[Any, ...]:

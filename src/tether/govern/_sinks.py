@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from tether._internal.canonical import canonical_json
 from tether._internal.ids import is_safe_id
 from tether.govern.errors import GovernError, SinkError
@@ -149,6 +147,8 @@ class WebhookSink:
             SIGNATURE_HEADER: sign(self._key, timestamp, body),
             DELIVERY_HEADER: delivery,
         }
+        import httpx  # on first delivery, not at a node's start
+
         try:
             response = httpx.post(
                 self._url,

@@ -25,8 +25,8 @@ from tether.issuance import AccessDenied, InvalidGrant, IssuanceService
 from tether.model import Identity, Lease, LeaseState, Profile
 from tether.spiffe._ca import TrustDomainCA
 from tether.spiffe._peer import Peer
+from tether.spiffe._port import X509SvidView
 from tether.spiffe._revoked import RevokedSvids
-from tether.spiffe._workload import X509SvidView
 from tether.spiffe.errors import InvalidJwtSvid, PermissionDenied, SpiffeError
 from tether.store import Store
 

@@ -16,8 +16,12 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tether.spiffe._workload import WorkloadApiServer, WorkloadBackend
+from tether.spiffe._port import WorkloadBackend
+
+if TYPE_CHECKING:
+    from tether.spiffe._workload import WorkloadApiServer
 
 log = logging.getLogger("tether.spiffe")
 
@@ -68,6 +72,8 @@ class WorkloadSocket:
                 try:
                     # The server itself replaces a stale socket, and refuses a live one or
                     # a file that is not a socket: nothing else at the path is removed.
+                    from tether.spiffe._workload import WorkloadApiServer  # h2, protobuf
+
                     self._server = WorkloadApiServer(self._backend, str(self._path))
                     self._server.start()
                 except OSError:

@@ -36,10 +36,10 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, TypeVar
 
 import h2.config
 import h2.connection
@@ -50,6 +50,7 @@ import h2.settings
 from google.protobuf.message import DecodeError, Message
 
 from tether.spiffe._peer import Peer, peer_of
+from tether.spiffe._port import WorkloadBackend
 from tether.spiffe._proto import workload_pb2 as pb
 from tether.spiffe.errors import CaUnavailable, InvalidJwtSvid, PermissionDenied
 
@@ -102,62 +103,6 @@ class _RpcError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-# -- the port -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class X509SvidView:
-    """One X509-SVID as the Workload API serves it (all DER; the key unencrypted)."""
-
-    spiffe_id: str
-    #: The leaf first, then any intermediates, concatenated.
-    cert_chain_der: bytes
-    key_pkcs8_der: bytes
-    #: The trust domain's X.509 authorities, concatenated.
-    bundle_der: bytes
-    #: Timezone-aware.
-    expires_at: dt.datetime
-    hint: str = ""
-
-
-class WorkloadBackend(Protocol):
-    """What the Workload API serves, and to whom. Called from worker threads."""
-
-    def version(self) -> int:
-        """Grows whenever anything a stream shows may have changed."""
-        ...
-
-    def wait(self, version: int, timeout: float) -> int:
-        """Block until version() > version or timeout; return version()."""
-        ...
-
-    def x509_svids(self, peer: Peer) -> list[X509SvidView]:
-        """Raise PermissionDenied(reason) when the caller is entitled to none."""
-        ...
-
-    def x509_bundles(self, peer: Peer) -> dict[str, bytes]:
-        """Trust domain (name or spiffe://name) -> its X.509 authorities, DER."""
-        ...
-
-    def crls(self) -> list[bytes]:
-        """The trust domain's certificate revocation lists, DER (X509SVIDResponse.crl)."""
-        ...
-
-    def jwt_svids(
-        self, peer: Peer, audience: Sequence[str], spiffe_id: str | None
-    ) -> list[tuple[str, str]]:
-        """(spiffe_id, token) for each identity asked for (all when spiffe_id is None)."""
-        ...
-
-    def jwt_bundles(self, peer: Peer) -> dict[str, bytes]:
-        """Trust domain (name or spiffe://name) -> JWKS JSON of its JWT authorities."""
-        ...
-
-    def validate_jwt(self, peer: Peer, token: str, audience: str) -> tuple[str, dict[str, Any]]:
-        """(spiffe_id, claims); raise InvalidJwtSvid when the token is refused."""
-        ...
 
 
 # -- what the RPCs do ---------------------------------------------------------------

@@ -179,19 +179,36 @@ def _check_schema(conn: Connection, url: str, allow_existing: bool, config: Conf
     )
 
 
+def _head() -> str:
+    """The newest revision: migrations are one line, each file named by its revision."""
+    return max(p.name.split("_", 1)[0] for p in (_MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def _at_head(conn: Connection) -> bool:
+    """Whether the database already is at the newest revision: then a start (each worker
+    of a node, after its supervisor migrated) need not load Alembic at all."""
+    if not sa.inspect(conn).has_table(_VERSION_TABLE):
+        return False
+    versions = list(conn.execute(_VERSIONS).scalars())
+    conn.rollback()
+    return versions == [_head()]
+
+
 def migrate(engine: Engine, url: str, *, allow_existing_schema: bool = False) -> None:
     """Bring the schema to the newest version; a database that cannot be opened, or that
     belongs to another application, is a `StoreError` naming it."""
     # Alembic announces each of its plugins at INFO when it is first imported: noise, not
     # news. Imported here, after the level is set, so that a start logs only what matters.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
     try:
         with engine.connect() as conn:
+            if _at_head(conn):
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            config = Config()
+            config.set_main_option("script_location", str(_MIGRATIONS))
             _check_schema(conn, url, allow_existing_schema, config)
             conn.commit()
             config.attributes["connection"] = conn
