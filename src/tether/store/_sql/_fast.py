@@ -104,10 +104,13 @@ class FastStatements:
         sql = self._end_leases.get(key)
         if sql is None:
             when = "next_attempt_at" if revoking else "ended_at"
-            # Column names and placeholders only: every value is bound.
+            # Column names and placeholders only: every value is bound. `state || ''` is
+            # not an index term: SQLite without statistics would walk a state index over
+            # every live lease (a million) for each batch, not look up the ids.
             sql = (
                 f"UPDATE leases SET state = ?, end_reason = COALESCE(end_reason, ?), {when} = ? "  # noqa: S608
-                f"WHERE id IN ({', '.join('?' * ids)}) AND state IN ({', '.join('?' * sources)}) "
+                f"WHERE id IN ({', '.join('?' * ids)}) "
+                f"AND (state || '') IN ({', '.join('?' * sources)}) "
                 f"RETURNING {', '.join(self.leases.names)}"
             ).replace("?", self._mark)
             self._end_leases[key] = sql
