@@ -33,11 +33,11 @@ def test_ending_and_checking_leases_looks_them_up_by_id(tmp_path: Path) -> None:
     try:
         with store.transaction() as tx:
             # The driver's own trace: each statement as run, its values filled in.
-            tx._c.connection.driver_connection.set_trace_callback(seen.append)  # type: ignore[attr-defined]
+            tx._c.connection.driver_connection.set_trace_callback(seen.append)
             assert tx.live_lease_ids([*ids, "nope"]) == set(ids)
             ended = tx.end_leases(ids, LeaseState.EXPIRED, dt.datetime.now(dt.UTC), "x")
             assert sorted(lease.id for lease in ended) == ids
-            tx._c.connection.driver_connection.set_trace_callback(None)  # type: ignore[attr-defined]
+            tx._c.connection.driver_connection.set_trace_callback(None)
     finally:
         store.close()
     by_id = [sql for sql in seen if "IN ('l0000', 'l0001'" in sql]
