@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from rich.console import Console
 
 from tether._internal.logs import configure_logging
 from tether._internal.timeutil import format_time
@@ -37,6 +36,8 @@ from tether.estate import load_estate_file, parse_estate
 from tether.store import IdentityFilter, shown_url
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tether.app import Tether
 
 log = logging.getLogger(__name__)

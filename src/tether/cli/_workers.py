@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -119,6 +120,27 @@ class WorkerSpec:
         return cls(message["listen"], bool(message["dev"]), options)
 
 
+#: A worker process just started, and the supervisor's end of its channel.
+Launched = tuple[subprocess.Popen[bytes], socket.socket]
+
+
+def launch(sock: socket.socket) -> Launched:
+    """Start a worker process on the listening socket. It imports what it serves with,
+    then waits for its spec on the channel: nothing of the node is built before then."""
+    ours, theirs = socket.socketpair()
+    fds = (sock.fileno(), theirs.fileno())
+    try:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, this package
+            [sys.executable, "-m", "tether.cli._worker", *map(str, fds)], pass_fds=fds
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, ours
+
+
 class _Worker:
     """One worker process as the supervisor sees it."""
 
@@ -149,8 +171,12 @@ class Supervisor:
         count: int,
         barrier: Barrier,
         system: SystemService,
+        early: dict[int, Launched] | None = None,
     ) -> None:
         self._sock, self._spec, self._count = sock, spec, count
+        #: Worker processes started before the store was opened (`supervise`), by slot;
+        #: each leaves it when adopted.
+        self._early = early if early is not None else {}
         self._barrier, self._system = barrier, system
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._requests: queue.SimpleQueue[tuple[_Worker, Message] | None] = queue.SimpleQueue()
@@ -229,14 +255,7 @@ class Supervisor:
 
     # -- workers --
     def _spawn(self, slot: int) -> None:
-        ours, theirs = socket.socketpair()
-        fds = (self._sock.fileno(), theirs.fileno())
-        try:
-            process = subprocess.Popen(  # noqa: S603 - this interpreter, this package
-                [sys.executable, "-m", "tether.cli._worker", *map(str, fds)], pass_fds=fds
-            )
-        finally:
-            theirs.close()
+        process, ours = self._early.pop(slot) if slot in self._early else launch(self._sock)
         worker = _Worker(slot, process, Channel(Connection(ours.detach())))
         with contextlib.suppress(ChannelClosed):  # if it died already, its reader says so
             worker.channel.send(self._spec.message())
@@ -375,16 +394,39 @@ def supervise(listener: Listener, sock: socket.socket, spec: WorkerSpec, count: 
     from tether.system import DevFiles
 
     settings = listener.settings
-    store, barrier, system = _keeper(settings)
+    # The workers start first: their imports (seconds, on a small machine) overlap the
+    # supervisor's opening and migrating of the store, and they build their nodes only
+    # once the supervisor sends them their spec, after the store is migrated.
+    early: dict[int, Launched] = {}
+    try:
+        for slot in range(count):
+            early[slot] = launch(sock)
+        store, barrier, system = _keeper(settings)
+    except BaseException:
+        _abandon(early.values())
+        raise
     try:
         # Dev mode's bootstrap and the unseal key file are the supervisor's: it is the
         # one process that initializes or unseals, and its workers get the key from it.
         dev = DevFiles(settings.dev_key_file, settings.dev_token_file) if settings.dev else None
         system.start(dev, settings.unseal_key_file)
-        Supervisor(sock, spec, count, barrier, system).run()
+        Supervisor(sock, spec, count, barrier, system, early).run()
+    except BaseException:
+        _abandon(early.values())  # those the supervisor did not adopt
+        raise
     finally:
         system.stop()
         store.close()
+
+
+def _abandon(launched: Iterable[Launched]) -> None:
+    """Stop worker processes that were started but never given their spec: a closed
+    channel ends each before it builds anything."""
+    for process, ours in launched:
+        ours.close()
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
 
 
 def _keeper(settings: Settings) -> tuple[Store, Barrier, SystemService]:
