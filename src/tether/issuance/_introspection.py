@@ -7,7 +7,7 @@ from typing import Any
 from tether.issuance._parts import IssuanceParts
 from tether.issuance._subjects import Subjects
 from tether.lease import RevokeTarget
-from tether.model import LeaseState, TaskStatus, Usage
+from tether.model import Lease, LeaseState, Task, TaskStatus, Usage
 
 
 class Introspection:
@@ -16,11 +16,18 @@ class Introspection:
         self._subjects = subjects
 
     def introspect(self, token: str) -> dict[str, Any]:
-        parts = self._parts
         standing = self._subjects.standing(token) if token else None
         if standing is None:
             return {"active": False}
-        lease, task = standing
+        return self._answer(*standing)
+
+    def from_memory(self, token: str) -> dict[str, Any] | None:
+        """`introspect` when memory alone can answer (see Subjects.remembered), else None."""
+        standing = self._subjects.remembered(token) if token else None
+        return None if standing is None else self._answer(*standing)
+
+    def _answer(self, lease: Lease, task: Task | None) -> dict[str, Any]:
+        parts = self._parts
         if lease.state is not LeaseState.ACTIVE or lease.expires_at <= parts.clock():
             return {"active": False}
         if lease.task_id is not None and (task is None or task.status is not TaskStatus.ACTIVE):

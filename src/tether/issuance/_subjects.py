@@ -193,6 +193,23 @@ class Subjects:
             known.remember(key, lease, task, generation)
         return lease, task
 
+    def remembered(self, token: str) -> tuple[Lease, Task | None] | None:
+        """`standing` when memory alone can answer it (a JWT verified here before, a
+        live lease remembered while the feed is current); None when it would have to
+        verify a signature or read the store."""
+        parts = self._parts
+        if is_well_formed(token):
+            key = token_hash(parts.token_key(), token)
+        else:
+            claims = parts.jwt_provider.verified(token)
+            if claims is None:
+                return None
+            key = f"jti:{claims['jti']}"
+        remembered = parts.known_leases.recall(key)
+        if remembered is None or remembered[0].expires_at <= parts.clock():
+            return None
+        return remembered
+
     def from_lease(self, token: str) -> Subject | None:
         standing = self.standing(token)
         if standing is None:

@@ -228,20 +228,36 @@ class JwtProvider:
     def revoke(self, lease: Lease) -> None:
         return None  # resource servers that introspect see the ended lease
 
+    def verified(self, token: str) -> dict[str, Any] | None:
+        """The claims of a live token this process has verified before, or None (never
+        verified here, expired, or its key retired or forgotten): no signature check,
+        so cheap enough for the event loop."""
+        header = _header(token)
+        if self._public_key(header) is None:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        with self._verified_lock:
+            known = self._verified.get(digest)
+        if known is None or known["exp"] <= time.time():
+            return None
+        return dict(known)
+
+    def _public_key(self, header: dict[str, Any] | None) -> ec.EllipticCurvePublicKey | None:
+        """The key that verifies a token with this header; None for another issuer's or a
+        key retired or forgotten (sealed), which verifies nothing, cached or not."""
+        if header is None or header.get("alg") != ALGORITHM:
+            return None
+        kid = header.get("kid")
+        return self._keys.verification_key(kid) if isinstance(kid, str) else None
+
     def decode(self, token: str, *, expired_too: bool = False) -> dict[str, Any] | None:
         """Claims of a token Tether signed, or None: used by introspection and revocation.
         `expired_too`: a token past its `exp` still answers (a leaked copy is tied to its
         lease whatever its age)."""
         header = _header(token)
-        if (
-            header is None
-            or header.get("alg") != ALGORITHM
-            or not isinstance(header.get("kid"), str)
-        ):
+        public = self._public_key(header)
+        if header is None or public is None:
             return None
-        public = self._keys.verification_key(header["kid"])
-        if public is None:
-            return None  # a key retired or forgotten (sealed) verifies nothing, cached or not
         digest = hashlib.sha256(token.encode()).digest()
         with self._verified_lock:
             known = self._verified.get(digest)

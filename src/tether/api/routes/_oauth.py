@@ -179,7 +179,11 @@ async def introspect(request: Request) -> JSONResponse:
     # The access table admitted an admin or introspection token before the body is read.
     node = request.app.state.node
     token_value = await _token_form(request)
-    result = await in_hot_thread(node.issuance.introspect, token_value)
+    # A token seen live moments ago is answered here; anything that needs a signature
+    # check or the store goes to a thread.
+    result = node.issuance.introspect_from_memory(token_value)
+    if result is None:
+        result = await in_hot_thread(node.issuance.introspect, token_value)
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
