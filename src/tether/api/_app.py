@@ -27,6 +27,10 @@ def create_app(node: Tether) -> FastAPI:
         description="Control plane for non-human identities.",
         docs_url=None,
         redoc_url=None,
+        # Tether reports through its own metrics, logs and audit. FastAPI's OpenTelemetry
+        # would look up OTEL_* variables on every request, and export request data to
+        # wherever such a variable points: neither belongs in a control plane's hot path.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.router.route_class = TetherRoute
     app.state.node = node
