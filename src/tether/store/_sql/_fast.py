@@ -95,6 +95,24 @@ class FastStatements:
             "ORDER BY expires_at LIMIT ?"
         ).replace("?", self._mark)
         self._end_leases: dict[tuple[int, int, bool], str] = {}
+        self._children: dict[tuple[int, int], str] = {}
+
+    def children(self, parents: int, states: int) -> str:
+        """The leases derived from `parents` parent ids, in `states` states, by id: the
+        step of a revocation cascade (thousands of parents per statement). Parameters:
+        (*parent_ids, *states, limit)."""
+        key = (parents, states)
+        sql = self._children.get(key)
+        if sql is None:
+            # Column names and placeholders only. `state || ''`: by the parent index,
+            # not a state index over every live lease (see end_leases).
+            sql = (
+                f"SELECT {', '.join(self.leases.names)} FROM leases "  # noqa: S608
+                f"WHERE parent_id IN ({', '.join('?' * parents)}) "
+                f"AND (state || '') IN ({', '.join('?' * states)}) ORDER BY id LIMIT ?"
+            ).replace("?", self._mark)
+            self._children[key] = sql
+        return sql
 
     def end_leases(self, ids: int, sources: int, *, revoking: bool) -> str:
         """UPDATE ... RETURNING for `ids` lease ids in `sources` states; its parameters are

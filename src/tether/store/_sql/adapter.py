@@ -117,6 +117,9 @@ def _upsert_statement(dialect: str, table: sa.Table, keys: Sequence[str]) -> Any
 
 _LIVE = (LeaseState.PENDING.value, LeaseState.ACTIVE.value)
 _CHUNK = 2000  # ids per IN (...) list: well under every backend's parameter limit
+#: Parent ids in one children statement (a cascade's page): SQLite allows 32,766
+#: parameters, PostgreSQL 65,535.
+_MAX_PARENTS = 10_000
 #: Dashboard sessions are kept this long past their expiry, then removed.
 _SESSION_KEPT = dt.timedelta(days=1)
 
@@ -547,6 +550,13 @@ class _SqlTx(GovernSql, KeysSql):
         return moved
 
     def find_leases(self, where: LeaseFilter) -> list[Lease]:
+        parents = where.parent_ids
+        if (
+            parents is not None
+            and len(parents) <= _MAX_PARENTS
+            and where == LeaseFilter(parent_ids=parents, states=where.states, limit=where.limit)
+        ):
+            return self._children(parents, where.states, where.limit)
         c = t.leases.c
         state: sa.ColumnElement[Any] = c.state
         if where.parent_ids is not None or where.task_id is not None:
@@ -594,6 +604,19 @@ class _SqlTx(GovernSql, KeysSql):
         found = sa.union(*ways).subquery()
         query = sa.select(found).order_by(found.c.id).limit(where.limit)
         return [_lease(r) for r in self._c.execute(query)]
+
+    def _children(
+        self, parent_ids: Sequence[str], states: Sequence[LeaseState], limit: int
+    ) -> list[Lease]:
+        """find_leases by parent ids alone, on the driver: SQLAlchemy renders an IN of
+        thousands of values anew on each execution."""
+        if not parent_ids:
+            return []
+        fast = self._fast
+        sql = fast.children(len(parent_ids), len(states))
+        params = (*parent_ids, *(s.value for s in states), min(limit, 2**62))
+        rows = self._driver(sql, params).fetchall()
+        return [_lease(fast.leases.read(r)) for r in rows]
 
     def leases_due(self, now: dt.datetime, limit: int) -> list[Lease]:
         fast = self._fast
