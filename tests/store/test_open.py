@@ -3,6 +3,8 @@ a database that holds another application's tables is not migrated into unless a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +163,27 @@ def test_another_applications_migration_history_is_refused_even_when_allowed(
     for allow in (False, True):
         message = _refusal(empty_url, ForeignSchema, allow_existing_schema=allow)
         assert "f00dfeed1234" in message and "another application" in message
+
+
+def test_a_database_at_the_newest_revision_opens_without_alembic(tmp_path: Path) -> None:
+    """Each worker of a node opens a store its supervisor has just migrated: that must not
+    cost it Alembic's import and a walk of the migration scripts."""
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    _migrate(url)
+    probe = (
+        "import sys\n"
+        "from tether.store import open_store\n"
+        f"store = open_store({url!r})\n"
+        "store.migrate()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    assert _run(probe) == "False"
+    # And a database behind it is still migrated (Alembic is loaded then).
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    behind = probe.replace(repr(url), repr(fresh))
+    assert _run(behind) == "True"
+
+
+def _run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()

@@ -430,10 +430,10 @@ def _abandon(launched: Iterable[Launched]) -> None:
 
 
 def _keeper(settings: Settings) -> tuple[Store, Barrier, SystemService]:
-    """What the supervisor holds: the store (migrated, before any worker starts), a
-    barrier, and the system operations that unseal, seal and bootstrap it, without the
-    services that serve requests (its workers are full nodes, tether.app). Importing
-    only these keeps the supervisor's start short: its workers start beside it."""
+    """What the supervisor holds: the store (migrated before any worker builds its
+    node), a barrier, and the system operations that unseal, seal and bootstrap it,
+    without the services that serve requests (its workers are full nodes, tether.app).
+    Importing only these keeps the supervisor's start short."""
     from tether.audit import AuditLog
     from tether.auth import Authenticator
     from tether.barrier import Barrier
