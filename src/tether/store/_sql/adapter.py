@@ -36,6 +36,7 @@ from tether.store._port import (
     PollOnly,
     SealedRecord,
     Spec,
+    SuspectLeases,
     T,
     TaskFilter,
     Tx,
@@ -578,10 +579,16 @@ class _SqlTx(GovernSql, KeysSql):
             terms.append(c.identity_id.in_(where.identity_ids))
         if where.after_id is not None:
             terms.append(c.id > where.after_id)
-        if where.suspect is None:
-            query = sa.select(t.leases).where(*terms).order_by(c.id).limit(where.limit)
-            return [_lease(r) for r in self._c.execute(query)]
-        suspect = where.suspect
+        if where.suspect is not None:
+            return self._suspect(where, where.suspect, terms)
+        query = sa.select(t.leases).where(*terms).order_by(c.id).limit(where.limit)
+        return [_lease(r) for r in self._c.execute(query)]
+
+    def _suspect(
+        self, where: LeaseFilter, suspect: SuspectLeases, terms: list[sa.ColumnElement[bool]]
+    ) -> list[Lease]:
+        """find_leases narrowed to `suspect`, after the filter's other `terms`."""
+        c = t.leases.c
         # Each way to be suspect on its own index, so that 20,000 fresh leases of one
         # identity are not walked: revoking (state), old (state, issued_at), delegated
         # (the partial index). The chain is stored space-joined: n hops, n-1 spaces.
