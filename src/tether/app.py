@@ -260,10 +260,13 @@ class Tether:
         )
         self.worker = self.lifecycle.worker
         # Every process flushes the usage it saw; the leader evaluates, samples, delivers.
+        # Each flush marks identities (and tells the feed), which wakes the pass again:
+        # under load, woken passes are paced rather than back to back.
         self.governance_worker = LifecycleWorker(
             self._govern_pass,
             interval=settings.governance_interval,
             name="govern",
+            min_gap=settings.governance_interval / 4,
         )
         self.govern.on_work.append(self.governance_worker.wake)
         # External revocations (sessions to terminate) start at once, not at the next sweep.

@@ -4,8 +4,10 @@ node's clock, and reconciliation that keeps going when one target is down."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -44,6 +46,41 @@ def test_the_worker_runs_at_once_survives_a_failing_pass_and_runs_when_woken() -
         worker.stop()
     assert worker.stopping
     assert passes[:3] == [1, 2, 3]
+
+
+def test_wake_ups_in_a_stream_are_paced_by_the_minimum_gap() -> None:
+    """A pass that wakes its own worker (governance: a flush marks identities) must not
+    run back to back: wake-ups within `min_gap` of a pass join the next one, which still
+    comes (nothing woken for is lost)."""
+    passes: list[float] = []
+    worker = LifecycleWorker(lambda: passes.append(time.monotonic()), 3600, min_gap=0.5)
+    worker.start()
+    try:
+        streaming_until = time.monotonic() + 1.2
+        while time.monotonic() < streaming_until:
+            worker.wake()
+            time.sleep(0.001)
+        deadline = time.monotonic() + 30
+        while passes[-1] < streaming_until and time.monotonic() < deadline:
+            time.sleep(0.01)  # the stream's last wake-up is served too
+    finally:
+        worker.stop()
+    # About 1,000 wake-ups: the first pass at start, then at most one per gap.
+    assert 2 <= len(passes) <= 5, passes
+    gaps = [later - earlier for earlier, later in itertools.pairwise(passes)]
+    assert min(gaps) >= 0.45, gaps
+    assert passes[-1] >= streaming_until
+
+
+def test_a_minimum_gap_does_not_delay_stopping() -> None:
+    ran = threading.Event()
+    worker = LifecycleWorker(ran.set, 3600, min_gap=3000)
+    worker.start()
+    assert ran.wait(30)
+    worker.wake()  # now it would wait out the gap
+    started = time.monotonic()
+    worker.stop(timeout=30)
+    assert time.monotonic() - started < 20  # stop() interrupts the wait
 
 
 def test_a_worker_never_started_stops_quietly() -> None:

@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from tether._internal.timeutil import utcnow
 from tether.audit import AuditLog, verify_chain
-from tether.model import AuditEvent, Lease, LeaseState
-from tether.store import LeaseFilter, Store, Tx
+from tether.model import AuditEvent, Lease, LeaseState, Task, TaskStatus
+from tether.store import LeaseFilter, Store, StoreError, Tx
 from tether.store._group import MAX_BATCH, GroupCommit
 
 
@@ -182,3 +183,134 @@ def test_a_failed_commit_is_not_run_again(store: Store) -> None:
     outcomes = _run_all(group, [work])
     assert isinstance(outcomes[0], ConnectionError)
     assert runs == 1
+
+
+# -- through the store: a round's inserts are held and written one statement per table --
+
+
+def _task(task_id: str, name: str) -> Task:
+    now = utcnow()
+    return Task(
+        id=task_id,
+        identity_id="svc",
+        name=name,
+        status=TaskStatus.ACTIVE,
+        created_at=now,
+        deadline=now + dt.timedelta(hours=1),
+    )
+
+
+def _store_round(store: Store, works: list[Callable[[Tx], Any]]) -> list[Any]:
+    """Run `works` through `store.commit_together`, the first holding its round open
+    until every other is queued behind it: the rest share the second round."""
+    group: GroupCommit[Any] = store._group  # type: ignore[attr-defined]
+    first = works[0]
+
+    def leader(tx: Tx) -> Any:
+        deadline = time.monotonic() + 30
+        while len(group._queue) < len(works) - 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return first(tx)
+
+    return _run_all_store(store, [leader, *works[1:]])
+
+
+def _run_all_store(store: Store, works: list[Callable[[Tx], Any]]) -> list[Any]:
+    outcomes: list[Any] = [None] * len(works)
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = store.commit_together(works[i])
+        except Exception as exc:  # the outcome under test
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
+    threads[0].start()
+    time.sleep(0.05)  # the first leads
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def test_a_shared_round_writes_every_task_lease_and_audit_entry(store: Store) -> None:
+    key = os.urandom(32)
+    log = AuditLog(lambda: key)
+
+    def issue(n: int) -> Callable[[Tx], str]:
+        def work(tx: Tx) -> str:
+            tx.put_task(_task(f"tsk_group{n:05d}", f"run {n}"))
+            tx.insert_leases([replace(_lease(n), task_id=f"tsk_group{n:05d}")])
+            log.append(tx, [AuditEvent(action="token.exchange", actor=f"w{n}")])
+            return f"lse_group{n:05d}"
+
+        return work
+
+    outcomes = _store_round(store, [issue(n) for n in range(30)])
+
+    assert sorted(outcomes) == [f"lse_group{n:05d}" for n in range(30)]
+    with store.read() as tx:
+        leases = tx.find_leases(LeaseFilter(identity_id="svc", limit=100))
+        assert {lease.task_id for lease in leases} == {f"tsk_group{n:05d}" for n in range(30)}
+        task = tx.get_task("tsk_group00007")
+        assert task is not None and task.name == "run 7"
+        head = tx.audit_head()
+    chain = verify_chain(store.iter_audit(), expected_head=head)
+    assert chain.ok, chain.problem
+    assert chain.entries == 30
+
+
+def test_in_a_shared_round_a_read_sees_what_the_round_wrote_before_it(store: Store) -> None:
+    """Held inserts are written before any other statement: a later job of the round
+    reads an earlier one's lease, and a job reads its own."""
+
+    def first(tx: Tx) -> bool:
+        tx.insert_leases([_lease(1)])
+        return tx.get_lease("lse_group00001") is not None
+
+    def second(tx: Tx) -> bool:
+        return tx.get_lease("lse_group00001") is not None
+
+    assert _store_round(store, [first, second]) == [True, True]
+
+
+def test_a_task_put_twice_in_one_round_keeps_the_later(store: Store) -> None:
+    def started(tx: Tx) -> None:
+        tx.put_task(_task("tsk_twice", "started"))
+
+    def renamed(tx: Tx) -> None:
+        tx.put_task(_task("tsk_twice", "renamed"))
+        tx.put_task(_task("tsk_twice", "renamed again"))
+
+    assert _store_round(store, [started, renamed]) == [None, None]
+    with store.read() as tx:
+        task = tx.get_task("tsk_twice")
+    assert task is not None and task.name == "renamed again"
+
+
+def test_a_row_refused_when_the_round_is_written_fails_only_its_writer(store: Store) -> None:
+    """A held insert that the database refuses (a token hash already taken) fails where
+    the round's rows are written; its job then fails alone and the others commit."""
+    taken = _lease(90)
+    with store.transaction() as tx:
+        tx.insert_leases([taken])
+
+    def good(n: int) -> Callable[[Tx], int]:
+        def work(tx: Tx) -> int:
+            tx.insert_leases([_lease(n)])
+            return n
+
+        return work
+
+    def clashing(tx: Tx) -> int:
+        tx.insert_leases([replace(_lease(91), token_hash=taken.token_hash)])
+        return 91
+
+    outcomes = _store_round(store, [good(0), good(1), clashing, good(2)])
+
+    assert [outcomes[i] for i in (0, 1, 3)] == [0, 1, 2]
+    assert isinstance(outcomes[2], StoreError)
+    with store.read() as tx:
+        ids = {lease.id for lease in tx.find_leases(LeaseFilter(identity_id="svc"))}
+    assert ids == {f"lse_group{n:05d}" for n in (0, 1, 2, 90)}

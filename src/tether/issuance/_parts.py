@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -67,4 +68,8 @@ class IssuanceParts:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
+    """`prefix_` + the second it was made (8 hex digits) + 80 random bits. Ids made
+    together sort together, so inserting one lands on the last page of each index on it
+    rather than on a random page: a group commit of N issuances writes a few pages, not N
+    per index (SQLite's WAL and PostgreSQL's B-trees alike)."""
+    return f"{prefix}_{int(time.time()):08x}{secrets.token_hex(10)}"

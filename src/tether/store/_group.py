@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from tether.store._port import Tx
 
 T = TypeVar("T")
+TxT = TypeVar("TxT", bound=Tx)
 
 #: More than this many jobs wait for the next round rather than growing one transaction
 #: (a long transaction holds the writer lock, and every waiter's latency, longer).
@@ -40,11 +41,19 @@ class _Job(Generic[T]):
         return self.value  # type: ignore[return-value]
 
 
-class GroupCommit:
-    """Runs jobs in shared transactions opened by `transaction`."""
+class GroupCommit(Generic[TxT]):
+    """Runs jobs in shared transactions opened by `transaction`. `finish(tx)` runs after
+    the round's jobs, before the commit, as part of them: a backend that held their
+    writes back to batch them writes them there, so that a bad row fails the jobs (each
+    is then run alone) rather than the commit."""
 
-    def __init__(self, transaction: Callable[[], AbstractContextManager[Tx]]) -> None:
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractContextManager[TxT]],
+        finish: Callable[[TxT], None] | None = None,
+    ) -> None:
         self._transaction = transaction
+        self._finish = finish
         self._changed = threading.Condition(threading.Lock())
         self._queue: list[_Job[Any]] = []
         self._leading = False
@@ -71,11 +80,15 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         values: list[Any] = []
+        finished = False
         try:
             with self._transaction() as tx:
                 values = [job.work(tx) for job in batch]
+                if self._finish is not None:
+                    self._finish(tx)
+                finished = True
         except Exception as exc:
-            if len(batch) == 1 or len(values) == len(batch):
+            if len(batch) == 1 or finished:
                 # One job, or the commit itself failed (it may even have committed):
                 # running the jobs again could write them twice. Each gets the error.
                 for job in batch:
@@ -98,5 +111,7 @@ class GroupCommit:
         try:
             with self._transaction() as tx:
                 job.value = job.work(tx)
+                if self._finish is not None:
+                    self._finish(tx)
         except Exception as exc:
             job.error = exc

@@ -80,11 +80,16 @@ class FastStatements:
         self.insert_lease = self._insert(t.leases, self.leases)
         self.insert_audit = self._insert(t.audit_log, self.audit)
         updates = ", ".join(f"{n} = excluded.{n}" for n in self.tasks.names if n != "id")
-        upsert = f" ON CONFLICT (id) DO UPDATE SET {updates}"
-        self.put_task = self._insert(t.tasks, self.tasks) + upsert
+        self._upsert_task = f" ON CONFLICT (id) DO UPDATE SET {updates}"
+        self.put_task = self._insert(t.tasks, self.tasks) + self._upsert_task
         self.update_audit_head = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1".replace(
             "?", self._mark
         )
+        # Locks the head row on PostgreSQL (appenders queue there); SQLite's writer is
+        # alone already (BEGIN IMMEDIATE).
+        head = "SELECT seq, hash FROM audit_head WHERE id = 1"
+        self.audit_head = head if sqlite else f"{head} FOR UPDATE"
+        self._many: dict[tuple[str, int], str] = {}
         self.lease_by_id = self._select(t.leases, self.leases, "id")
         self.lease_by_token_hash = self._select(t.leases, self.leases, "token_hash")
         self.task_by_id = self._select(t.tasks, self.tasks, "id")
@@ -133,6 +138,34 @@ class FastStatements:
             ).replace("?", self._mark)
             self._end_leases[key] = sql
         return sql
+
+    #: Rows per multi-row INSERT: within SQLite's oldest limit of 999 bound parameters.
+    MAX_PARAMS = 999
+
+    def rows_per_insert(self, table: str) -> int:
+        return self.MAX_PARAMS // len(self._shape(table).names)
+
+    def insert_many(self, table: str, rows: int) -> str:
+        """One INSERT of `rows` rows into `table` (`leases`, `audit_log`, or `tasks` as an
+        upsert): one statement, one round trip and one release of the GIL however many
+        issuances a group commit holds (an `executemany` steps, and releases, per row)."""
+        key = (table, rows)
+        sql = self._many.get(key)
+        if sql is None:
+            shape = self._shape(table)
+            one = f"({', '.join(self._mark for _ in shape.names)})"
+            # Names from the schema, values bound: nothing here comes from a request.
+            sql = (
+                f"INSERT INTO {table} ({', '.join(shape.names)}) "  # noqa: S608
+                f"VALUES {', '.join([one] * rows)}"
+            )
+            if table == "tasks":
+                sql += self._upsert_task
+            self._many[key] = sql
+        return sql
+
+    def _shape(self, table: str) -> _Table:
+        return {"leases": self.leases, "tasks": self.tasks, "audit_log": self.audit}[table]
 
     def _insert(self, table: sa.Table, shape: _Table) -> str:
         marks = ", ".join(self._mark for _ in shape.names)

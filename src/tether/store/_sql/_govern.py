@@ -224,9 +224,10 @@ def _sqlite_record(row: Sequence[Any]) -> GovernRecord:
 class GovernSql:
     """The governance methods of `_SqlTx` (mixed in)."""
 
-    _c: Connection
-
     if TYPE_CHECKING:
+
+        @property
+        def _c(self) -> Connection: ...
 
         def _driver(self, sql: str, params: Any, many: bool = False) -> Any: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,7 +35,10 @@ def _insert(dialect: str) -> Any:
 class KeysSql:
     """The key-usage methods of `_SqlTx` (mixed in)."""
 
-    _c: Connection
+    if TYPE_CHECKING:
+
+        @property
+        def _c(self) -> Connection: ...
 
     def reserve_key_usage(self, key: str, version: int, n: int) -> int:
         if n < 1:

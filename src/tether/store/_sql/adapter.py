@@ -91,11 +91,6 @@ _TOKEN_BY_HASH = sa.select(t.api_tokens).where(t.api_tokens.c.token_hash == _by_
 _UPDATE_LEASE = sa.update(t.leases).where(t.leases.c.id == _by_id)
 #: The audit table's columns in AuditRecord's field order: `AuditRecord(*row)` reads a row.
 _AUDIT_COLUMNS = [t.audit_log.c[name] for name in AUDIT_RECORD_FIELDS]
-_AUDIT_HEAD = (
-    sa.select(t.audit_head.c.seq, t.audit_head.c.hash)
-    .where(t.audit_head.c.id == 1)
-    .with_for_update()
-)
 _UPSERTS: dict[tuple[str, str], Any] = {}
 
 
@@ -256,20 +251,51 @@ def _join_token(row: Any) -> JoinTokenRecord:
     )
 
 
+class _Held:
+    """The inserts a group commit's transaction holds back (tasks, leases, audit entries)
+    so that each table's rows of every issuance in it go in one statement."""
+
+    __slots__ = ("audit", "head", "leases", "task_ids", "tasks")
+
+    def __init__(self) -> None:
+        self.tasks: list[list[Any]] = []
+        self.task_ids: set[str] = set()
+        self.leases: list[list[Any]] = []
+        self.audit: list[list[Any]] = []
+        self.head: tuple[int, str] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.leases or self.audit)
+
+
 class _SqlTx(GovernSql, KeysSql):
-    def __init__(self, conn: Connection) -> None:
-        self._c = conn
+    def __init__(self, conn: Connection, *, hold_inserts: bool = False) -> None:
+        self._conn = conn
         self.after_commit: list[Callable[[], None]] = []
         self._head: tuple[int, str] | None = None
         self._fast = statements(conn.dialect.name)
         self._cursor: Any = None
+        self._held = _Held() if hold_inserts else None
+
+    @property
+    def _c(self) -> Connection:
+        # Every statement but the held inserts goes through here (or `_driver`): what is
+        # held is written first, so a read sees this transaction's own writes.
+        if self._held:
+            self.write_held()
+        return self._conn
 
     def _driver(self, sql: str, params: Any, many: bool = False) -> Any:
         """Run one of the fast statements on the driver's cursor, in this transaction."""
-        dbapi = self._c.dialect.loaded_dbapi
+        if self._held:
+            self.write_held()
+        return self._run(sql, params, many)
+
+    def _run(self, sql: str, params: Any, many: bool = False) -> Any:
+        dbapi = self._conn.dialect.loaded_dbapi
         try:
             if self._cursor is None:
-                self._cursor = self._c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                self._cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             if many:
                 self._cursor.executemany(sql, params)
             else:
@@ -277,6 +303,32 @@ class _SqlTx(GovernSql, KeysSql):
         except dbapi.Error as exc:
             raise _driver_error(exc, dbapi) from None
         return self._cursor
+
+    def write_held(self) -> None:
+        """Write the held inserts: tasks before the leases that name them, then the
+        audit entries and the chain's new head."""
+        held = self._held
+        if not held:
+            return
+        self._held = None  # what runs below must not come back here
+        try:
+            for table, rows in (
+                ("tasks", held.tasks),
+                ("leases", held.leases),
+                ("audit_log", held.audit),
+            ):
+                self._insert_rows(table, rows)
+            if held.head is not None:
+                self._run(self._fast.update_audit_head, held.head)
+        finally:
+            self._held = _Held()
+
+    def _insert_rows(self, table: str, rows: list[list[Any]]) -> None:
+        fast = self._fast
+        step = fast.rows_per_insert(table)
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            self._run(fast.insert_many(table, len(chunk)), [v for row in chunk for v in row])
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self.after_commit.append(callback)
@@ -411,9 +463,10 @@ class _SqlTx(GovernSql, KeysSql):
 
     def audit_head(self) -> tuple[int, str]:
         # Locked by the first read; this transaction's own appends move it after that.
+        # The head row is not among the held inserts: reading it writes none of them.
         if self._head is None:
-            row = self._c.execute(_AUDIT_HEAD).one()
-            self._head = (int(row.seq), str(row.hash))
+            seq, digest = self._run(self._fast.audit_head, ()).fetchone()
+            self._head = (int(seq), str(digest))
         return self._head
 
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
@@ -421,9 +474,13 @@ class _SqlTx(GovernSql, KeysSql):
             return
         fast = self._fast
         rows = [fast.audit.params(_audit_row(r)) for r in records]
-        self._driver(fast.insert_audit, rows, many=True)
         last = records[-1]
-        self._driver(fast.update_audit_head, (last.seq, last.hash))
+        if self._held is not None:
+            self._held.audit += rows
+            self._held.head = (last.seq, last.hash)
+        else:
+            self._driver(fast.insert_audit, rows, many=True)
+            self._driver(fast.update_audit_head, (last.seq, last.hash))
         self._head = (last.seq, last.hash)
 
     def list_audit(
@@ -470,7 +527,17 @@ class _SqlTx(GovernSql, KeysSql):
     # -- tasks --
     def put_task(self, task: Task) -> None:
         fast = self._fast
-        self._driver(fast.put_task, fast.tasks.params(_task_row(task)))
+        row = fast.tasks.params(_task_row(task))
+        held = self._held
+        if held is None:
+            self._driver(fast.put_task, row)
+            return
+        if task.id in held.task_ids:
+            self.write_held()  # one upsert may not touch a row twice (PostgreSQL)
+            held = self._held
+            assert held is not None
+        held.tasks.append(row)
+        held.task_ids.add(task.id)
 
     def get_task(self, task_id: str) -> Task | None:
         fast = self._fast
@@ -517,7 +584,10 @@ class _SqlTx(GovernSql, KeysSql):
         if leases:
             fast = self._fast
             rows = [fast.leases.params(_lease_row(lease)) for lease in leases]
-            self._driver(fast.insert_lease, rows, many=True)
+            if self._held is not None:
+                self._held.leases += rows
+            else:
+                self._driver(fast.insert_lease, rows, many=True)
 
     def get_lease(self, lease_id: str) -> Lease | None:
         fast = self._fast
@@ -903,7 +973,7 @@ class SqlStore:
         self._writer_lock: AbstractContextManager[object] | None = (
             _SqliteWriterLock(self._engine.url.database) if self.dialect == "sqlite" else None
         )
-        self._group = GroupCommit(self.transaction)
+        self._group = GroupCommit(self._held_transaction, finish=_SqlTx.write_held)
 
     @property
     def engine(self) -> Engine:
@@ -913,17 +983,22 @@ class SqlStore:
         migrate(self._engine, self.url, allow_existing_schema=self._allow_existing_schema)
 
     @contextmanager
-    def transaction(self) -> Iterator[_SqlTx]:
+    def transaction(self, *, hold_inserts: bool = False) -> Iterator[_SqlTx]:
         with self._writer_lock or nullcontext():
             try:
                 connection = self._engine.connect().execution_options(tether_write=True)
                 with connection as conn, conn.begin():
-                    tx = _SqlTx(conn)
+                    tx = _SqlTx(conn, hold_inserts=hold_inserts)
                     yield tx
+                    tx.write_held()
             except sa.exc.SQLAlchemyError as exc:
                 raise _translate(exc) from None
         for callback in tx.after_commit:
             callback()
+
+    def _held_transaction(self) -> AbstractContextManager[_SqlTx]:
+        # A group commit's round: its issuances' inserts go one statement per table.
+        return self.transaction(hold_inserts=True)
 
     def commit_together(self, work: Callable[[Tx], T]) -> T:
         return self._group.run(work)
@@ -957,12 +1032,11 @@ class SqlStore:
 
     def close(self) -> None:
         self._engine.dispose()
+        if isinstance(self._writer_lock, _SqliteWriterLock):
+            self._writer_lock.close()
 
     def wake_ups(self) -> WakeUps:
         if self.dialect == "postgresql":
             url = self._engine.url.set(drivername="postgresql")
             return _cluster.Notifications(url.render_as_string(hide_password=False))
         return PollOnly()
-
-        if isinstance(self._writer_lock, _SqliteWriterLock):
-            self._writer_lock.close()
