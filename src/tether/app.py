@@ -268,7 +268,7 @@ class Tether:
             name="govern",
             min_gap=settings.governance_interval / 4,
         )
-        self.govern.on_work.append(self.governance_worker.wake)
+        self.govern.on_work.append(self._governance_due)
         # External revocations (sessions to terminate) start at once, not at the next sweep.
         self.leases.on_ended += [
             self.lifecycle.leases_ended,
@@ -289,7 +289,11 @@ class Tether:
         ]
         self.system.on_rotated.append(self.lifecycle.rewrap_soon)
         # One process runs the background work; every process applies every change.
-        self.leadership.on_elected += [self.lifecycle.wake, self.lifecycle.rewrap_soon]
+        self.leadership.on_elected += [
+            self.lifecycle.wake,
+            self.lifecycle.rewrap_soon,
+            self.governance_worker.wake,
+        ]
         self.leadership.duties += [self.feed.prune, self._spiffe_ensure, self._key_duties]
         self._subscribe_feed()
 
@@ -465,6 +469,13 @@ class Tether:
 
     def _engine(self) -> PolicyEngine | None:
         return self.policy.engine
+
+    def _governance_due(self) -> None:
+        # Marked identities are evaluated by the leader; another process would only
+        # flush its usage early, whose feed event wakes the leader, whose flush wakes it
+        # again: each process's flushes keep their interval.
+        if self.leadership.leading:
+            self.governance_worker.wake()
 
     def _govern_pass(self) -> None:
         self.govern.flush()

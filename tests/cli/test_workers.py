@@ -410,6 +410,40 @@ def test_one_worker_is_one_process_and_dev_mode_bootstraps_in_the_supervisor(
         assert _audit_actions(server)["sys.init"] == 1
 
 
+def _cpus_of(pid: int) -> set[int]:
+    """The CPUs every thread of `pid` may run on (a thread may have its own mask)."""
+    masks = [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+    return set().union(*masks)
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="pinning chooses among CPUs: the tests have one"
+)
+def test_each_worker_runs_on_a_cpu_of_its_own_and_its_replacement_on_the_same(
+    tmp_path: Path,
+) -> None:
+    with _node(tmp_path / "pinned") as server:
+        workers = _serving(server)
+        cpus = {pid: _cpus_of(pid) for pid in workers}
+        assert all(len(mask) == 1 for mask in cpus.values()), cpus
+        assert len(set().union(*cpus.values())) == 2, "both workers on one CPU"
+        assert cpus[next(iter(workers))] <= os.sched_getaffinity(0)
+
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        assert server.process is not None
+        supervisor = server.process.pid
+        _poll(lambda: len(_children(supervisor) - workers) == 1, "a replacement worker")
+        (replacement,) = _children(supervisor) - workers
+        _poll(lambda: len(os.sched_getaffinity(replacement)) == 1, "the replacement pinned")
+        _serving(server)  # it serves
+        assert _cpus_of(replacement) == cpus[victim]
+
+    with _node(tmp_path / "floating", "--no-pin-workers") as server:
+        for pid in _serving(server):
+            assert _cpus_of(pid) == os.sched_getaffinity(0)
+
+
 def test_a_refusal_crosses_the_channel_as_the_error_a_single_process_raises() -> None:
     import socket as socket_module
     from multiprocessing.connection import Connection

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 import tether
 from tether.api import _errors, _oauth_errors
@@ -20,8 +21,24 @@ from tether.govern import FindingGauges
 from tether.model import RULES
 
 
-def create_app(node: Tether) -> FastAPI:
-    app = FastAPI(
+class TetherApp(FastAPI):
+    """FastAPI, with the hot routes (token exchange, introspection) served in front of
+    its middleware stack: by `edge`, a gate of their own. Through the stack (FastAPI's
+    error, telemetry and body-limit layers, each wrapping `send`) a request cost about
+    0.3 ms more than the route's own work; uvicorn alone serves one in 20 µs here."""
+
+    edge: Gate | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge = self.edge
+        if edge is not None and scope["type"] == "http" and edge.serves(scope):
+            await edge(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(node: Tether) -> TetherApp:
+    app = TetherApp(
         title="Tether",
         version=tether.__version__,
         description="Control plane for non-human identities.",
@@ -53,14 +70,11 @@ def create_app(node: Tether) -> FastAPI:
     from tether.web import create_web
 
     app.mount(WEB_BASE, create_web(node))
+    addresses = ClientAddress(node.settings.trusted_proxies)
     app.add_middleware(
-        Gate,
-        node=node,
-        requests_total=requests_total,
-        latency=latency,
-        addresses=ClientAddress(node.settings.trusted_proxies),
-        hot=HotRoutes(app, HOT_PATHS),
+        Gate, node=node, requests_total=requests_total, latency=latency, addresses=addresses
     )
+    app.edge = Gate(app, node, requests_total, latency, addresses, HotRoutes(app, HOT_PATHS))
     return app
 
 

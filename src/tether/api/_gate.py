@@ -91,6 +91,10 @@ class Gate:
         self.addresses = addresses
         self._initialized_seen = False
 
+    def serves(self, scope: Scope) -> bool:
+        """Whether this gate serves `scope` itself (one of its hot routes)."""
+        return self.hot is not None and self.hot.route_for(scope) is not None
+
     async def _initialized(self) -> bool:
         """Whether the barrier was ever initialized. That reads the store (not on the
         event loop), until the answer is yes: a node is never uninitialized again."""

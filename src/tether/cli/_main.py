@@ -136,17 +136,40 @@ def _serve_options(**flags: Any) -> ServeOptions:
     default=None,
     metavar="N",
     help="Worker processes on the one listening socket (env TETHER_WORKERS; default: one "
-    "per core). 1: serve in this process, with no supervisor.",
+    "per CPU this process may run on). 1: serve in this process, with no supervisor.",
+)
+@click.option(
+    "--pin-workers/--no-pin-workers",
+    envvar="TETHER_PIN_WORKERS",
+    default=True,
+    show_default=True,
+    help="Pin each worker process to a CPU of its own, in turn (env TETHER_PIN_WORKERS).",
 )
 @listener_options
-def serve(listen: str | None, dev: bool, workers: int | None, **flags: Any) -> None:
+def serve(
+    listen: str | None, dev: bool, workers: int | None, pin_workers: bool, **flags: Any
+) -> None:
     """Run the Tether server."""
-    import os
-
     from tether.cli._server import run_server
 
-    count = workers if workers is not None else (os.cpu_count() or 1)
-    run_server(listen=listen, dev=dev, options=_serve_options(**flags), workers=count)
+    count = workers if workers is not None else usable_cpus()
+    run_server(
+        listen=listen,
+        dev=dev,
+        options=_serve_options(**flags),
+        workers=count,
+        pin_workers=pin_workers,
+    )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's cpuset, a `taskset`), not every
+    CPU of the machine."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 @cli.command()

@@ -7,6 +7,7 @@ imported or its store opened, so a bad flag or a busy port is one quick line.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import inspect
 import logging
 import os
@@ -95,8 +96,19 @@ def uvicorn_config(node: Tether, listener: Listener) -> uvicorn.Config:
     )
 
 
+def settle_heap() -> None:
+    """Before serving: what the process built to start (modules, the app, the estate
+    view: most of its heap) is moved out of the garbage collector's reach. A full
+    collection then walks only what serving made since, not 100 MB of objects that live
+    as long as the process: it paused every request in flight for 40-50 ms, a few times
+    a minute under load."""
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(node: Tether, listener: Listener, sock: socket.socket) -> None:
     config = uvicorn_config(node, listener)
+    settle_heap()
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -113,10 +125,15 @@ def _start_node(listener: Listener) -> Tether:
 
 
 def run_server(
-    listen: str | None, dev: bool, options: ServeOptions | None = None, workers: int = 1
+    listen: str | None,
+    dev: bool,
+    options: ServeOptions | None = None,
+    workers: int = 1,
+    pin_workers: bool = True,
 ) -> None:
     """Serve in this process (`workers` 1), or supervise that many worker processes on
-    one listening socket (`tether.cli._workers`)."""
+    one listening socket (`tether.cli._workers`), each pinned to a CPU of its own unless
+    `pin_workers` is False."""
     configure_logging(os.environ.get("TETHER_LOG_LEVEL", "INFO"))
     options = options or ServeOptions()
     listener = prepare(listen, dev, options)
@@ -124,7 +141,7 @@ def run_server(
         if workers > 1:
             from tether.cli._workers import WorkerSpec, supervise
 
-            supervise(listener, sock, WorkerSpec(listen, dev, options), workers)
+            supervise(listener, sock, WorkerSpec(listen, dev, options), workers, pin_workers)
         else:
             _serve(_start_node(listener), listener, sock)
 

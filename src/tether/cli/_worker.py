@@ -187,7 +187,7 @@ class _WorkerServer(uvicorn.Server):
 def _run(listen_fd: int, channel: Channel) -> None:
     from tether.app import Tether
     from tether.cli._listen import prepare
-    from tether.cli._server import uvicorn_config
+    from tether.cli._server import settle_heap, uvicorn_config
     from tether.cli._workers import WorkerSpec
 
     spec = WorkerSpec.from_message(channel.receive())
@@ -202,6 +202,7 @@ def _run(listen_fd: int, channel: Channel) -> None:
         server = _WorkerServer(uvicorn_config(node, listener), link.ready)
         link.start(on_lost=server.stop_soon)
         node.start()
+        settle_heap()
         server.run(sockets=[sock])
     finally:
         node.stop()
@@ -219,11 +220,22 @@ def _die_with_the_supervisor() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def _pin(cpu: int) -> None:
+    """Run on `cpu` only (`tether.cli._workers.worker_cpus` says why). Before any thread
+    starts: the threads this process starts inherit it."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:  # the CPU went away since the supervisor looked: float
+        print(f"warning: worker {os.getpid()}: not pinned to CPU {cpu}: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     # Until uvicorn takes over, a Ctrl-C meant for the supervisor must not kill this one
     # with a traceback: the supervisor stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_the_supervisor()
+    if len(argv) > 2:
+        _pin(int(argv[2]))
     listen_fd, channel_fd = int(argv[0]), int(argv[1])
     for fd in (listen_fd, channel_fd):
         os.set_inheritable(fd, False)  # nothing this worker starts gets either

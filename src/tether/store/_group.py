@@ -27,13 +27,18 @@ MAX_BATCH = 64
 
 
 class _Job(Generic[T]):
-    __slots__ = ("done", "error", "value", "work")
+    __slots__ = ("done", "error", "value", "wake", "work")
 
     def __init__(self, work: Callable[[Tx], T]) -> None:
         self.work = work
         self.done = False
         self.value: T | None = None
         self.error: BaseException | None = None
+        #: Held until the job is done or its thread is to lead the next round: each
+        #: waiter is woken once, for itself (a condition's notify_all woke every waiter
+        #: of every round, most only to wait again).
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
     def result(self) -> T:
         if self.error is not None:
@@ -54,29 +59,37 @@ class GroupCommit(Generic[TxT]):
     ) -> None:
         self._transaction = transaction
         self._finish = finish
-        self._changed = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._queue: list[_Job[Any]] = []
         self._leading = False
 
     def run(self, work: Callable[[Tx], T]) -> T:
         job: _Job[T] = _Job(work)
-        with self._changed:
+        with self._mutex:
             self._queue.append(job)
-        while True:
-            with self._changed:
-                while self._leading and not job.done:
-                    self._changed.wait()
-                if job.done:
-                    return job.result()
-                # Lead the next round; a job queued beyond MAX_BATCH leads again after it.
-                self._leading = True
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            try:
-                self._commit(batch)
-            finally:
-                with self._changed:
-                    self._leading = False
-                    self._changed.notify_all()
+            lead, self._leading = not self._leading, True
+        if not lead:
+            job.wake.acquire()  # done, or handed the next round
+            if job.done:
+                return job.result()
+        self._lead()
+        return job.result()
+
+    def _lead(self) -> None:
+        """Run one round: the leader's own job heads the queue (it led a round nobody
+        was leading, or was handed the next). Then the next queued job leads the next."""
+        with self._mutex:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        try:
+            self._commit(batch)
+        finally:
+            with self._mutex:
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            for other in batch[1:]:
+                other.wake.release()
+            if successor is not None:
+                successor.wake.release()
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         values: list[Any] = []
