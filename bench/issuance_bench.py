@@ -1,7 +1,8 @@
 """The core loop's speed: token exchange over HTTP at concurrency 32 with one worker
 process and with one per core (and `/v1/sys/health` in the same run, the framework's
-ceiling), the same pipeline in-process (one caller, and 32), introspection over HTTP,
-and revoking a task that holds 10,000 leases.
+ceiling), the same pipeline in-process (one caller, and 32: floating, and on one CPU as a
+pinned worker runs), introspection over HTTP, and revoking a task that holds 10,000
+leases.
 
 The load generator runs on the same 2 cores as the server, so HTTP figures understate
 what a separate client machine would see.
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import quantiles
@@ -254,18 +256,26 @@ def _ratio(part: float, whole: float) -> float:
     return round(part / whole, 2) if whole else 0.0
 
 
-def http_bench(tmp: Path, quick: bool, in_process_per_s: float) -> dict[str, Any]:
+def http_bench(tmp: Path, quick: bool, in_process: dict[str, Any]) -> dict[str, Any]:
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed (make bench installs it)"}
     seconds = 3 if quick else 10
-    cores = os.cpu_count() or 1
-    runs = {f"workers_{n}": _serve_and_load(tmp, n, seconds) for n in sorted({1, cores})}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    runs = {f"workers_{n}": _serve_and_load(tmp, n, seconds) for n in sorted({1, cores or 1})}
     for run in runs.values():
         exchange = run["exchange_attestation_jwt"]["requests_per_s"]
         run["ratios"] = {
             "exchange_over_health": _ratio(exchange, run["health"]["requests_per_s"]),
-            "exchange_http_over_in_process_c32": _ratio(exchange, in_process_per_s),
+            # One process at concurrency 32, floating as `--workers 1` does...
+            "exchange_http_over_in_process_c32": _ratio(
+                exchange, in_process["exchange_attestation_jwt_c32"]["per_s"]
+            ),
         }
+        if "exchange_attestation_jwt_c32_one_cpu" in in_process:
+            # ... and on one CPU, as each pinned worker of several does.
+            run["ratios"]["exchange_http_over_in_process_c32_one_cpu"] = _ratio(
+                exchange, in_process["exchange_attestation_jwt_c32_one_cpu"]["per_s"]
+            )
     return {
         "load_generator": "wrk -t2 -c32 on the same machine",
         **runs,
@@ -300,6 +310,19 @@ def _exchange_in_process(node: Tether, tokens: list[str], threads: int) -> dict[
     return {"per_s": round(len(tokens) / elapsed), **_percentiles(latencies)}
 
 
+def _on_one_cpu(work: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """`work` with this thread (and the threads it starts) on its first allowed CPU; None
+    where affinity cannot be set."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        return work()
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def in_process_bench(tmp: Path, quick: bool) -> dict[str, Any]:
     idp = Idp()
     node = Tether(Settings(home=tmp / "inproc", database_url=f"sqlite:///{tmp / 'inproc.db'}"))
@@ -319,6 +342,14 @@ def in_process_bench(tmp: Path, quick: bool) -> dict[str, Any]:
             node, [idp.token() for _ in range(count * 2)], threads=CONCURRENCY
         ),
     }
+    # The same on one CPU, as a pinned worker of `tether serve --workers N` runs.
+    pinned = _on_one_cpu(
+        lambda: _exchange_in_process(
+            node, [idp.token() for _ in range(count * 2)], threads=CONCURRENCY
+        )
+    )
+    if pinned is not None:
+        result["exchange_attestation_jwt_c32_one_cpu"] = pinned
 
     # Revoke a task holding 10,000 token leases, audit included.
     started_task = node.issuance.start_task(idp.token(), "bulk", dt.timedelta(hours=1), None)
@@ -442,5 +473,5 @@ def run(tmp: Path, quick: bool) -> dict[str, Any]:
     return {
         "in_process": in_process,
         "lifecycle_triggers": trigger_latency(tmp),
-        "http": http_bench(tmp, quick, in_process["exchange_attestation_jwt_c32"]["per_s"]),
+        "http": http_bench(tmp, quick, in_process),
     }
