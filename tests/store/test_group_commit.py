@@ -51,17 +51,28 @@ class _CountingTransactions:
                 self.inside_first()
 
 
-def _run_all(group: GroupCommit, works: list[Callable[[Tx], Any]]) -> list[Any]:
+def _run_all(
+    group: GroupCommit[Any],
+    works: list[Callable[[Tx], Any]],
+    commit: Callable[[Callable[[Tx], Any]], Any] | None = None,
+) -> list[Any]:
+    """Each work on a thread of its own, through `commit` (the group's `run` unless
+    given); the first starts alone and leads the group's first round."""
+    submit = commit or group.run
     outcomes: list[Any] = [None] * len(works)
 
     def run(i: int) -> None:
         try:
-            outcomes[i] = group.run(works[i])
+            outcomes[i] = submit(works[i])
         except Exception as exc:  # the outcome under test
             outcomes[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
-    for thread in threads:
+    threads[0].start()
+    deadline = time.monotonic() + 30
+    while not group._leading and threads[0].is_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for thread in threads[1:]:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
@@ -206,31 +217,17 @@ def _store_round(store: Store, works: list[Callable[[Tx], Any]]) -> list[Any]:
     group: GroupCommit[Any] = store._group  # type: ignore[attr-defined]
     first = works[0]
 
+    queued: list[int] = []
+
     def leader(tx: Tx) -> Any:
         deadline = time.monotonic() + 30
         while len(group._queue) < len(works) - 1 and time.monotonic() < deadline:
             time.sleep(0.001)
+        queued.append(len(group._queue))
         return first(tx)
 
-    return _run_all_store(store, [leader, *works[1:]])
-
-
-def _run_all_store(store: Store, works: list[Callable[[Tx], Any]]) -> list[Any]:
-    outcomes: list[Any] = [None] * len(works)
-
-    def run(i: int) -> None:
-        try:
-            outcomes[i] = store.commit_together(works[i])
-        except Exception as exc:  # the outcome under test
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
-    threads[0].start()
-    time.sleep(0.05)  # the first leads
-    for thread in threads[1:]:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    outcomes = _run_all(group, [leader, *works[1:]], store.commit_together)
+    assert queued == [len(works) - 1], "the others did not share one round"
     return outcomes
 
 
