@@ -151,8 +151,9 @@ def serve(
 ) -> None:
     """Run the Tether server."""
     from tether.cli._server import run_server
+    from tether.cli._workers import usable_cpus
 
-    count = workers if workers is not None else usable_cpus()
+    count = workers if workers is not None else len(usable_cpus()) or 1
     run_server(
         listen=listen,
         dev=dev,
@@ -160,16 +161,6 @@ def serve(
         workers=count,
         pin_workers=pin_workers,
     )
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a container's cpuset, a `taskset`), not every
-    CPU of the machine."""
-    import os
-
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 @cli.command()

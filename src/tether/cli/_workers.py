@@ -134,10 +134,18 @@ def worker_cpus(count: int, pin: bool) -> list[int | None]:
     left to float, every hand-off of the GIL between its threads could cross cores, and
     on a virtual machine each such wake-up is an inter-processor interrupt. Pinned, the
     same 2-core machine exchanged about 2,100 tokens/s instead of 1,500."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    allowed = usable_cpus() if hasattr(os, "sched_setaffinity") else []
     if not pin or len(allowed) < 2:
         return [None] * count
     return [allowed[slot % len(allowed)] for slot in range(count)]
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (a container's cpuset, a `taskset`), not every
+    CPU of the machine; where the platform cannot say, every CPU."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def launch(sock: socket.socket, cpu: int | None = None) -> Launched:
